@@ -1,0 +1,109 @@
+/* The Modal API: one handler per RPC, one file per Modal object (app.c, function.c, mount.c, ...).
+ *
+ * The router (router.c) decodes each request with the method's protobuf descriptor, authenticates it
+ * (auth.c), and calls the handler with a request struct valid for the duration of the handler call.
+ * A handler answers with cove_api_reply/cove_api_fail now, or parks the call (long polls) and answers
+ * later through the scheduler; either way exactly once. */
+#ifndef COVE_API_API_H
+#define COVE_API_API_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "api.pb-c.h"
+#include "grpc/server.h"
+#include "util/error.h"
+
+struct cove_ctx;
+struct cove_task;
+
+enum {
+	COVE_CLIENT_TYPE_CLIENT = 1,
+	COVE_CLIENT_TYPE_CONTAINER = 3,
+};
+
+struct cove_api_req {
+	struct cove_ctx *ctx;
+	struct cove_call *call;
+	const ProtobufCMessage *msg; /* the decoded request; freed after the handler returns */
+	int client_type;
+	struct cove_task *task; /* the calling container, for container calls */
+	const char *method;     /* "AppCreate" */
+};
+
+typedef void (*cove_api_fn)(struct cove_api_req *req);
+
+enum {
+	COVE_API_CONTAINER_ONLY = 1 << 0, /* only containers may call it */
+	COVE_API_NO_AUTH = 1 << 1,        /* answered without credentials (ClientHello) */
+};
+
+struct cove_api_method {
+	const char *name;
+	cove_api_fn fn;
+	unsigned flags;
+};
+
+struct cove_api;
+struct cove_api *cove_api_new(struct cove_ctx *ctx, struct cove_error **err);
+void cove_api_free(struct cove_api *api);
+/* The router the gRPC front calls (ctx is the struct cove_api). */
+void cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, size_t len, size_t n_messages,
+		    void *ctx);
+
+/* Answering. reply: pack, send, finish OK. send: one message of a stream. fail: finish with err's code and
+ * message (err is consumed). fail_code: finish with a formatted message. */
+void cove_api_reply(struct cove_call *call, const ProtobufCMessage *resp);
+void cove_api_send(struct cove_call *call, const ProtobufCMessage *msg);
+void cove_api_fail(struct cove_call *call, struct cove_error *err);
+void cove_api_fail_code(struct cove_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Authentication (auth.c). Fills req->client_type and req->task; 0 or -1 + UNAUTHENTICATED. */
+int cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error **err);
+/* Drop cached token decisions (after `cove token` changes). */
+void cove_auth_reset(void);
+
+/* Environments (environment.c): "" means the default ("main"). Returns the canonical name or -1 +
+ * NOT_FOUND for an unknown environment. */
+const char *cove_env_resolve(const char *name, struct cove_error **err);
+
+/* Handlers, by file. */
+#define COVE_HANDLER(name) void cove_api_##name(struct cove_api_req *req)
+/* app.c */
+COVE_HANDLER(AppCreate);
+COVE_HANDLER(AppHeartbeat);
+COVE_HANDLER(AppPublish);
+COVE_HANDLER(AppClientDisconnect);
+COVE_HANDLER(AppGetLogs);
+COVE_HANDLER(AppGetLayout);
+COVE_HANDLER(AppStop);
+/* environment.c */
+COVE_HANDLER(EnvironmentGetOrCreate);
+COVE_HANDLER(ClientHello);
+/* function.c */
+COVE_HANDLER(FunctionPrecreate);
+COVE_HANDLER(FunctionCreate);
+/* calls.c */
+COVE_HANDLER(FunctionMap);
+COVE_HANDLER(FunctionPutInputs);
+COVE_HANDLER(FunctionGetOutputs);
+COVE_HANDLER(FunctionCallFromId);
+/* mount.c */
+COVE_HANDLER(MountGetOrCreate);
+COVE_HANDLER(MountBatchedCheckExistence);
+COVE_HANDLER(MountPutFile);
+/* image.c */
+COVE_HANDLER(ImageGetOrCreate);
+COVE_HANDLER(ImageJoinStreaming);
+/* secret.c */
+COVE_HANDLER(SecretGetOrCreate);
+/* blob.c */
+COVE_HANDLER(BlobCreate);
+COVE_HANDLER(BlobGet);
+/* container.c */
+COVE_HANDLER(ContainerHello);
+COVE_HANDLER(ContainerHeartbeat);
+COVE_HANDLER(FunctionGetInputs);
+COVE_HANDLER(FunctionPutOutputs);
+COVE_HANDLER(TaskResult);
+
+#endif

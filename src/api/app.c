@@ -1,0 +1,164 @@
+/* Apps: create, heartbeat, publish, disconnect, stop, layout and logs. */
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "sched/sched.h"
+#include "server.h"
+#include "util/alloc.h"
+#include "util/ids.h"
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Look an app up by a request's app_id, answering the call with the error if it can't. */
+static struct cove_app *
+app_or_fail(struct cove_api_req *req, const char *app_id)
+{
+	if (app_id == NULL || *app_id == '\0') {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "%s: app_id is required", req->method);
+		return NULL;
+	}
+	struct cove_app *app = cove_sched_app_get(req->ctx->sched, app_id);
+	if (app == NULL)
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "App %s not found", app_id);
+	return app;
+}
+
+void
+cove_api_AppCreate(struct cove_api_req *req)
+{
+	const Modal__Client__AppCreateRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = cove_env_resolve(r->environment_name, &err);
+	if (env == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	int state = r->app_state;
+	switch (state) {
+	case MODAL__CLIENT__APP_STATE__APP_STATE_UNSPECIFIED:
+		state = MODAL__CLIENT__APP_STATE__APP_STATE_EPHEMERAL;
+		break;
+	case MODAL__CLIENT__APP_STATE__APP_STATE_EPHEMERAL:
+	case MODAL__CLIENT__APP_STATE__APP_STATE_DETACHED:
+	case MODAL__CLIENT__APP_STATE__APP_STATE_DETACHED_DISCONNECTED:
+	case MODAL__CLIENT__APP_STATE__APP_STATE_INITIALIZING:
+		break;
+	default:
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "AppCreate: an app cannot be created in state %d",
+				   state);
+		return;
+	}
+	struct cove_app *app = cove_sched_app_create(req->ctx->sched, "", env, r->description, state, &err);
+	if (app == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Modal__Client__AppCreateResponse resp = MODAL__CLIENT__APP_CREATE_RESPONSE__INIT;
+	resp.app_id = app->id;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppHeartbeat(struct cove_api_req *req)
+{
+	const Modal__Client__AppHeartbeatRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	cove_sched_app_heartbeat(req->ctx->sched, app);
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppPublish(struct cove_api_req *req)
+{
+	const Modal__Client__AppPublishRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	/* Every function the client names must be one it created in this app. */
+	for (size_t i = 0; i < r->n_function_ids; i++) {
+		struct cove_function *fn = cove_sched_function_get(req->ctx->sched, r->function_ids[i]->value);
+		if (fn == NULL || fn->app != app || fn->def == NULL) {
+			cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT,
+					   "AppPublish: function %s (%s) was not created in app %s",
+					   r->function_ids[i]->value, r->function_ids[i]->key, app->id);
+			return;
+		}
+	}
+	for (size_t i = 0; i < r->n_class_ids; i++)
+		cove_map_put(&app->classes, r->class_ids[i]->key, xstrdup(r->class_ids[i]->value));
+	struct cove_error *err = NULL;
+	int state = r->app_state ? (int)r->app_state : app->state;
+	if (cove_sched_app_set_state(req->ctx->sched, app, state, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Modal__Client__AppPublishResponse resp = MODAL__CLIENT__APP_PUBLISH_RESPONSE__INIT;
+	resp.url = "";
+	if (state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
+		resp.deployed_at = now_s();
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppClientDisconnect(struct cove_api_req *req)
+{
+	const Modal__Client__AppClientDisconnectRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	/* Ephemeral apps live as long as their client; detached and deployed apps carry on. */
+	if (app->state == MODAL__CLIENT__APP_STATE__APP_STATE_EPHEMERAL ||
+	    app->state == MODAL__CLIENT__APP_STATE__APP_STATE_INITIALIZING)
+		cove_sched_app_stop(req->ctx->sched, app, r->exception && *r->exception ? r->exception : "client disconnected");
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppStop(struct cove_api_req *req)
+{
+	const Modal__Client__AppStopRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	cove_sched_app_stop(req->ctx->sched, app, "stopped");
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppGetLayout(struct cove_api_req *req)
+{
+	const Modal__Client__AppGetLayoutRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	Modal__Client__AppGetLayoutResponse resp = MODAL__CLIENT__APP_GET_LAYOUT_RESPONSE__INIT;
+	resp.app_layout = cove_sched_app_layout(req->ctx->sched, app);
+	cove_api_reply(req->call, &resp.base);
+	cove_sched_layout_free(resp.app_layout);
+}
+
+void
+cove_api_AppGetLogs(struct cove_api_req *req)
+{
+	const Modal__Client__AppGetLogsRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	if (r->timeout < 0 || r->timeout > 3600) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "AppGetLogs: timeout %.1f is out of range", r->timeout);
+		return;
+	}
+	cove_sched_app_get_logs(req->ctx->sched, req->call, app, r->last_entry_id, r->timeout);
+}

@@ -1,0 +1,172 @@
+/* The method table and the router: path -> descriptor -> decode -> auth -> handler. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "config.h"
+#include "server.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "util/map.h"
+#include "util/pb.h"
+
+#define SERVICE_PREFIX "/modal.client.ModalClient/"
+
+/* Every RPC Cove answers. Anything else in the client's service answers UNIMPLEMENTED by name. */
+static const struct cove_api_method methods[] = {
+	{"AppClientDisconnect", cove_api_AppClientDisconnect, 0},
+	{"AppCreate", cove_api_AppCreate, 0},
+	{"AppGetLayout", cove_api_AppGetLayout, 0},
+	{"AppGetLogs", cove_api_AppGetLogs, 0},
+	{"AppHeartbeat", cove_api_AppHeartbeat, 0},
+	{"AppPublish", cove_api_AppPublish, 0},
+	{"AppStop", cove_api_AppStop, 0},
+	{"BlobCreate", cove_api_BlobCreate, 0},
+	{"BlobGet", cove_api_BlobGet, 0},
+	{"ClientHello", cove_api_ClientHello, 0},
+	{"ContainerHeartbeat", cove_api_ContainerHeartbeat, COVE_API_CONTAINER_ONLY},
+	{"ContainerHello", cove_api_ContainerHello, COVE_API_CONTAINER_ONLY},
+	{"EnvironmentGetOrCreate", cove_api_EnvironmentGetOrCreate, 0},
+	{"FunctionCallFromId", cove_api_FunctionCallFromId, 0},
+	{"FunctionCreate", cove_api_FunctionCreate, 0},
+	{"FunctionGetInputs", cove_api_FunctionGetInputs, COVE_API_CONTAINER_ONLY},
+	{"FunctionGetOutputs", cove_api_FunctionGetOutputs, 0},
+	{"FunctionMap", cove_api_FunctionMap, 0},
+	{"FunctionPrecreate", cove_api_FunctionPrecreate, 0},
+	{"FunctionPutInputs", cove_api_FunctionPutInputs, 0},
+	{"FunctionPutOutputs", cove_api_FunctionPutOutputs, COVE_API_CONTAINER_ONLY},
+	{"ImageGetOrCreate", cove_api_ImageGetOrCreate, 0},
+	{"ImageJoinStreaming", cove_api_ImageJoinStreaming, 0},
+	{"MountBatchedCheckExistence", cove_api_MountBatchedCheckExistence, 0},
+	{"MountGetOrCreate", cove_api_MountGetOrCreate, 0},
+	{"MountPutFile", cove_api_MountPutFile, 0},
+	{"SecretGetOrCreate", cove_api_SecretGetOrCreate, 0},
+	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
+};
+
+struct route {
+	const struct cove_api_method *method; /* NULL: in the service but not served */
+	const ProtobufCMethodDescriptor *desc;
+};
+
+struct cove_api {
+	struct cove_ctx *ctx;
+	struct cove_map routes; /* path -> struct route* */
+	struct route *route_mem;
+};
+
+struct cove_api *
+cove_api_new(struct cove_ctx *ctx, struct cove_error **err)
+{
+	(void)err;
+	const ProtobufCServiceDescriptor *svc = &modal__client__modal_client__descriptor;
+	struct cove_api *api = xcalloc(1, sizeof(*api));
+	api->ctx = ctx;
+	api->route_mem = xcalloc(svc->n_methods, sizeof(struct route));
+	for (unsigned i = 0; i < svc->n_methods; i++) {
+		struct route *r = &api->route_mem[i];
+		r->desc = &svc->methods[i];
+		for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++)
+			if (strcmp(methods[j].name, r->desc->name) == 0)
+				r->method = &methods[j];
+		cleanup_free char *path = xasprintf(SERVICE_PREFIX "%s", r->desc->name);
+		cove_map_put(&api->routes, path, r);
+	}
+	/* A handler whose name is not in the client's service is a typo: fail loudly at start. */
+	for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++) {
+		cleanup_free char *path = xasprintf(SERVICE_PREFIX "%s", methods[j].name);
+		struct route *r = cove_map_get(&api->routes, path);
+		if (r == NULL || r->method != &methods[j]) {
+			log_error("api: method %s is not in the client's protocol", methods[j].name);
+			abort();
+		}
+	}
+	return api;
+}
+
+void
+cove_api_free(struct cove_api *api)
+{
+	if (api == NULL)
+		return;
+	cove_map_clear(&api->routes);
+	free(api->route_mem);
+	free(api);
+}
+
+void
+cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, size_t len, size_t n_messages,
+	       void *vctx)
+{
+	struct cove_api *api = vctx;
+	struct route *r = cove_map_get(&api->routes, path);
+	if (r == NULL) {
+		cove_api_fail_code(call, COVE_UNIMPLEMENTED, "unknown method %s", path);
+		return;
+	}
+	const char *name = r->desc->name;
+	if (r->method == NULL) {
+		cove_api_fail_code(call, COVE_UNIMPLEMENTED, "%s is not supported by Cove yet", name);
+		return;
+	}
+	if (n_messages != 1) {
+		cove_api_fail_code(call, COVE_INVALID_ARGUMENT, "%s: expected exactly one request message, got %zu",
+				   name, n_messages);
+		return;
+	}
+	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = name};
+	struct cove_error *err = NULL;
+	if (cove_auth_check(&req, r->method->flags, &err) < 0) {
+		cove_api_fail(call, err);
+		return;
+	}
+	ProtobufCMessage *m = pb_unpack(r->desc->input, msg, len);
+	if (m == NULL) {
+		cove_api_fail_code(call, COVE_INVALID_ARGUMENT, "%s: the request is not a valid %s message", name,
+				   r->desc->input->name);
+		return;
+	}
+	req.msg = m;
+	r->method->fn(&req);
+	pb_free(m);
+}
+
+void
+cove_api_send(struct cove_call *call, const ProtobufCMessage *msg)
+{
+	size_t n;
+	uint8_t *buf = pb_pack(msg, &n);
+	cove_call_send(call, buf, n);
+	free(buf);
+}
+
+void
+cove_api_reply(struct cove_call *call, const ProtobufCMessage *resp)
+{
+	cove_api_send(call, resp);
+	cove_call_finish(call, COVE_OK, NULL);
+}
+
+void
+cove_api_fail(struct cove_call *call, struct cove_error *err)
+{
+	int code = err ? err->code : COVE_INTERNAL;
+	if (code == COVE_OK)
+		code = COVE_INTERNAL;
+	log_debug("api: %s -> %s: %s", cove_call_path(call), cove_status_name(code), err ? err->msg : "");
+	cove_call_finish(call, code, err ? err->msg : "internal error");
+	cove_error_free(err);
+}
+
+void
+cove_api_fail_code(struct cove_call *call, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	log_debug("api: %s -> %s: %s", cove_call_path(call), cove_status_name(code), msg);
+	cove_call_finish(call, code, msg);
+	free(msg);
+}

@@ -1,0 +1,700 @@
+/* Blobs and content-addressed files on local disk.
+ *
+ * Layout under the root:
+ *   blobs/<id>                  a whole blob
+ *   blobs/.staging/<id>/<n>     part n of blob id's multipart upload: 16 bytes of the part's md5, then its data
+ *   files/<sha256 hex>          a content-addressed file
+ *   .../.tmp-<random>           a file being written (never a valid id or sha256, so never served)
+ * Every name comes from a validated id, sha256 hex or part number, so no request can reach outside the root.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* copy_file_range */
+#endif
+#include "blob/blobstore.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/alloc.h"
+#include "util/fsutil.h"
+#include "util/hash.h"
+#include "util/ids.h"
+#include "util/log.h"
+
+/* The md5 header of a part file: storing it lets completion check ETags without reading the parts again. */
+#define PART_HEADER 16
+/* Multipart uploads whose directory has not changed for this long are abandoned. */
+#define STAGING_MAX_AGE_S (7 * 24 * 3600)
+
+struct cove_blobstore {
+	char *blobs_dir;
+	char *files_dir;
+	char *staging_dir;
+};
+
+struct cove_blob_writer {
+	char *dir; /* fsynced after the rename */
+	char *tmp_path;
+	char *final_path;
+	int fd;
+	int header; /* part files start with PART_HEADER bytes of md5 */
+	int failed;
+	struct cove_md5_ctx *md5;
+};
+
+/* Disk full is worth retrying later (the HTTP side answers 503), a bug is not. */
+static int
+io_code(int e)
+{
+	switch (e) {
+	case ENOSPC:
+	case EDQUOT:
+		return COVE_RESOURCE_EXHAUSTED;
+	case EIO:
+	case EMFILE:
+	case ENFILE:
+	case ENOMEM:
+	case EAGAIN:
+		return COVE_UNAVAILABLE;
+	default:
+		return COVE_INTERNAL;
+	}
+}
+
+static int io_error(struct cove_error **err, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+io_error(struct cove_error **err, int e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	return cove_error_set(err, io_code(e), "%s: %s", msg, strerror(e));
+}
+
+static int
+write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int
+fsync_dir(const char *dir, struct cove_error **err)
+{
+	cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return io_error(err, errno, "open %s", dir);
+	if (fsync(fd) < 0)
+		return io_error(err, errno, "fsync %s", dir);
+	return 0;
+}
+
+/* O_EXCL with a random name: two writers of the same blob never share a temporary file. */
+static int
+open_temp(const char *dir, char **path_out, struct cove_error **err)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		char rnd[17];
+		cove_random_base62(rnd, 16);
+		rnd[16] = '\0';
+		char *path = xasprintf("%s/.tmp-%s", dir, rnd);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			*path_out = path;
+			return fd;
+		}
+		int e = errno;
+		free(path);
+		if (e != EEXIST)
+			return io_error(err, e, "create a temporary file in %s", dir);
+	}
+	return cove_error_set(err, COVE_INTERNAL, "create a temporary file in %s: too many collisions", dir);
+}
+
+int
+cove_blobstore_valid_id(const char *id)
+{
+	return cove_id_valid(id, "bl");
+}
+
+static int
+valid_sha256_hex(const char *s)
+{
+	if (s == NULL)
+		return 0;
+	size_t i = 0;
+	for (; s[i]; i++) {
+		if (i >= 64 || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	}
+	return i == 64;
+}
+
+/* Remove what a crash left mid-write; the names cannot belong to anything whole. */
+static void
+sweep_temp_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, ".tmp-", 5) != 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+			log_warn("blobstore: remove %s/%s: %s", dir, de->d_name, strerror(errno));
+	}
+	closedir(d);
+}
+
+static void
+sweep_staging(const char *staging_dir)
+{
+	DIR *d = opendir(staging_dir);
+	if (d == NULL)
+		return;
+	time_t now = time(NULL);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (!cove_blobstore_valid_id(de->d_name))
+			continue;
+		cleanup_free char *path = xasprintf("%s/%s", staging_dir, de->d_name);
+		struct stat st;
+		if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (now - st.st_mtime < STAGING_MAX_AGE_S) {
+			sweep_temp_files(path);
+			continue;
+		}
+		struct cove_error *err = NULL;
+		if (cove_remove_tree(path, &err) < 0) {
+			log_warn("blobstore: remove abandoned upload %s: %s", path, err->msg);
+			cove_error_free(err);
+		}
+	}
+	closedir(d);
+}
+
+struct cove_blobstore *
+cove_blobstore_open(const char *root, struct cove_error **err)
+{
+	struct cove_blobstore *bs = xcalloc(1, sizeof(*bs));
+	bs->blobs_dir = xasprintf("%s/blobs", root);
+	bs->files_dir = xasprintf("%s/files", root);
+	bs->staging_dir = xasprintf("%s/blobs/.staging", root);
+	if (cove_mkdirs(bs->staging_dir, err) < 0 || cove_mkdirs(bs->files_dir, err) < 0) {
+		cove_error_wrap(err, "open blob store %s", root);
+		cove_blobstore_free(bs);
+		return NULL;
+	}
+	sweep_temp_files(bs->blobs_dir);
+	sweep_temp_files(bs->files_dir);
+	sweep_staging(bs->staging_dir);
+	return bs;
+}
+
+void
+cove_blobstore_free(struct cove_blobstore *bs)
+{
+	if (bs == NULL)
+		return;
+	free(bs->blobs_dir);
+	free(bs->files_dir);
+	free(bs->staging_dir);
+	free(bs);
+}
+
+char *
+cove_blobstore_new_id(struct cove_blobstore *bs)
+{
+	(void)bs;
+	return cove_id_new("bl");
+}
+
+char *
+cove_blobstore_blob_path(struct cove_blobstore *bs, const char *id)
+{
+	if (!cove_blobstore_valid_id(id))
+		return NULL;
+	return xasprintf("%s/%s", bs->blobs_dir, id);
+}
+
+char *
+cove_blobstore_file_path(struct cove_blobstore *bs, const char *sha256_hex)
+{
+	if (!valid_sha256_hex(sha256_hex))
+		return NULL;
+	return xasprintf("%s/%s", bs->files_dir, sha256_hex);
+}
+
+static int
+is_regular_file(const char *path)
+{
+	struct stat st;
+	return path != NULL && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int
+cove_blobstore_has_blob(struct cove_blobstore *bs, const char *id)
+{
+	cleanup_free char *path = cove_blobstore_blob_path(bs, id);
+	return is_regular_file(path);
+}
+
+int
+cove_blobstore_has_file(struct cove_blobstore *bs, const char *sha256_hex)
+{
+	cleanup_free char *path = cove_blobstore_file_path(bs, sha256_hex);
+	return is_regular_file(path);
+}
+
+int
+cove_blobstore_open_blob(struct cove_blobstore *bs, const char *id, int *fd_out, uint64_t *size,
+			 struct cove_error **err)
+{
+	cleanup_free char *path = cove_blobstore_blob_path(bs, id);
+	if (path == NULL)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid blob id");
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return cove_error_set(err, COVE_NOT_FOUND, "blob %s not found", id);
+		return io_error(err, errno, "open blob %s", id);
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return io_error(err, errno, "stat blob %s", id);
+	if (!S_ISREG(st.st_mode))
+		return cove_error_set(err, COVE_NOT_FOUND, "blob %s not found", id);
+	*size = (uint64_t)st.st_size;
+	*fd_out = fd;
+	fd = -1;
+	return 0;
+}
+
+int
+cove_blobstore_read_blob(struct cove_blobstore *bs, const char *id, uint8_t **out, size_t *len,
+			 struct cove_error **err)
+{
+	cleanup_free char *path = cove_blobstore_blob_path(bs, id);
+	if (path == NULL)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid blob id");
+	if (cove_read_file(path, out, len, err) < 0) {
+		if (*err && (*err)->code == COVE_NOT_FOUND) {
+			/* The user reads the id, not our directory layout. */
+			free((*err)->msg);
+			(*err)->msg = xasprintf("blob %s not found", id);
+			return -1;
+		}
+		return cove_error_wrap(err, "read blob %s", id);
+	}
+	return 0;
+}
+
+/* Takes ownership of dir and final_path. */
+static struct cove_blob_writer *
+writer_new(char *dir, char *final_path, int header, struct cove_error **err)
+{
+	struct cove_blob_writer *w = xcalloc(1, sizeof(*w));
+	w->dir = dir;
+	w->final_path = final_path;
+	w->header = header;
+	w->fd = open_temp(dir, &w->tmp_path, err);
+	if (w->fd < 0) {
+		cove_blob_writer_abort(w);
+		return NULL;
+	}
+	w->md5 = cove_md5_new();
+	if (header) {
+		/* Reserve the header now; commit fills it in once the digest is known. */
+		static const uint8_t zeros[PART_HEADER];
+		if (write_all(w->fd, zeros, sizeof(zeros)) < 0) {
+			io_error(err, errno, "write %s", w->tmp_path);
+			cove_blob_writer_abort(w);
+			return NULL;
+		}
+	}
+	return w;
+}
+
+struct cove_blob_writer *
+cove_blobstore_blob_writer(struct cove_blobstore *bs, const char *id, struct cove_error **err)
+{
+	char *final_path = cove_blobstore_blob_path(bs, id);
+	if (final_path == NULL) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid blob id");
+		return NULL;
+	}
+	return writer_new(xstrdup(bs->blobs_dir), final_path, 0, err);
+}
+
+struct cove_blob_writer *
+cove_blobstore_part_writer(struct cove_blobstore *bs, const char *id, int part_number, struct cove_error **err)
+{
+	if (!cove_blobstore_valid_id(id)) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid blob id");
+		return NULL;
+	}
+	if (part_number < 1 || part_number > COVE_BLOB_MAX_PARTS) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT, "part number %d is not in 1..%d", part_number,
+			       COVE_BLOB_MAX_PARTS);
+		return NULL;
+	}
+	char *dir = xasprintf("%s/%s", bs->staging_dir, id);
+	if (mkdir(dir, 0755) == 0) {
+		/* The upload's directory must survive a crash as surely as the parts we acknowledge in it. */
+		if (fsync_dir(bs->staging_dir, err) < 0) {
+			free(dir);
+			return NULL;
+		}
+	} else if (errno != EEXIST) {
+		io_error(err, errno, "create upload directory for blob %s", id);
+		free(dir);
+		return NULL;
+	}
+	char *final_path = xasprintf("%s/%d", dir, part_number);
+	return writer_new(dir, final_path, 1, err);
+}
+
+int
+cove_blob_writer_write(struct cove_blob_writer *w, const void *data, size_t len, struct cove_error **err)
+{
+	if (w->failed)
+		return cove_error_set(err, COVE_INTERNAL, "write to a failed blob writer");
+	cove_md5_update(w->md5, data, len);
+	if (write_all(w->fd, data, len) < 0) {
+		w->failed = 1;
+		return io_error(err, errno, "write %s", w->tmp_path);
+	}
+	return 0;
+}
+
+int
+cove_blob_writer_writev(struct cove_blob_writer *w, const struct iovec *iov, int iovcnt, struct cove_error **err)
+{
+	if (w->failed)
+		return cove_error_set(err, COVE_INTERNAL, "write to a failed blob writer");
+	/* Batches in a local copy: writev may stop part-way and the caller's array is const. */
+	struct iovec batch[64];
+	while (iovcnt > 0) {
+		int n = iovcnt > 64 ? 64 : iovcnt;
+		memcpy(batch, iov, (size_t)n * sizeof(*iov));
+		for (int i = 0; i < n; i++)
+			cove_md5_update(w->md5, batch[i].iov_base, batch[i].iov_len);
+		struct iovec *v = batch;
+		int left = n;
+		while (left > 0) {
+			if (v->iov_len == 0) {
+				v++;
+				left--;
+				continue;
+			}
+			ssize_t done = writev(w->fd, v, left);
+			if (done < 0) {
+				if (errno == EINTR)
+					continue;
+				w->failed = 1;
+				return io_error(err, errno, "write %s", w->tmp_path);
+			}
+			size_t d = (size_t)done;
+			while (left > 0 && d >= v->iov_len) {
+				d -= v->iov_len;
+				v++;
+				left--;
+			}
+			if (left > 0) {
+				v->iov_base = (char *)v->iov_base + d;
+				v->iov_len -= d;
+			}
+		}
+		iov += n;
+		iovcnt -= n;
+	}
+	return 0;
+}
+
+static void
+writer_free(struct cove_blob_writer *w)
+{
+	if (w->md5) {
+		uint8_t ignored[16];
+		cove_md5_final(w->md5, ignored);
+	}
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w->dir);
+	free(w->tmp_path);
+	free(w->final_path);
+	free(w);
+}
+
+void
+cove_blob_writer_abort(struct cove_blob_writer *w)
+{
+	if (w == NULL)
+		return;
+	if (w->tmp_path)
+		unlink(w->tmp_path);
+	writer_free(w);
+}
+
+int
+cove_blob_writer_commit(struct cove_blob_writer *w, const uint8_t *expect_md5, uint8_t md5_out[16],
+			struct cove_error **err)
+{
+	int r = -1;
+	uint8_t digest[16];
+	if (w->failed) {
+		cove_error_set(err, COVE_INTERNAL, "commit a failed blob writer");
+		goto out;
+	}
+	cove_md5_final(w->md5, digest);
+	w->md5 = NULL;
+	if (expect_md5 && memcmp(expect_md5, digest, sizeof(digest)) != 0) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT,
+			       "The Content-MD5 you specified did not match what we received.");
+		goto out;
+	}
+	if (w->header && pwrite(w->fd, digest, sizeof(digest), 0) != (ssize_t)sizeof(digest)) {
+		io_error(err, errno, "write %s", w->tmp_path);
+		goto out;
+	}
+	if (fsync(w->fd) < 0) {
+		io_error(err, errno, "fsync %s", w->tmp_path);
+		goto out;
+	}
+	int fd = w->fd;
+	w->fd = -1;
+	if (close(fd) < 0) {
+		io_error(err, errno, "close %s", w->tmp_path);
+		goto out;
+	}
+	if (rename(w->tmp_path, w->final_path) < 0) {
+		io_error(err, errno, "rename %s", w->final_path);
+		goto out;
+	}
+	free(w->tmp_path);
+	w->tmp_path = NULL;
+	if (fsync_dir(w->dir, err) < 0)
+		goto out;
+	if (md5_out)
+		memcpy(md5_out, digest, sizeof(digest));
+	r = 0;
+out:
+	cove_blob_writer_abort(w);
+	return r;
+}
+
+int
+cove_blobstore_write_blob(struct cove_blobstore *bs, const char *id, const void *data, size_t len,
+			  struct cove_error **err)
+{
+	struct cove_blob_writer *w = cove_blobstore_blob_writer(bs, id, err);
+	if (w == NULL)
+		return cove_error_wrap(err, "write blob %s", cove_blobstore_valid_id(id) ? id : "(invalid)");
+	if (cove_blob_writer_write(w, data, len, err) < 0) {
+		cove_blob_writer_abort(w);
+		return cove_error_wrap(err, "write blob %s", id);
+	}
+	if (cove_blob_writer_commit(w, NULL, NULL, err) < 0)
+		return cove_error_wrap(err, "write blob %s", id);
+	return 0;
+}
+
+int
+cove_blobstore_write_file(struct cove_blobstore *bs, const char *sha256_hex, const void *data, size_t len,
+			  struct cove_error **err)
+{
+	cleanup_free char *path = cove_blobstore_file_path(bs, sha256_hex);
+	if (path == NULL)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid sha256 hex digest");
+	char actual[65];
+	cove_sha256_hex(data, len, actual);
+	if (strcmp(actual, sha256_hex) != 0)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "file content hashes to %s, not %s", actual,
+				      sha256_hex);
+	if (is_regular_file(path))
+		return 0;
+	struct cove_blob_writer *w = writer_new(xstrdup(bs->files_dir), steal_pointer(&path), 0, err);
+	if (w == NULL)
+		return cove_error_wrap(err, "write file %s", sha256_hex);
+	if (cove_blob_writer_write(w, data, len, err) < 0) {
+		cove_blob_writer_abort(w);
+		return cove_error_wrap(err, "write file %s", sha256_hex);
+	}
+	if (cove_blob_writer_commit(w, NULL, NULL, err) < 0)
+		return cove_error_wrap(err, "write file %s", sha256_hex);
+	return 0;
+}
+
+/* Append len bytes of in (from offset off) to out. copy_file_range keeps gigabytes out of user space; the
+ * read/write loop covers file systems and kernels that refuse it. */
+static int
+copy_range(int in, off_t off, int out, uint64_t len)
+{
+	int use_cfr = 1;
+	cleanup_free uint8_t *buf = NULL;
+	const size_t buf_size = 1 << 20;
+	while (len > 0) {
+		size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
+		if (use_cfr) {
+			ssize_t n = copy_file_range(in, &off, out, NULL, chunk, 0);
+			if (n > 0) {
+				len -= (uint64_t)n;
+				continue;
+			}
+			if (n == 0) {
+				errno = EIO; /* the part shrank under us */
+				return -1;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
+			    errno != EBADF && errno != EPERM)
+				return -1;
+			use_cfr = 0;
+		}
+		if (buf == NULL)
+			buf = xmalloc(buf_size);
+		size_t want = chunk > buf_size ? buf_size : chunk;
+		ssize_t n = pread(in, buf, want, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		if (write_all(out, buf, (size_t)n) < 0)
+			return -1;
+		off += n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+cove_blobstore_complete_multipart(struct cove_blobstore *bs, const char *id, const struct cove_blob_part *parts,
+				  size_t n_parts, char etag_out[COVE_BLOB_ETAG_MAX], struct cove_error **err)
+{
+	if (!cove_blobstore_valid_id(id))
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "invalid blob id");
+	if (n_parts == 0)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "complete blob %s: no parts listed", id);
+	if (n_parts > COVE_BLOB_MAX_PARTS)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "complete blob %s: more than %d parts", id,
+				      COVE_BLOB_MAX_PARTS);
+	for (size_t i = 0; i < n_parts; i++) {
+		if (parts[i].number < 1 || parts[i].number > COVE_BLOB_MAX_PARTS)
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "complete blob %s: part number %d is not in 1..%d",
+					      id, parts[i].number, COVE_BLOB_MAX_PARTS);
+		if (i > 0 && parts[i].number <= parts[i - 1].number)
+			return cove_error_set(err, COVE_INVALID_ARGUMENT,
+					      "complete blob %s: part numbers must be listed in ascending order", id);
+	}
+	cleanup_free char *upload_dir = xasprintf("%s/%s", bs->staging_dir, id);
+	struct stat st;
+	if (stat(upload_dir, &st) < 0) {
+		if (errno == ENOENT)
+			return cove_error_set(err, COVE_NOT_FOUND, "no multipart upload of blob %s is in progress", id);
+		return io_error(err, errno, "complete blob %s: stat %s", id, upload_dir);
+	}
+
+	int r = -1;
+	cleanup_free char *final_path = xasprintf("%s/%s", bs->blobs_dir, id);
+	cleanup_free char *tmp_path = NULL;
+	cleanup_close int out = open_temp(bs->blobs_dir, &tmp_path, err);
+	if (out < 0)
+		return cove_error_wrap(err, "complete blob %s", id);
+	struct cove_md5_ctx *etag_md5 = cove_md5_new();
+	for (size_t i = 0; i < n_parts; i++) {
+		int number = parts[i].number;
+		cleanup_free char *part_path = xasprintf("%s/%d", upload_dir, number);
+		cleanup_close int in = open(part_path, O_RDONLY | O_CLOEXEC);
+		if (in < 0) {
+			if (errno == ENOENT)
+				cove_error_set(err, COVE_INVALID_ARGUMENT, "complete blob %s: part %d was not uploaded", id,
+					       number);
+			else
+				io_error(err, errno, "complete blob %s: open part %d", id, number);
+			goto out;
+		}
+		uint8_t header[PART_HEADER];
+		if (fstat(in, &st) < 0) {
+			io_error(err, errno, "complete blob %s: stat part %d", id, number);
+			goto out;
+		}
+		ssize_t got = pread(in, header, sizeof(header), 0);
+		if (got != (ssize_t)sizeof(header) || st.st_size < PART_HEADER) {
+			cove_error_set(err, COVE_DATA_LOSS, "complete blob %s: part %d is damaged", id, number);
+			goto out;
+		}
+		if (memcmp(header, parts[i].md5, sizeof(header)) != 0) {
+			char have[33], want[33];
+			cove_hex(header, 16, have);
+			cove_hex(parts[i].md5, 16, want);
+			cove_error_set(err, COVE_INVALID_ARGUMENT, "complete blob %s: part %d has ETag %s, not %s", id,
+				       number, have, want);
+			goto out;
+		}
+		if (copy_range(in, PART_HEADER, out, (uint64_t)(st.st_size - PART_HEADER)) < 0) {
+			io_error(err, errno, "complete blob %s: copy part %d", id, number);
+			goto out;
+		}
+		cove_md5_update(etag_md5, header, sizeof(header));
+	}
+	if (fsync(out) < 0) {
+		io_error(err, errno, "complete blob %s: fsync", id);
+		goto out;
+	}
+	if (rename(tmp_path, final_path) < 0) {
+		io_error(err, errno, "complete blob %s: rename", id);
+		goto out;
+	}
+	free(steal_pointer(&tmp_path));
+	if (fsync_dir(bs->blobs_dir, err) < 0) {
+		cove_error_wrap(err, "complete blob %s", id);
+		goto out;
+	}
+	/* The blob is durable; losing the parts now only leaves garbage for the next sweep. */
+	struct cove_error *rm_err = NULL;
+	if (cove_remove_tree(upload_dir, &rm_err) < 0) {
+		log_warn("blobstore: %s", rm_err->msg);
+		cove_error_free(rm_err);
+	}
+	r = 0;
+out:;
+	uint8_t digest[16];
+	cove_md5_final(etag_md5, digest);
+	if (tmp_path)
+		unlink(tmp_path);
+	if (r == 0) {
+		char hex[33];
+		cove_hex(digest, 16, hex);
+		snprintf(etag_out, COVE_BLOB_ETAG_MAX, "%s-%u", hex, (unsigned)n_parts);
+	}
+	return r;
+}

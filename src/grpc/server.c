@@ -1,0 +1,1150 @@
+/* The gRPC front: h2c (prior knowledge) on libevent + nghttp2, in the shape of nghttp2's
+ * examples/libevent-server.c (v1.52.0). See server.h for the call lifetime.
+ *
+ * Re-entrancy rules, because handlers run inside nghttp2 callbacks and may touch calls of any connection:
+ * - A connection is freed only from a top-level libevent callback of its own (read/write/event/close_ev)
+ *   or from cove_grpc_server_free(), never from inside cove_call_send()/cove_call_finish(): those only
+ *   schedule the close, so a handler iterating its waiters never sees calls vanish under it.
+ * - conn->in_io counts the frames of our own code that will call conn_send() before returning; while it
+ *   is non-zero, send/finish only submit to nghttp2 and leave the flush to that frame.
+ * - A call is freed only when nghttp2 closes its stream (on_stream_close) or its connection is freed; in
+ *   both cases the cancel hook runs first if the handler still owed cove_call_finish().
+ */
+#include "grpc/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <nghttp2/nghttp2.h>
+
+#include "util/alloc.h"
+#include "util/log.h"
+
+#define DEFAULT_MAX_MESSAGE_BYTES ((size_t)100 * 1024 * 1024 + 1024)
+#define MAX_CONCURRENT_STREAMS 10000
+/* Big windows so a 100 MiB message is not throttled by WINDOW_UPDATE round trips. */
+#define STREAM_WINDOW (16 * 1024 * 1024)
+#define CONN_WINDOW (256 * 1024 * 1024)
+#define MAX_HEADER_LIST (64 * 1024)
+/* Write backpressure: stop generating frames (and reading requests) above HIGH, resume below LOW. */
+#define OUTPUT_HIGH (1024 * 1024)
+#define OUTPUT_LOW (256 * 1024)
+#define MAX_SINGLE_READ (256 * 1024)
+#define DRAIN_TIMEOUT_S 10
+/* The first message buffer grows as bytes arrive, never to the length the client merely announced. */
+#define MSG_INITIAL_ALLOC (64 * 1024)
+#define PREFIX_LEN 5
+/* Timers further out than this are as good as none; it also keeps timeval arithmetic far from overflow. */
+#define MAX_TIMEOUT_US ((int64_t)100 * 24 * 3600 * 1000000)
+
+enum call_state {
+	CALL_READING,   /* request still arriving; no handler has seen the call */
+	CALL_ACTIVE,    /* router called; the handler owes exactly one cove_call_finish() */
+	CALL_FINISHED,  /* answered (by the handler or by the front); waiting for the stream to close */
+	CALL_CANCELLED, /* cancel hook ran; the handler has dropped its pointer */
+};
+
+struct header {
+	char *name;
+	char *value;
+};
+
+struct conn;
+
+struct cove_call {
+	struct conn *conn;
+	struct cove_call *prev, *next; /* conn->calls */
+	int32_t stream_id;
+	enum call_state state;
+
+	struct header *headers;
+	size_t n_headers, cap_headers;
+	size_t header_bytes;
+	bool headers_too_large;
+
+	int64_t deadline_us; /* CLOCK_MONOTONIC; -1 without grpc-timeout */
+	struct event *deadline_ev;
+
+	/* Request framing state, fed incrementally by DATA chunks. */
+	uint8_t prefix[PREFIX_LEN];
+	size_t prefix_got; /* 0 between messages */
+	size_t msg_len;    /* length of the message being received */
+	size_t msg_got;
+	uint8_t *first; /* the first message, kept whole */
+	size_t first_len, first_cap;
+	size_t n_messages;
+
+	/* Response. */
+	struct evbuffer *out; /* framed messages not yet handed to nghttp2 */
+	bool headers_sent;
+	bool deferred; /* the data provider returned NGHTTP2_ERR_DEFERRED */
+	bool trailers_ready;
+	int status_code;
+	char *status_msg; /* percent-encoded, NULL when empty */
+
+	cove_call_cancel_fn cancel_fn;
+	void *cancel_arg;
+	void *data;
+};
+
+struct conn {
+	struct cove_grpc_server *srv;
+	struct conn *prev, *next; /* srv->conns */
+	struct bufferevent *bev;
+	nghttp2_session *session;
+	struct event *close_ev; /* deferred close, see the rules above */
+	struct cove_call *calls;
+	int in_io;
+	bool closing;
+	bool draining; /* nghttp2 is done; free once the output buffer is empty */
+	bool read_paused;
+	char peer[64];
+};
+
+struct cove_grpc_server {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	cove_grpc_router_fn router;
+	void *router_ctx;
+	size_t max_message_bytes;
+	int port;
+	nghttp2_session_callbacks *callbacks;
+	nghttp2_mem mem;
+	struct conn *conns;
+	time_t last_accept_warning;
+};
+
+static void conn_free(struct conn *conn);
+
+/* --- small helpers --- */
+
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* grpc-timeout: 1-8 ASCII digits and a unit (H M S m u n). Returns microseconds, or -1 if malformed. */
+static int64_t
+parse_grpc_timeout(const char *s)
+{
+	size_t n = strlen(s);
+	int64_t v = 0;
+
+	if (n < 2 || n > 9)
+		return -1;
+	for (size_t i = 0; i < n - 1; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	switch (s[n - 1]) {
+	case 'H':
+		v *= (int64_t)3600 * 1000000;
+		break;
+	case 'M':
+		v *= (int64_t)60 * 1000000;
+		break;
+	case 'S':
+		v *= 1000000;
+		break;
+	case 'm':
+		v *= 1000;
+		break;
+	case 'u':
+		break;
+	case 'n':
+		v = (v + 999) / 1000;
+		break;
+	default:
+		return -1;
+	}
+	return v > MAX_TIMEOUT_US ? MAX_TIMEOUT_US : v;
+}
+
+/* gRPC spec: grpc-message percent-encodes every byte outside 0x20-0x7E, and '%' itself. NULL if empty. */
+static char *
+percent_encode(const char *msg)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out, *p;
+
+	if (msg == NULL || *msg == '\0')
+		return NULL;
+	out = p = xmalloc(strlen(msg) * 3 + 1);
+	for (const unsigned char *s = (const unsigned char *)msg; *s; s++) {
+		if (*s < 0x20 || *s > 0x7e || *s == '%') {
+			*p++ = '%';
+			*p++ = hex[*s >> 4];
+			*p++ = hex[*s & 0xf];
+		} else {
+			*p++ = (char)*s;
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
+static nghttp2_nv
+make_nv(const char *name, const char *value)
+{
+	nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
+	return nv;
+}
+
+/* evbuffer_add fails only on allocation failure, which aborts everywhere else too. */
+static void
+xevbuffer_add(struct evbuffer *buf, const void *data, size_t len)
+{
+	if (evbuffer_add(buf, data, len) < 0) {
+		log_error("grpc: out of memory queueing %zu bytes", len);
+		abort();
+	}
+}
+
+/* nghttp2 allocations go through the aborting allocators, like everything else. */
+static void *
+mem_malloc(size_t size, void *ud)
+{
+	(void)ud;
+	return xmalloc(size);
+}
+
+static void
+mem_free(void *ptr, void *ud)
+{
+	(void)ud;
+	free(ptr);
+}
+
+static void *
+mem_calloc(size_t nmemb, size_t size, void *ud)
+{
+	(void)ud;
+	return xcalloc(nmemb, size);
+}
+
+static void *
+mem_realloc(void *ptr, size_t size, void *ud)
+{
+	(void)ud;
+	return xrealloc(ptr, size);
+}
+
+/* --- connection I/O --- */
+
+/* Hand nghttp2's pending frames to the bufferevent until it holds OUTPUT_HIGH; the write callback
+ * continues once it drains. Returns -1 on a fatal session error. */
+static int
+conn_send(struct conn *conn)
+{
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+
+	while (evbuffer_get_length(out) < OUTPUT_HIGH) {
+		const uint8_t *data;
+		ssize_t n = nghttp2_session_mem_send(conn->session, &data);
+		if (n < 0) {
+			log_debug("grpc: %s: send: %s", conn->peer, nghttp2_strerror((int)n));
+			return -1;
+		}
+		if (n == 0)
+			break;
+		if (bufferevent_write(conn->bev, data, (size_t)n) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+conn_recv(struct conn *conn)
+{
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		ssize_t n;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		n = nghttp2_session_mem_recv(conn->session, v.iov_base, v.iov_len);
+		if (n < 0) {
+			log_debug("grpc: %s: receive: %s", conn->peer, nghttp2_strerror((int)n));
+			return -1;
+		}
+		evbuffer_drain(in, (size_t)n);
+	}
+	return 0;
+}
+
+/* After I/O: keep going, drain the last frames (GOAWAY) and then close, or close now. A connection may
+ * only be freed from its own top-level callbacks; elsewhere the close is deferred to close_ev.
+ * Returns true if the connection was freed. */
+static bool
+conn_after_io(struct conn *conn, int rv, bool top_level)
+{
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+
+	if (rv == 0 && (nghttp2_session_want_read(conn->session) || nghttp2_session_want_write(conn->session))) {
+		/* Don't take more requests while the client is not reading our answers. */
+		bool full = evbuffer_get_length(out) >= OUTPUT_HIGH;
+		if (full && !conn->read_paused) {
+			bufferevent_disable(conn->bev, EV_READ);
+			conn->read_paused = true;
+		} else if (!full && conn->read_paused) {
+			bufferevent_enable(conn->bev, EV_READ);
+			conn->read_paused = false;
+		}
+		return false;
+	}
+	if (rv == 0 && evbuffer_get_length(out) > 0) {
+		/* A peer that never reads must not pin the connection forever. */
+		struct timeval tv = {DRAIN_TIMEOUT_S, 0};
+		conn->draining = true;
+		bufferevent_disable(conn->bev, EV_READ);
+		bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
+		bufferevent_set_timeouts(conn->bev, NULL, &tv);
+		return false;
+	}
+	if (!top_level) {
+		event_active(conn->close_ev, EV_TIMEOUT, 1);
+		return false;
+	}
+	conn_free(conn);
+	return true;
+}
+
+/* Called after send/finish/deadline queued frames: write them out now unless an I/O frame of this
+ * connection is on the stack (it sends when it returns). */
+static void
+conn_flush(struct conn *conn)
+{
+	int rv;
+
+	if (conn->closing || conn->draining || conn->in_io > 0)
+		return;
+	conn->in_io++;
+	rv = conn_send(conn);
+	conn->in_io--;
+	conn_after_io(conn, rv, false);
+}
+
+static void
+readcb(struct bufferevent *bev, void *arg)
+{
+	struct conn *conn = arg;
+	int rv;
+
+	(void)bev;
+	if (conn->draining)
+		return;
+	conn->in_io++;
+	rv = conn_recv(conn);
+	if (rv == 0)
+		rv = conn_send(conn);
+	conn->in_io--;
+	conn_after_io(conn, rv, true);
+}
+
+static void
+writecb(struct bufferevent *bev, void *arg)
+{
+	struct conn *conn = arg;
+	int rv;
+
+	if (conn->draining) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_free(conn);
+		return;
+	}
+	conn->in_io++;
+	rv = conn_send(conn);
+	conn->in_io--;
+	conn_after_io(conn, rv, true);
+}
+
+static void
+eventcb(struct bufferevent *bev, short events, void *arg)
+{
+	struct conn *conn = arg;
+
+	(void)bev;
+	if (events & BEV_EVENT_ERROR)
+		log_debug("grpc: %s: %s", conn->peer, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		conn_free(conn);
+}
+
+static void
+close_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_free(arg);
+}
+
+/* --- calls --- */
+
+static void
+call_stop_deadline(struct cove_call *call)
+{
+	if (call->deadline_ev) {
+		event_free(call->deadline_ev);
+		call->deadline_ev = NULL;
+	}
+}
+
+static void
+call_free(struct cove_call *call)
+{
+	struct conn *conn = call->conn;
+
+	if (call->prev)
+		call->prev->next = call->next;
+	else
+		conn->calls = call->next;
+	if (call->next)
+		call->next->prev = call->prev;
+	call_stop_deadline(call);
+	for (size_t i = 0; i < call->n_headers; i++) {
+		free(call->headers[i].name);
+		free(call->headers[i].value);
+	}
+	free(call->headers);
+	free(call->first);
+	free(call->status_msg);
+	if (call->out)
+		evbuffer_free(call->out);
+	free(call);
+}
+
+/* The call ends before the handler finished it: run the hook once; the handler forgets the call. */
+static void
+call_cancel(struct cove_call *call)
+{
+	cove_call_cancel_fn fn = call->cancel_fn;
+
+	call->state = CALL_CANCELLED;
+	call->cancel_fn = NULL;
+	call_stop_deadline(call);
+	if (fn)
+		fn(call, call->cancel_arg);
+}
+
+/* A complete response in one HEADERS frame with END_STREAM. */
+static void
+call_submit_trailers_only(struct cove_call *call, const char *http_status, int code, const char *message)
+{
+	cleanup_free char *enc = percent_encode(message);
+	char code_s[16];
+	nghttp2_nv nva[4];
+	size_t n = 0;
+	int rv;
+
+	snprintf(code_s, sizeof(code_s), "%d", code);
+	nva[n++] = make_nv(":status", http_status);
+	nva[n++] = make_nv("content-type", "application/grpc");
+	nva[n++] = make_nv("grpc-status", code_s);
+	if (enc)
+		nva[n++] = make_nv("grpc-message", enc);
+	call->headers_sent = true;
+	rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, n, NULL);
+	if (rv != 0)
+		log_debug("grpc: %s: stream %d: submit response: %s", call->conn->peer, call->stream_id,
+			  nghttp2_strerror(rv));
+}
+
+static void
+call_resume(struct cove_call *call)
+{
+	int rv;
+
+	if (!call->deferred)
+		return;
+	call->deferred = false;
+	rv = nghttp2_session_resume_data(call->conn->session, call->stream_id);
+	if (rv != 0)
+		log_debug("grpc: %s: stream %d: resume: %s", call->conn->peer, call->stream_id, nghttp2_strerror(rv));
+}
+
+/* Queue the trailers behind whatever is queued (or answer trailers-only if nothing went out yet).
+ * The caller flushes. */
+static void
+call_end(struct cove_call *call, int code, const char *message)
+{
+	if (!call->headers_sent) {
+		call_submit_trailers_only(call, "200", code, message);
+		return;
+	}
+	call->status_code = code;
+	free(call->status_msg);
+	call->status_msg = percent_encode(message);
+	call->trailers_ready = true;
+	call_resume(call);
+}
+
+/* The front answers a request the handler never saw (bad headers, bad framing, deadline while
+ * reading). Further request bytes are ignored; on_frame_send asks the client to stop sending them. */
+static void __attribute__((format(printf, 4, 5)))
+call_reject(struct cove_call *call, const char *http_status, int code, const char *fmt, ...)
+{
+	cleanup_free char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	log_debug("grpc: %s: stream %d: %s", call->conn->peer, call->stream_id, msg);
+	call->state = CALL_FINISHED;
+	call_stop_deadline(call);
+	free(call->first);
+	call->first = NULL;
+	call_submit_trailers_only(call, http_status, code, msg);
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct cove_call *call = arg;
+	struct conn *conn = call->conn;
+
+	(void)fd;
+	(void)what;
+	call_stop_deadline(call);
+	if (call->state == CALL_READING) {
+		call_reject(call, "200", COVE_DEADLINE_EXCEEDED, "deadline exceeded");
+	} else if (call->state == CALL_ACTIVE) {
+		/* The hook runs before anything is submitted, so the call cannot close under it. */
+		call_cancel(call);
+		if (call->out)
+			evbuffer_drain(call->out, evbuffer_get_length(call->out));
+		call_end(call, COVE_DEADLINE_EXCEEDED, "deadline exceeded");
+	}
+	conn_flush(conn);
+}
+
+static const char *
+call_header(const struct cove_call *call, const char *name)
+{
+	for (size_t i = 0; i < call->n_headers; i++)
+		if (strcmp(call->headers[i].name, name) == 0)
+			return call->headers[i].value;
+	return NULL;
+}
+
+/* END_HEADERS of the request: validate, start the deadline. */
+static void
+call_headers_done(struct cove_call *call)
+{
+	const char *method = call_header(call, ":method");
+	const char *ctype = call_header(call, "content-type");
+	const char *timeout = call_header(call, "grpc-timeout");
+
+	if (call->headers_too_large) {
+		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED, "request headers exceed %d bytes", MAX_HEADER_LIST);
+		return;
+	}
+	if (method == NULL || strcmp(method, "POST") != 0) {
+		call_reject(call, "405", COVE_UNIMPLEMENTED, "HTTP method %s is not supported, gRPC uses POST",
+			    method ? method : "(none)");
+		return;
+	}
+	if (ctype == NULL || strncmp(ctype, "application/grpc", strlen("application/grpc")) != 0) {
+		call_reject(call, "415", COVE_INVALID_ARGUMENT, "content-type %s is not application/grpc",
+			    ctype ? ctype : "(none)");
+		return;
+	}
+	if (timeout) {
+		int64_t us = parse_grpc_timeout(timeout);
+		if (us < 0) {
+			/* Lenient, like a client that sent no deadline; the client enforces its own anyway. */
+			log_debug("grpc: %s: stream %d: ignoring malformed grpc-timeout %s", call->conn->peer,
+				  call->stream_id, timeout);
+		} else {
+			struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+			call->deadline_us = now_us() + us;
+			call->deadline_ev = evtimer_new(call->conn->srv->base, deadline_cb, call);
+			if (call->deadline_ev == NULL) {
+				log_error("grpc: out of memory creating a timer");
+				abort();
+			}
+			evtimer_add(call->deadline_ev, &tv);
+		}
+	}
+}
+
+/* DATA payload: de-frame incrementally. Returns -1 once the call was rejected. */
+static int
+call_consume(struct cove_call *call, const uint8_t *data, size_t len)
+{
+	size_t max = call->conn->srv->max_message_bytes;
+
+	while (len > 0) {
+		size_t n;
+
+		if (call->prefix_got < PREFIX_LEN) {
+			n = PREFIX_LEN - call->prefix_got;
+			if (n > len)
+				n = len;
+			memcpy(call->prefix + call->prefix_got, data, n);
+			call->prefix_got += n;
+			data += n;
+			len -= n;
+			if (call->prefix_got < PREFIX_LEN)
+				break;
+			if (call->prefix[0] == 1) {
+				call_reject(call, "200", COVE_UNIMPLEMENTED, "compression is not supported");
+				return -1;
+			}
+			if (call->prefix[0] != 0) {
+				call_reject(call, "200", COVE_INTERNAL, "invalid gRPC message flag %u",
+					    call->prefix[0]);
+				return -1;
+			}
+			call->msg_len = (size_t)call->prefix[1] << 24 | (size_t)call->prefix[2] << 16 |
+					(size_t)call->prefix[3] << 8 | call->prefix[4];
+			call->msg_got = 0;
+			if (call->msg_len > max) {
+				call_reject(call, "200", COVE_RESOURCE_EXHAUSTED,
+					    "message of %zu bytes exceeds the limit of %zu bytes", call->msg_len, max);
+				return -1;
+			}
+			call->n_messages++;
+			if (call->n_messages == 1) {
+				call->first_len = call->msg_len;
+				call->first_cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
+				call->first = xmalloc(call->first_cap);
+			}
+			if (call->msg_len == 0)
+				call->prefix_got = 0;
+			continue;
+		}
+		n = call->msg_len - call->msg_got;
+		if (n > len)
+			n = len;
+		if (call->n_messages == 1) {
+			if (call->msg_got + n > call->first_cap) {
+				size_t cap = call->first_cap * 2;
+				if (cap < call->msg_got + n)
+					cap = call->msg_got + n;
+				if (cap > call->msg_len)
+					cap = call->msg_len;
+				call->first = xrealloc(call->first, cap);
+				call->first_cap = cap;
+			}
+			memcpy(call->first + call->msg_got, data, n);
+		}
+		call->msg_got += n;
+		data += n;
+		len -= n;
+		if (call->msg_got == call->msg_len)
+			call->prefix_got = 0;
+	}
+	return 0;
+}
+
+/* END_STREAM from the client: hand the request to the router. */
+static void
+call_request_done(struct cove_call *call)
+{
+	struct cove_grpc_server *srv = call->conn->srv;
+	const char *path;
+
+	if (call->state != CALL_READING)
+		return;
+	if (call->prefix_got != 0) {
+		call_reject(call, "200", COVE_INTERNAL, "truncated gRPC message (%zu of %zu bytes)",
+			    call->prefix_got < PREFIX_LEN ? call->prefix_got : PREFIX_LEN + call->msg_got,
+			    call->prefix_got < PREFIX_LEN ? (size_t)PREFIX_LEN : PREFIX_LEN + call->msg_len);
+		return;
+	}
+	path = call_header(call, ":path");
+	call->state = CALL_ACTIVE;
+	/* in_io > 0 here, so nothing the router does can close this stream before it returns. */
+	srv->router(call, path ? path : "", call->first, call->first_len, call->n_messages, srv->router_ctx);
+	free(call->first);
+	call->first = NULL;
+}
+
+/* --- nghttp2 callbacks --- */
+
+static int
+on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	struct conn *conn = user_data;
+	struct cove_call *call;
+
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	call = xcalloc(1, sizeof(*call));
+	call->conn = conn;
+	call->stream_id = frame->hd.stream_id;
+	call->deadline_us = -1;
+	call->next = conn->calls;
+	if (conn->calls)
+		conn->calls->prev = call;
+	conn->calls = call;
+	nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
+	return 0;
+}
+
+static int
+on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+	  const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+	struct cove_call *call;
+
+	(void)flags;
+	(void)user_data;
+	/* Request trailers (HCAT_HEADERS) carry nothing gRPC uses. */
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (call == NULL || call->headers_too_large)
+		return 0;
+	/* RFC 7541 size accounting: name + value + 32 per field. */
+	call->header_bytes += namelen + valuelen + 32;
+	if (call->header_bytes > MAX_HEADER_LIST) {
+		call->headers_too_large = true;
+		return 0;
+	}
+	if (call->n_headers == call->cap_headers) {
+		call->cap_headers = call->cap_headers ? call->cap_headers * 2 : 16;
+		call->headers = xrealloc(call->headers, call->cap_headers * sizeof(*call->headers));
+	}
+	call->headers[call->n_headers].name = xstrndup((const char *)name, namelen);
+	call->headers[call->n_headers].value = xstrndup((const char *)value, valuelen);
+	call->n_headers++;
+	return 0;
+}
+
+static int
+on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	struct cove_call *call;
+
+	(void)user_data;
+	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+		return 0;
+	call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (call == NULL)
+		return 0;
+	if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+		call_headers_done(call);
+	if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+		call_request_done(call);
+	return 0;
+}
+
+static int
+on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+		   void *user_data)
+{
+	struct cove_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+
+	(void)flags;
+	(void)user_data;
+	/* Bytes after a rejection are dropped unbuffered; nghttp2 still credits the flow-control windows. */
+	if (call == NULL || call->state != CALL_READING)
+		return 0;
+	call_consume(call, data, len);
+	return 0;
+}
+
+static int
+on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	(void)user_data;
+	/* We answered before the request ended (rejection, deadline): RFC 9113 8.1 lets the server tell the
+	 * client to stop sending with RST_STREAM(NO_ERROR). */
+	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+	struct cove_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+
+	(void)user_data;
+	if (call == NULL)
+		return 0;
+	if (call->state == CALL_ACTIVE) {
+		log_debug("grpc: %s: stream %d closed before the call finished (%s)", call->conn->peer, stream_id,
+			  nghttp2_http2_strerror(error_code));
+		call_cancel(call);
+	}
+	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+	call_free(call);
+	return 0;
+}
+
+/* Response DATA: framed messages from call->out, then trailers once the handler finished. */
+static ssize_t
+data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+	  nghttp2_data_source *source, void *user_data)
+{
+	struct cove_call *call = source->ptr;
+	size_t avail = call->out ? evbuffer_get_length(call->out) : 0;
+	size_t n = avail < length ? avail : length;
+
+	(void)user_data;
+	if (n > 0)
+		evbuffer_remove(call->out, buf, n);
+	if (n == avail && call->trailers_ready) {
+		char code_s[16];
+		nghttp2_nv nva[2];
+		size_t nv = 0;
+		int rv;
+
+		snprintf(code_s, sizeof(code_s), "%d", call->status_code);
+		nva[nv++] = make_nv("grpc-status", code_s);
+		if (call->status_msg)
+			nva[nv++] = make_nv("grpc-message", call->status_msg);
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		rv = nghttp2_submit_trailer(session, stream_id, nva, nv);
+		if (rv != 0) {
+			log_debug("grpc: stream %d: submit trailer: %s", stream_id, nghttp2_strerror(rv));
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		}
+		return (ssize_t)n;
+	}
+	if (n == 0) {
+		call->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return (ssize_t)n;
+}
+
+/* --- connections --- */
+
+static void
+conn_free(struct conn *conn)
+{
+	struct cove_grpc_server *srv = conn->srv;
+
+	log_debug("grpc: %s: connection closed", conn->peer);
+	conn->closing = true;
+	/* nghttp2_session_del runs no callbacks, so the calls are ours to cancel and free. */
+	nghttp2_session_del(conn->session);
+	conn->session = NULL;
+	/* Hooks may finish other calls of this connection: with closing set that only marks them finished,
+	 * frees nothing and submits nothing, so walking the list is safe. */
+	for (struct cove_call *call = conn->calls; call; call = call->next)
+		if (call->state == CALL_ACTIVE)
+			call_cancel(call);
+	while (conn->calls)
+		call_free(conn->calls);
+	bufferevent_free(conn->bev);
+	event_free(conn->close_ev);
+	if (conn->prev)
+		conn->prev->next = conn->next;
+	else
+		srv->conns = conn->next;
+	if (conn->next)
+		conn->next->prev = conn->prev;
+	free(conn);
+}
+
+static void
+format_peer(char *buf, size_t size, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN], serv[8];
+	socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(buf, size, "peer");
+	else
+		snprintf(buf, size, "%s:%s", host, serv);
+}
+
+static void
+accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct cove_grpc_server *srv = arg;
+	nghttp2_settings_entry settings[] = {
+		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS},
+		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
+	};
+	struct conn *conn;
+	int one = 1;
+	int rv;
+
+	(void)listener;
+	(void)salen;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn = xcalloc(1, sizeof(*conn));
+	conn->srv = srv;
+	format_peer(conn->peer, sizeof(conn->peer), sa);
+	conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	conn->close_ev = event_new(srv->base, -1, 0, close_cb, conn);
+	if (conn->bev == NULL || conn->close_ev == NULL) {
+		log_error("grpc: out of memory accepting a connection");
+		abort();
+	}
+	nghttp2_session_server_new3(&conn->session, srv->callbacks, conn, NULL, &srv->mem);
+	conn->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = conn;
+	srv->conns = conn;
+
+	rv = nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, settings,
+				     sizeof(settings) / sizeof(settings[0]));
+	if (rv == 0)
+		rv = nghttp2_session_set_local_window_size(conn->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+	if (rv != 0) {
+		log_warn("grpc: %s: session setup: %s", conn->peer, nghttp2_strerror(rv));
+		conn_free(conn);
+		return;
+	}
+	bufferevent_set_max_single_read(conn->bev, MAX_SINGLE_READ);
+	bufferevent_setwatermark(conn->bev, EV_WRITE, OUTPUT_LOW, 0);
+	bufferevent_setcb(conn->bev, readcb, writecb, eventcb, conn);
+	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+	log_debug("grpc: %s: connection accepted", conn->peer);
+
+	conn->in_io++;
+	rv = conn_send(conn);
+	conn->in_io--;
+	conn_after_io(conn, rv, true);
+}
+
+static void
+accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+	struct cove_grpc_server *srv = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	time_t now = time(NULL);
+
+	(void)listener;
+	/* EMFILE repeats on every loop turn; one line a minute is enough. */
+	if (now - srv->last_accept_warning >= 60) {
+		srv->last_accept_warning = now;
+		log_warn("grpc: accept: %s", evutil_socket_error_to_string(e));
+	}
+}
+
+/* --- public interface --- */
+
+struct cove_grpc_server *
+cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *opts, cove_grpc_router_fn router,
+		     void *router_ctx, struct cove_error **err)
+{
+	const char *address = opts->address ? opts->address : "127.0.0.1";
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	struct cove_grpc_server *srv;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char port_s[16];
+	int saved_errno = 0;
+	int rv;
+
+	snprintf(port_s, sizeof(port_s), "%d", opts->port);
+	rv = getaddrinfo(address, port_s, &hints, &res);
+	if (rv != 0) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT, "resolve %s: %s", address, gai_strerror(rv));
+		return NULL;
+	}
+
+	srv = xcalloc(1, sizeof(*srv));
+	srv->base = base;
+	srv->router = router;
+	srv->router_ctx = router_ctx;
+	srv->max_message_bytes = opts->max_message_bytes ? opts->max_message_bytes : DEFAULT_MAX_MESSAGE_BYTES;
+	srv->mem = (nghttp2_mem){NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
+
+	for (struct addrinfo *ai = res; ai && srv->listener == NULL; ai = ai->ai_next) {
+		srv->listener = evconnlistener_new_bind(base, accept_cb, srv,
+							LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+							-1, ai->ai_addr, (int)ai->ai_addrlen);
+		if (srv->listener == NULL)
+			saved_errno = errno;
+	}
+	freeaddrinfo(res);
+	if (srv->listener == NULL) {
+		cove_error_set_errno(err, saved_errno, "listen on %s:%d", address, opts->port);
+		free(srv);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+	if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &sslen) == 0)
+		srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							   : ((struct sockaddr_in *)&ss)->sin_port);
+
+	nghttp2_session_callbacks_new(&srv->callbacks);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(srv->callbacks, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(srv->callbacks, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(srv->callbacks, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(srv->callbacks, on_data_chunk_recv);
+	nghttp2_session_callbacks_set_on_frame_send_callback(srv->callbacks, on_frame_send);
+	nghttp2_session_callbacks_set_on_stream_close_callback(srv->callbacks, on_stream_close);
+	if (srv->callbacks == NULL) {
+		log_error("grpc: out of memory creating nghttp2 callbacks");
+		abort();
+	}
+	log_debug("grpc: listening on %s:%d", address, srv->port);
+	return srv;
+}
+
+int
+cove_grpc_server_port(const struct cove_grpc_server *srv)
+{
+	return srv->port;
+}
+
+void
+cove_grpc_server_free(struct cove_grpc_server *srv)
+{
+	if (srv == NULL)
+		return;
+	evconnlistener_free(srv->listener);
+	while (srv->conns)
+		conn_free(srv->conns);
+	nghttp2_session_callbacks_del(srv->callbacks);
+	free(srv);
+}
+
+const char *
+cove_call_header(const struct cove_call *call, const char *name)
+{
+	return call_header(call, name);
+}
+
+const char *
+cove_call_path(const struct cove_call *call)
+{
+	const char *path = call_header(call, ":path");
+	return path ? path : "";
+}
+
+int64_t
+cove_call_remaining_ms(const struct cove_call *call)
+{
+	int64_t left;
+
+	if (call->deadline_us < 0)
+		return -1;
+	left = call->deadline_us - now_us();
+	return left > 0 ? left / 1000 : 0;
+}
+
+static const char *
+state_name(enum call_state state)
+{
+	switch (state) {
+	case CALL_READING:
+		return "reading";
+	case CALL_ACTIVE:
+		return "active";
+	case CALL_FINISHED:
+		return "finished";
+	case CALL_CANCELLED:
+		return "cancelled";
+	}
+	return "?";
+}
+
+void
+cove_call_send(struct cove_call *call, const uint8_t *msg, size_t len)
+{
+	struct conn *conn = call->conn;
+	uint8_t prefix[PREFIX_LEN];
+
+	if (call->state != CALL_ACTIVE) {
+		log_warn("grpc: send on a %s call (%s) ignored", state_name(call->state), cove_call_path(call));
+		return;
+	}
+	if (len > UINT32_MAX) {
+		log_error("grpc: %s: a %zu-byte message cannot be framed", cove_call_path(call), len);
+		return;
+	}
+	if (conn->closing)
+		return;
+	if (call->out == NULL) {
+		call->out = evbuffer_new();
+		if (call->out == NULL) {
+			log_error("grpc: out of memory creating a buffer");
+			abort();
+		}
+	}
+	prefix[0] = 0;
+	prefix[1] = (uint8_t)(len >> 24);
+	prefix[2] = (uint8_t)(len >> 16);
+	prefix[3] = (uint8_t)(len >> 8);
+	prefix[4] = (uint8_t)len;
+	xevbuffer_add(call->out, prefix, sizeof(prefix));
+	if (len > 0)
+		xevbuffer_add(call->out, msg, len);
+	if (!call->headers_sent) {
+		nghttp2_nv nva[] = {make_nv(":status", "200"), make_nv("content-type", "application/grpc")};
+		nghttp2_data_provider prd = {.source.ptr = call, .read_callback = data_read};
+		int rv = nghttp2_submit_response(conn->session, call->stream_id, nva, 2, &prd);
+		call->headers_sent = true;
+		if (rv != 0)
+			log_debug("grpc: %s: stream %d: submit response: %s", conn->peer, call->stream_id,
+				  nghttp2_strerror(rv));
+	} else {
+		call_resume(call);
+	}
+	conn_flush(conn);
+}
+
+void
+cove_call_finish(struct cove_call *call, int code, const char *message)
+{
+	struct conn *conn = call->conn;
+
+	if (call->state != CALL_ACTIVE) {
+		log_warn("grpc: finish on a %s call (%s) ignored", state_name(call->state), cove_call_path(call));
+		return;
+	}
+	call->state = CALL_FINISHED;
+	call->cancel_fn = NULL;
+	call_stop_deadline(call);
+	if (conn->closing)
+		return;
+	call_end(call, code, message);
+	/* May close the stream and free the call. */
+	conn_flush(conn);
+}
+
+void
+cove_call_on_cancel(struct cove_call *call, cove_call_cancel_fn fn, void *arg)
+{
+	if (call->state != CALL_ACTIVE && call->state != CALL_READING)
+		return;
+	call->cancel_fn = fn;
+	call->cancel_arg = arg;
+}
+
+void
+cove_call_set_data(struct cove_call *call, void *data)
+{
+	call->data = data;
+}
+
+void *
+cove_call_get_data(const struct cove_call *call)
+{
+	return call->data;
+}

@@ -1,0 +1,66 @@
+/* The gRPC front: prior-knowledge HTTP/2 (h2c) on libevent + nghttp2, gRPC message framing, deadlines,
+ * status trailers. It knows nothing of protobuf or Modal: it hands each request's bytes to a router and
+ * sends the bytes the handler gives back.
+ *
+ * Lifetime of a call: the front creates a struct cove_call when a request stream opens, and calls the
+ * router once the client has half-closed the stream (END_STREAM), with the first de-framed message.
+ * The handler then owns the duty to finish the call exactly once, now or later (long polls), with
+ * cove_call_finish(). Until then it may send any number of messages (server streaming).
+ * If the client resets the stream, the connection drops, or the grpc-timeout deadline passes first, the
+ * front runs the call's cancel hook (if set) and the call is gone: the handler must drop its pointer in
+ * that hook and never touch the call again. After cove_call_finish() the handler must not touch it either.
+ */
+#ifndef COVE_GRPC_SERVER_H
+#define COVE_GRPC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct event_base;
+struct cove_call;
+struct cove_grpc_server;
+
+/* Called once per request, in the event loop. `path` is the :path ("/modal.client.ModalClient/AppCreate");
+ * `msg`/`len` is the first message's payload (len 0 and msg non-NULL for an empty message);
+ * `n_messages` is how many messages the client sent (0 if none, >1 for client streaming). */
+typedef void (*cove_grpc_router_fn)(struct cove_call *call, const char *path, const uint8_t *msg, size_t len,
+				    size_t n_messages, void *ctx);
+
+struct cove_grpc_options {
+	const char *address;       /* "127.0.0.1" */
+	int port;                  /* 0: pick a free port */
+	size_t max_message_bytes;  /* larger messages answer RESOURCE_EXHAUSTED; default 100 MiB + 1 KiB */
+};
+
+/* Bind and listen. Returns NULL and fills *err on failure (address in use, ...). */
+struct cove_grpc_server *cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *opts,
+					      cove_grpc_router_fn router, void *router_ctx, struct cove_error **err);
+/* The port actually bound (useful with port 0). */
+int cove_grpc_server_port(const struct cove_grpc_server *srv);
+/* Close the listener and every connection (cancel hooks run for open calls), then free. */
+void cove_grpc_server_free(struct cove_grpc_server *srv);
+
+/* Request metadata: the value of a request header (lower-case name), or NULL. Valid until the call ends. */
+const char *cove_call_header(const struct cove_call *call, const char *name);
+/* The method path, valid until the call ends. */
+const char *cove_call_path(const struct cove_call *call);
+/* Milliseconds left before the client's grpc-timeout deadline; -1 if the client sent none. */
+int64_t cove_call_remaining_ms(const struct cove_call *call);
+
+/* Queue one response message (framed by the front). Response headers go out with the first one. */
+void cove_call_send(struct cove_call *call, const uint8_t *msg, size_t len);
+/* End the call: grpc-status `code` and, when non-empty, grpc-message `message` (percent-encoded by the
+ * front) in trailers, after every queued message. With no message sent, a trailers-only response. */
+void cove_call_finish(struct cove_call *call, int code, const char *message);
+
+/* Hook run if the call ends before the handler finishes it (see above). One hook per call; NULL clears. */
+typedef void (*cove_call_cancel_fn)(struct cove_call *call, void *arg);
+void cove_call_on_cancel(struct cove_call *call, cove_call_cancel_fn fn, void *arg);
+
+/* One pointer of handler state per call. */
+void cove_call_set_data(struct cove_call *call, void *data);
+void *cove_call_get_data(const struct cove_call *call);
+
+#endif

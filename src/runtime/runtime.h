@@ -1,0 +1,56 @@
+/* Container runtimes behind one small ops struct. `process` runs each container as a plain child process
+ * (its own process group, no isolation) and works anywhere; an isolating `linux` runtime plugs in here.
+ *
+ * The runtime reports through callbacks on the event loop: every chunk of the container's stdout/stderr,
+ * and its exit. The scheduler owns what a container means; the runtime only starts, watches and stops. */
+#ifndef COVE_RUNTIME_RUNTIME_H
+#define COVE_RUNTIME_RUNTIME_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "util/error.h"
+
+struct event_base;
+struct cove_runtime;
+struct cove_container;
+
+struct cove_container_spec {
+	const char *id;      /* the task id, for logs */
+	const char *workdir; /* host directory the container starts in (exists) */
+	char *const *argv;   /* argv[0] is looked up in PATH of envp if not absolute */
+	char *const *envp;   /* the complete environment */
+};
+
+struct cove_runtime_callbacks {
+	/* fd is 1 (stdout) or 2 (stderr). */
+	void (*on_output)(void *owner, int fd, const char *data, size_t len);
+	/* Exit: exit code (>= 0) or -signal. Called once, after all output has been delivered. The container
+	 * is freed right after this returns. */
+	void (*on_exit)(void *owner, int status);
+};
+
+struct cove_runtime_ops {
+	const char *name;
+	int (*start)(struct cove_runtime *rt, const struct cove_container_spec *spec, void *owner,
+		     struct cove_container **out, struct cove_error **err);
+	/* graceful: SIGINT to the container's processes, then SIGKILL after grace_ms; else SIGKILL now. */
+	void (*stop)(struct cove_runtime *rt, struct cove_container *c, int graceful, int grace_ms);
+	pid_t (*pid)(const struct cove_container *c);
+	void (*free)(struct cove_runtime *rt);
+};
+
+struct cove_runtime {
+	const struct cove_runtime_ops *ops;
+	struct event_base *base;
+	struct cove_runtime_callbacks cb;
+	void *impl;
+};
+
+/* The process runtime. */
+struct cove_runtime *cove_runtime_process_new(struct event_base *base, const struct cove_runtime_callbacks *cb,
+					      struct cove_error **err);
+/* Count of containers still running (for shutdown). */
+size_t cove_runtime_process_live(struct cove_runtime *rt);
+
+#endif

@@ -1,0 +1,1372 @@
+/* The scheduler (see sched.h). Everything here runs on the event loop; nothing blocks except SQLite
+ * commits (WAL, no fsync per commit) and writing a container's small argument file. */
+#include "sched/sched.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "blob/blobstore.h"
+#include "grpc/server.h"
+#include "runtime/runtime.h"
+#include "server.h"
+#include "store/store.h"
+#include "util/alloc.h"
+#include "util/fsutil.h"
+#include "util/ids.h"
+#include "util/log.h"
+#include "util/pb.h"
+#include "util/utf8.h"
+
+/* Ephemeral apps whose client has not heartbeated for this long are stopped. */
+#define APP_HEARTBEAT_TIMEOUT_S 60.0
+#define HEARTBEAT_CHECK_S 5
+/* Long-poll bounds. */
+#define MAX_OUTPUTS_POLL_S 55.0
+#define INPUTS_POLL_S 30.0
+/* Idle containers exit after this unless the function says otherwise. */
+#define DEFAULT_SCALEDOWN_S 60.0
+/* Containers per function unless the function sets max_containers. */
+#define DEFAULT_MAX_CONTAINERS 8
+/* Grace for a stopping container between SIGINT and SIGKILL. */
+#define STOP_GRACE_MS 5000
+/* Log records kept per app in memory. */
+#define MAX_LOG_ENTRIES 100000
+
+struct task_ext {
+	struct cove_utf8_carry carry[2];
+	double idle_since;
+	int got_inputs; /* called FunctionGetInputs at least once */
+	struct cove_waiter *inputs_waiter;
+};
+
+struct cove_sched {
+	struct cove_ctx *ctx;
+	struct cove_map apps;      /* id -> struct cove_app* */
+	struct cove_map functions; /* id -> struct cove_function* */
+	struct cove_map calls;     /* id -> struct cove_fcall* */
+	struct cove_map inputs;    /* id -> struct cove_input* */
+	struct cove_map tasks;     /* secret -> struct cove_task* */
+	struct event *heartbeat_timer;
+};
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct task_ext *
+ext(struct cove_task *t)
+{
+	return (struct task_ext *)(t + 1);
+}
+
+/* ---- waiters ---- */
+
+static void
+waiter_unlink(struct cove_waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		w->list->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->next = w->prev = NULL;
+}
+
+static void
+waiter_free(struct cove_waiter *w)
+{
+	waiter_unlink(w);
+	if (w->timer)
+		event_free(w->timer);
+	free(w);
+}
+
+/* The call was answered: forget it. */
+static void
+waiter_done(struct cove_waiter *w)
+{
+	cove_call_on_cancel(w->call, NULL, NULL);
+	waiter_free(w);
+}
+
+static void
+waiter_cancelled(struct cove_call *call, void *arg)
+{
+	(void)call;
+	struct cove_waiter *w = arg;
+	if (w->on_cancel)
+		w->on_cancel(w);
+	waiter_free(w);
+}
+
+static void
+waiter_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_waiter *w = arg;
+	w->on_timeout(w);
+}
+
+static struct cove_waiter *
+waiter_park(struct cove_sched *s, struct cove_waitlist *list, struct cove_call *call, void *owner, double timeout_s,
+	    void (*on_timeout)(struct cove_waiter *))
+{
+	struct cove_waiter *w = xcalloc(1, sizeof(*w));
+	w->sched = s;
+	w->list = list;
+	w->call = call;
+	w->owner = owner;
+	w->on_timeout = on_timeout;
+	w->next = list->head;
+	if (list->head)
+		list->head->prev = w;
+	list->head = w;
+	w->timer = evtimer_new(s->ctx->base, waiter_timer, w);
+	if (timeout_s < 0)
+		timeout_s = 0;
+	struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+	evtimer_add(w->timer, &tv);
+	cove_call_on_cancel(call, waiter_cancelled, w);
+	return w;
+}
+
+/* ---- apps and logs ---- */
+
+struct cove_app *
+cove_sched_app_get(struct cove_sched *s, const char *app_id)
+{
+	return app_id ? cove_map_get(&s->apps, app_id) : NULL;
+}
+
+static int
+persist_app(struct cove_sched *s, struct cove_app *app, struct cove_error **err)
+{
+	struct cove_store_app row = {
+		.id = app->id,
+		.name = app->name,
+		.env = app->env,
+		.description = app->description,
+		.state = app->state,
+		.created_at = app->created_at,
+		.stopped_at = app->done || app->stopping ? now_s() : 0,
+	};
+	return cove_store_app_put(s->ctx->store, &row, err);
+}
+
+struct cove_app *
+cove_sched_app_create(struct cove_sched *s, const char *name, const char *env, const char *description, int state,
+		      struct cove_error **err)
+{
+	struct cove_app *app = xcalloc(1, sizeof(*app));
+	app->id = cove_id_new("ap");
+	app->name = xstrdup(name ? name : "");
+	app->env = xstrdup(env);
+	app->description = xstrdup(description ? description : "");
+	app->state = state;
+	app->created_at = now_s();
+	app->last_heartbeat = app->created_at;
+	if (persist_app(s, app, err) < 0) {
+		free(app->id);
+		free(app->name);
+		free(app->env);
+		free(app->description);
+		free(app);
+		return NULL;
+	}
+	cove_map_put(&s->apps, app->id, app);
+	return app;
+}
+
+void
+cove_sched_app_heartbeat(struct cove_sched *s, struct cove_app *app)
+{
+	(void)s;
+	app->last_heartbeat = now_s();
+}
+
+int
+cove_sched_app_set_state(struct cove_sched *s, struct cove_app *app, int state, struct cove_error **err)
+{
+	app->state = state;
+	return persist_app(s, app, err);
+}
+
+/* Send every log record after the waiter's cursor. */
+static void
+logs_send_new(struct cove_app *app, struct cove_waiter *w)
+{
+	if (app->n_logs == 0)
+		return;
+	int64_t first = app->logs[0].id;
+	size_t start = w->cursor < first ? 0 : (size_t)(w->cursor - first + 1);
+	for (size_t i = start; i < app->n_logs; i++) {
+		struct cove_log_entry *e = &app->logs[i];
+		Modal__Client__TaskLogsBatch *b = pb_unpack(&modal__client__task_logs_batch__descriptor, e->batch, e->len);
+		if (b == NULL)
+			continue;
+		char idbuf[32];
+		snprintf(idbuf, sizeof(idbuf), "%lld", (long long)e->id);
+		char *old = b->entry_id;
+		b->entry_id = idbuf;
+		cove_api_send(w->call, &b->base);
+		b->entry_id = old;
+		pb_free(b);
+		w->cursor = e->id;
+	}
+}
+
+static void
+logs_finish_done(struct cove_waiter *w)
+{
+	Modal__Client__TaskLogsBatch done = MODAL__CLIENT__TASK_LOGS_BATCH__INIT;
+	done.app_done = 1;
+	cove_api_send(w->call, &done.base);
+	cove_call_finish(w->call, COVE_OK, NULL);
+	waiter_done(w);
+}
+
+static void
+logs_timeout(struct cove_waiter *w)
+{
+	cove_call_finish(w->call, COVE_OK, NULL);
+	waiter_done(w);
+}
+
+static void
+logs_wake(struct cove_app *app)
+{
+	struct cove_waiter *next;
+	for (struct cove_waiter *w = app->log_waiters.head; w; w = next) {
+		next = w->next;
+		logs_send_new(app, w);
+		if (app->done)
+			logs_finish_done(w);
+	}
+}
+
+void
+cove_sched_app_log(struct cove_sched *s, struct cove_app *app, const char *task_id, const char *function_id, int fd,
+		   const char *data, size_t len)
+{
+	(void)s;
+	if (len == 0)
+		return;
+	Modal__Client__TaskLogs item = MODAL__CLIENT__TASK_LOGS__INIT;
+	item.data = (char *)data;
+	item.file_descriptor = fd;
+	item.timestamp = now_s();
+	Modal__Client__TaskLogs *items[] = {&item};
+	Modal__Client__TaskLogsBatch b = MODAL__CLIENT__TASK_LOGS_BATCH__INIT;
+	b.task_id = (char *)(task_id ? task_id : "");
+	b.function_id = (char *)(function_id ? function_id : "");
+	b.n_items = 1;
+	b.items = items;
+	if (app->n_logs == MAX_LOG_ENTRIES) {
+		/* Keep the newest half: a follower that far behind has lost the rest anyway. */
+		size_t drop = MAX_LOG_ENTRIES / 2;
+		for (size_t i = 0; i < drop; i++)
+			free(app->logs[i].batch);
+		memmove(app->logs, app->logs + drop, (app->n_logs - drop) * sizeof(*app->logs));
+		app->n_logs -= drop;
+	}
+	if (app->n_logs == app->cap_logs) {
+		app->cap_logs = app->cap_logs ? app->cap_logs * 2 : 64;
+		app->logs = xrealloc(app->logs, app->cap_logs * sizeof(*app->logs));
+	}
+	struct cove_log_entry *e = &app->logs[app->n_logs++];
+	e->id = ++app->next_log_id;
+	e->batch = pb_pack(&b.base, &e->len);
+	logs_wake(app);
+}
+
+void
+cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cove_app *app, const char *last_entry_id,
+			float timeout)
+{
+	int64_t cursor = last_entry_id && *last_entry_id ? strtoll(last_entry_id, NULL, 10) : 0;
+	struct cove_waiter tmp = {.call = call, .cursor = cursor};
+	logs_send_new(app, &tmp);
+	if (app->done) {
+		Modal__Client__TaskLogsBatch done = MODAL__CLIENT__TASK_LOGS_BATCH__INIT;
+		done.app_done = 1;
+		cove_api_send(call, &done.base);
+		cove_call_finish(call, COVE_OK, NULL);
+		return;
+	}
+	if (timeout <= 0) {
+		cove_call_finish(call, COVE_OK, NULL);
+		return;
+	}
+	struct cove_waiter *w = waiter_park(s, &app->log_waiters, call, app, timeout > MAX_OUTPUTS_POLL_S ? MAX_OUTPUTS_POLL_S : timeout,
+					    logs_timeout);
+	w->cursor = tmp.cursor;
+}
+
+static void task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
+
+static void
+app_check_done(struct cove_sched *s, struct cove_app *app)
+{
+	if (!app->stopping || app->done || app->n_tasks > 0)
+		return;
+	app->done = 1;
+	struct cove_error *err = NULL;
+	if (persist_app(s, app, &err) < 0) {
+		log_warn("app %s: %s", app->id, err->msg);
+		cove_error_free(err);
+	}
+	logs_wake(app);
+}
+
+void
+cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reason)
+{
+	if (app->stopping)
+		return;
+	log_debug("app %s: stopping (%s)", app->id, reason);
+	app->stopping = 1;
+	app->state = MODAL__CLIENT__APP_STATE__APP_STATE_STOPPED;
+	/* Fail what was never started; stop every container. */
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
+		struct cove_task *t = v;
+		if (t->app == app)
+			task_stop(s, t, 1);
+	}
+	app_check_done(s, app);
+}
+
+static void
+heartbeat_check(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_sched *s = arg;
+	double now = now_s();
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->apps, &it, NULL, &v)) {
+		struct cove_app *app = v;
+		if (app->stopping)
+			continue;
+		int ephemeral = app->state == MODAL__CLIENT__APP_STATE__APP_STATE_EPHEMERAL ||
+				app->state == MODAL__CLIENT__APP_STATE__APP_STATE_INITIALIZING;
+		if (ephemeral && now - app->last_heartbeat > APP_HEARTBEAT_TIMEOUT_S) {
+			log_info("app %s: no heartbeat from its client for %.0f s; stopping it", app->id,
+				 now - app->last_heartbeat);
+			cove_sched_app_stop(s, app, "client stopped heartbeating");
+		}
+	}
+}
+
+/* ---- functions ---- */
+
+struct cove_function *
+cove_sched_function_get(struct cove_sched *s, const char *function_id)
+{
+	return function_id ? cove_map_get(&s->functions, function_id) : NULL;
+}
+
+struct cove_function *
+cove_sched_function_precreate(struct cove_sched *s, struct cove_app *app, const char *tag, const char *existing_id,
+			      struct cove_error **err)
+{
+	struct cove_function *fn = cove_map_get(&app->functions, tag);
+	if (fn)
+		return fn;
+	if (existing_id && *existing_id) {
+		fn = cove_map_get(&s->functions, existing_id);
+		if (fn == NULL || fn->app != app) {
+			cove_error_set(err, COVE_NOT_FOUND, "Function %s not found in app %s", existing_id, app->id);
+			return NULL;
+		}
+		return fn;
+	}
+	fn = xcalloc(1, sizeof(*fn));
+	fn->id = cove_id_new("fu");
+	fn->tag = xstrdup(tag);
+	fn->app = app;
+	cove_map_put(&s->functions, fn->id, fn);
+	cove_map_put(&app->functions, tag, fn);
+	return fn;
+}
+
+int
+cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, Modal__Client__Function *def,
+			   struct cove_error **err)
+{
+	size_t len;
+	cleanup_free uint8_t *bytes = pb_pack(&def->base, &len);
+	if (cove_store_object_put(s->ctx->store, fn->id, "function", fn->app->id, fn->app->env, NULL, bytes, len, err) < 0) {
+		pb_free(def);
+		return -1;
+	}
+	pb_free(fn->def);
+	fn->def = def;
+	return 0;
+}
+
+static size_t
+max_containers(const struct cove_function *fn)
+{
+	const Modal__Client__Function *d = fn->def;
+	if (d->autoscaler_settings && d->autoscaler_settings->_max_containers_case && d->autoscaler_settings->max_containers)
+		return d->autoscaler_settings->max_containers;
+	if (d->concurrency_limit)
+		return d->concurrency_limit;
+	return DEFAULT_MAX_CONTAINERS;
+}
+
+static double
+scaledown_window(const struct cove_function *fn)
+{
+	const Modal__Client__Function *d = fn->def;
+	if (d->autoscaler_settings && d->autoscaler_settings->_scaledown_window_case && d->autoscaler_settings->scaledown_window)
+		return d->autoscaler_settings->scaledown_window;
+	if (d->task_idle_timeout_secs)
+		return d->task_idle_timeout_secs;
+	return DEFAULT_SCALEDOWN_S;
+}
+
+/* ---- calls, inputs, outputs ---- */
+
+struct cove_fcall *
+cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type, int invocation_type,
+		       struct cove_error **err)
+{
+	struct cove_fcall *fc = xcalloc(1, sizeof(*fc));
+	fc->id = cove_id_new("fc");
+	fc->fn = fn;
+	fc->call_type = call_type;
+	fc->invocation_type = invocation_type;
+	if (cove_store_call_put(s->ctx->store, fc->id, fn->id, call_type, invocation_type, err) < 0) {
+		free(fc->id);
+		free(fc);
+		return NULL;
+	}
+	cove_map_put(&s->calls, fc->id, fc);
+	return fc;
+}
+
+struct cove_fcall *
+cove_sched_call_get(struct cove_sched *s, const char *call_id)
+{
+	return call_id ? cove_map_get(&s->calls, call_id) : NULL;
+}
+
+static void
+pending_push(struct cove_function *fn, struct cove_input *in)
+{
+	in->next = NULL;
+	in->prev = fn->pending_tail;
+	if (fn->pending_tail)
+		fn->pending_tail->next = in;
+	else
+		fn->pending_head = in;
+	fn->pending_tail = in;
+	fn->n_pending++;
+}
+
+static struct cove_input *
+pending_pop(struct cove_function *fn)
+{
+	struct cove_input *in = fn->pending_head;
+	if (in == NULL)
+		return NULL;
+	fn->pending_head = in->next;
+	if (fn->pending_head)
+		fn->pending_head->prev = NULL;
+	else
+		fn->pending_tail = NULL;
+	in->next = in->prev = NULL;
+	fn->n_pending--;
+	return in;
+}
+
+struct cove_input *
+cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx, const uint8_t *data, size_t len,
+		     struct cove_error **err)
+{
+	struct cove_input *in = xcalloc(1, sizeof(*in));
+	in->id = cove_id_new("in");
+	if (cove_store_input_put(s->ctx->store, in->id, fc->id, idx, data, len, err) < 0) {
+		free(in->id);
+		free(in);
+		return NULL;
+	}
+	in->fc = fc;
+	in->idx = idx;
+	in->data = xmemdup(data, len);
+	in->len = len;
+	in->state = COVE_INPUT_PENDING;
+	if (fc->n_inputs == fc->cap_inputs) {
+		fc->cap_inputs = fc->cap_inputs ? fc->cap_inputs * 2 : 4;
+		fc->inputs = xrealloc(fc->inputs, fc->cap_inputs * sizeof(*fc->inputs));
+	}
+	fc->inputs[fc->n_inputs++] = in;
+	cove_map_put(&s->inputs, in->id, in);
+	pending_push(fc->fn, in);
+	return in;
+}
+
+static int
+output_matches(const struct cove_output *o, const struct cove_waiter *w, int is_map)
+{
+	if (o->consumed)
+		return 0;
+	if (w->has_range)
+		return o->idx >= w->start_idx && o->idx <= w->end_idx;
+	if (is_map)
+		return o->entry > w->cursor;
+	return 1;
+}
+
+/* Answer a FunctionGetOutputs if anything matches; returns 1 if answered. */
+static int
+outputs_try_answer(struct cove_fcall *fc, struct cove_waiter *w, int answer_empty)
+{
+	int is_map = fc->call_type == MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_MAP;
+	size_t n = 0;
+	for (size_t i = 0; i < fc->n_outputs; i++)
+		n += output_matches(&fc->outputs[i], w, is_map);
+	if (n == 0 && !answer_empty)
+		return 0;
+	Modal__Client__FunctionGetOutputsItem **items = xcalloc(n, sizeof(*items));
+	size_t k = 0;
+	int64_t last = w->cursor;
+	for (size_t i = 0; i < fc->n_outputs && k < n; i++) {
+		struct cove_output *o = &fc->outputs[i];
+		if (!output_matches(o, w, is_map))
+			continue;
+		items[k] = pb_unpack(&modal__client__function_get_outputs_item__descriptor, o->item, o->len);
+		if (items[k] == NULL)
+			abort(); /* we packed it */
+		k++;
+		if (o->entry > last)
+			last = o->entry;
+	}
+	char lastbuf[32];
+	snprintf(lastbuf, sizeof(lastbuf), "%lld", (long long)(last < 0 ? 0 : last));
+	Modal__Client__FunctionGetOutputsResponse resp = MODAL__CLIENT__FUNCTION_GET_OUTPUTS_RESPONSE__INIT;
+	resp.n_outputs = k;
+	resp.outputs = items;
+	resp.last_entry_id = lastbuf;
+	resp.num_unfinished_inputs = (int32_t)(fc->n_inputs - fc->n_done);
+	cove_api_reply(w->call, &resp.base);
+	for (size_t i = 0; i < k; i++)
+		pb_free(items[i]);
+	free(items);
+	if (w->clear_on_success) {
+		for (size_t i = 0; i < fc->n_outputs; i++) {
+			struct cove_output *o = &fc->outputs[i];
+			if (output_matches(o, w, is_map)) {
+				o->consumed = 1;
+				free(o->item);
+				o->item = NULL;
+			}
+		}
+	}
+	return 1;
+}
+
+static void
+outputs_timeout(struct cove_waiter *w)
+{
+	outputs_try_answer(w->owner, w, 1);
+	waiter_done(w);
+}
+
+void
+cove_sched_get_outputs(struct cove_sched *s, struct cove_call *call, struct cove_fcall *fc,
+		       const Modal__Client__FunctionGetOutputsRequest *req)
+{
+	struct cove_waiter tmp = {.call = call, .owner = fc};
+	tmp.clear_on_success = req->clear_on_success;
+	tmp.cursor = req->last_entry_id && *req->last_entry_id ? strtoll(req->last_entry_id, NULL, 10) : 0;
+	if (req->_start_idx_case || req->_end_idx_case) {
+		tmp.has_range = 1;
+		tmp.start_idx = req->_start_idx_case ? req->start_idx : 0;
+		tmp.end_idx = req->_end_idx_case ? req->end_idx : INT32_MAX;
+	}
+	if (outputs_try_answer(fc, &tmp, req->timeout <= 0))
+		return;
+	double timeout = req->timeout > MAX_OUTPUTS_POLL_S ? MAX_OUTPUTS_POLL_S : req->timeout;
+	struct cove_waiter *w = waiter_park(s, &fc->waiters, call, fc, timeout, outputs_timeout);
+	w->clear_on_success = tmp.clear_on_success;
+	w->cursor = tmp.cursor;
+	w->has_range = tmp.has_range;
+	w->start_idx = tmp.start_idx;
+	w->end_idx = tmp.end_idx;
+}
+
+static void
+outputs_wake(struct cove_fcall *fc)
+{
+	struct cove_waiter *next;
+	for (struct cove_waiter *w = fc->waiters.head; w; w = next) {
+		next = w->next;
+		if (outputs_try_answer(fc, w, 0))
+			waiter_done(w);
+	}
+}
+
+/* Record the output of an input and wake whoever waits for it. */
+static int
+input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client__GenericResult *result, int data_format,
+	       double started_at, const char *task_id, struct cove_error **err)
+{
+	struct cove_fcall *fc = in->fc;
+	Modal__Client__FunctionGetOutputsItem item = MODAL__CLIENT__FUNCTION_GET_OUTPUTS_ITEM__INIT;
+	item.result = (Modal__Client__GenericResult *)result;
+	item.idx = in->idx;
+	item.input_id = in->id;
+	item.data_format = data_format;
+	item.task_id = (char *)(task_id ? task_id : "");
+	item.input_started_at = started_at;
+	item.output_created_at = now_s();
+	item.retry_count = in->retry_count;
+	size_t len;
+	uint8_t *bytes = pb_pack(&item.base, &len);
+	if (cove_store_output_put(s->ctx->store, in->id, fc->id, in->idx, (int)in->retry_count, bytes, len, err) < 0) {
+		free(bytes);
+		return -1;
+	}
+	if (fc->n_outputs == fc->cap_outputs) {
+		fc->cap_outputs = fc->cap_outputs ? fc->cap_outputs * 2 : 4;
+		fc->outputs = xrealloc(fc->outputs, fc->cap_outputs * sizeof(*fc->outputs));
+	}
+	struct cove_output *o = &fc->outputs[fc->n_outputs++];
+	memset(o, 0, sizeof(*o));
+	o->entry = (int64_t)fc->n_outputs;
+	o->idx = in->idx;
+	o->item = bytes;
+	o->len = len;
+	in->state = COVE_INPUT_DONE;
+	free(in->data);
+	in->data = NULL;
+	in->len = 0;
+	fc->n_done++;
+	outputs_wake(fc);
+	return 0;
+}
+
+/* Fail an input the server gives up on (no data: the client raises with the message). */
+static void
+input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message, const uint8_t *result_bytes,
+	   size_t result_len, const char *task_id)
+{
+	Modal__Client__GenericResult *given = NULL;
+	if (result_bytes)
+		given = pb_unpack(&modal__client__generic_result__descriptor, result_bytes, result_len);
+	Modal__Client__GenericResult r = MODAL__CLIENT__GENERIC_RESULT__INIT;
+	r.status = status;
+	r.exception = (char *)message;
+	struct cove_error *err = NULL;
+	if (input_complete(s, in, given ? given : &r, 0, in->started_at, task_id, &err) < 0) {
+		log_error("input %s: cannot record its failure: %s", in->id, err->msg);
+		cove_error_free(err);
+	}
+	pb_free(given);
+}
+
+/* ---- tasks ---- */
+
+struct cove_task *
+cove_sched_task_by_secret(struct cove_sched *s, const char *secret)
+{
+	return cove_map_get(&s->tasks, secret);
+}
+
+static void
+task_on_output(void *owner, int fd, const char *data, size_t len)
+{
+	struct cove_task *t = owner;
+	size_t n;
+	char *text = cove_utf8_sanitize(&ext(t)->carry[fd == 1 ? 0 : 1], data, len, &n);
+	/* Cove's own log stream of the container: mirror it at debug level for operators. */
+	log_debug("%s[%d]: %.*s", t->id, fd, (int)(n && text[n - 1] == '\n' ? n - 1 : n), text);
+	cove_sched_app_log(NULL, t->app, t->id, t->fn->id, fd, text, n);
+	free(text);
+}
+
+static struct cove_sched *the_sched; /* for runtime callbacks, which carry only the task */
+
+static void
+task_free(struct cove_task *t)
+{
+	free(t->id);
+	free(t->secret);
+	free(t->dir);
+	free(t->result);
+	free(t);
+}
+
+static void
+task_on_exit(void *owner, int status)
+{
+	struct cove_task *t = owner;
+	struct cove_sched *s = the_sched;
+	struct cove_function *fn = t->fn;
+	struct cove_app *app = t->app;
+	t->container = NULL;
+	/* Flush any partial UTF-8 held back. */
+	for (int i = 0; i < 2; i++) {
+		if (ext(t)->carry[i].len) {
+			size_t n;
+			char *text = cove_utf8_sanitize(&ext(t)->carry[i], NULL, 0, &n);
+			cove_sched_app_log(s, app, t->id, fn->id, i + 1, text, n);
+			free(text);
+		}
+	}
+	if (ext(t)->inputs_waiter) {
+		struct cove_waiter *w = ext(t)->inputs_waiter;
+		ext(t)->inputs_waiter = NULL;
+		cove_call_finish(w->call, COVE_UNAVAILABLE, "container exited");
+		waiter_done(w);
+	}
+	cleanup_free char *why = status >= 0 ? xasprintf("exited with status %d", status)
+					     : xasprintf("was killed by signal %d", -status);
+	if (status != 0 && t->state != COVE_TASK_STOPPING)
+		log_info("container %s (%s) %s", t->id, fn->tag, why);
+	/* Inputs it was running fail with the container's own report if it sent one. */
+	struct cove_input *next;
+	for (struct cove_input *in = t->running_head; in; in = next) {
+		next = in->next;
+		in->next = in->prev = NULL;
+		if (in->state != COVE_INPUT_RUNNING)
+			continue;
+		cleanup_free char *msg = xasprintf("container %s for function %s %s while running this input", t->id,
+						   fn->tag, why);
+		input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE, msg, t->result,
+			   t->result_len, t->id);
+	}
+	/* A container that died before taking any input would die again: fail what waits instead of looping. */
+	if (!ext(t)->got_inputs && t->state != COVE_TASK_STOPPING && fn->n_pending > 0) {
+		cleanup_free char *msg = xasprintf("container %s for function %s %s during startup; see the logs above",
+						   t->id, fn->tag, why);
+		struct cove_input *in;
+		while ((in = pending_pop(fn)) != NULL)
+			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE, msg,
+				   t->result, t->result_len, t->id);
+	}
+	cove_map_del(&s->tasks, t->secret);
+	fn->n_tasks--;
+	app->n_tasks--;
+	if (t->dir) {
+		struct cove_error *err = NULL;
+		if (cove_remove_tree(t->dir, &err) < 0) {
+			log_warn("%s", err->msg);
+			cove_error_free(err);
+		}
+	}
+	task_free(t);
+	if (app->stopping)
+		app_check_done(s, app);
+	else
+		cove_sched_kick(s, fn);
+}
+
+/* Lay a mount's files out under root (host paths mirror the container paths). */
+static int
+layout_mount(struct cove_sched *s, const char *root, const char *mount_id, struct cove_error **err)
+{
+	cleanup_free uint8_t *data = NULL;
+	size_t len = 0;
+	if (cove_store_object_get(s->ctx->store, mount_id, NULL, &data, &len, err) < 0)
+		return cove_error_wrap(err, "mount %s", mount_id);
+	Modal__Client__MountGetOrCreateRequest *m = pb_unpack(&modal__client__mount_get_or_create_request__descriptor, data, len);
+	if (m == NULL)
+		return cove_error_set(err, COVE_DATA_LOSS, "mount %s is corrupt in the store", mount_id);
+	int rv = 0;
+	for (size_t i = 0; i < m->n_files && rv == 0; i++) {
+		const Modal__Client__MountFile *f = m->files[i];
+		cleanup_free char *dst = xasprintf("%s%s", root, f->filename);
+		cleanup_free char *dir = xstrdup(dst);
+		*strrchr(dir, '/') = '\0';
+		if (cove_mkdirs(dir, err) < 0) {
+			rv = -1;
+			break;
+		}
+		cleanup_free char *src = cove_blobstore_file_path(s->ctx->blobs, f->sha256_hex);
+		cleanup_free uint8_t *content = NULL;
+		size_t clen = 0;
+		if (cove_read_file(src, &content, &clen, err) < 0 ||
+		    cove_write_file_atomic(dst, content, clen, f->_mode_case ? (int)(f->mode & 0777) : 0644, err) < 0) {
+			cove_error_wrap(err, "mount %s: %s", mount_id, f->filename);
+			rv = -1;
+		}
+	}
+	pb_free(m);
+	return rv;
+}
+
+/* Append the secret's variables to env. */
+static int
+secret_env(struct cove_sched *s, const char *secret_id, char ***env, size_t *n, struct cove_error **err)
+{
+	cleanup_free uint8_t *data = NULL;
+	size_t len = 0;
+	if (cove_store_object_get(s->ctx->store, secret_id, NULL, &data, &len, err) < 0)
+		return cove_error_wrap(err, "secret %s", secret_id);
+	Modal__Client__SecretGetOrCreateRequest *sec = pb_unpack(&modal__client__secret_get_or_create_request__descriptor, data, len);
+	if (sec == NULL)
+		return cove_error_set(err, COVE_DATA_LOSS, "secret %s is corrupt in the store", secret_id);
+	*env = xrealloc(*env, (*n + sec->n_env_dict + 1) * sizeof(char *));
+	for (size_t i = 0; i < sec->n_env_dict; i++)
+		(*env)[(*n)++] = xasprintf("%s=%s", sec->env_dict[i]->key, sec->env_dict[i]->value);
+	pb_free(sec);
+	return 0;
+}
+
+static int
+task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **err)
+{
+	struct cove_ctx *ctx = s->ctx;
+	struct cove_task *t = xcalloc(1, sizeof(*t) + sizeof(struct task_ext));
+	t->id = cove_id_new("ta");
+	t->secret = xmalloc(41);
+	cove_random_base62(t->secret, 40);
+	t->secret[40] = '\0';
+	t->fn = fn;
+	t->app = fn->app;
+	t->state = COVE_TASK_STARTING;
+	t->dir = xasprintf("%s/%s", ctx->tasks_dir, t->id);
+	cleanup_free char *root = xasprintf("%s/root", t->dir);
+	char **env = NULL;
+	size_t n_env = 0;
+	char *argv[4] = {NULL, "-m", "modal._container_entrypoint", NULL};
+	cleanup_free uint8_t *abytes = NULL;
+	cleanup_free char *args_path = NULL;
+	int rv = -1;
+	if (cove_mkdirs(root, err) < 0)
+		goto out;
+	for (size_t i = 0; i < fn->def->n_mount_ids; i++)
+		if (layout_mount(s, t->dir, fn->def->mount_ids[i], err) < 0)
+			goto out;
+
+	Modal__Client__ContainerArguments args = MODAL__CLIENT__CONTAINER_ARGUMENTS__INIT;
+	args.task_id = t->id;
+	args.function_id = fn->id;
+	args.app_id = fn->app->id;
+	args.function_def = fn->def;
+	args.environment_name = fn->app->env;
+	args.app_layout = cove_sched_app_layout(s, fn->app);
+	size_t alen;
+	abytes = pb_pack(&args.base, &alen);
+	cove_sched_layout_free(args.app_layout);
+	args_path = xasprintf("%s/container_arguments.bin", t->dir);
+	if (cove_write_file_atomic(args_path, abytes, alen, 0600, err) < 0)
+		goto out;
+
+	/* The environment: the client's container contract, secrets, and a few host basics. */
+	env = xcalloc(16, sizeof(char *));
+	const char *path = getenv("PATH");
+	env[n_env++] = xasprintf("PATH=%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+	env[n_env++] = xasprintf("HOME=%s", root);
+	env[n_env++] = xstrdup("LANG=C.UTF-8");
+	env[n_env++] = xstrdup("PYTHONUNBUFFERED=1");
+	env[n_env++] = xasprintf("PYTHONPATH=%s:%s/pkg", root, t->dir);
+	env[n_env++] = xasprintf("MODAL_SERVER_URL=%s", ctx->server_url);
+	env[n_env++] = xstrdup("MODAL_IS_REMOTE=1");
+	env[n_env++] = xasprintf("MODAL_CONTAINER_ARGUMENTS_PATH=%s", args_path);
+	env[n_env++] = xasprintf("MODAL_TASK_ID=%s", t->id);
+	env[n_env++] = xasprintf("MODAL_ENVIRONMENT=%s", fn->app->env);
+	env[n_env++] = xasprintf("MODAL_IMAGE_ID=%s", fn->def->image_id);
+	env[n_env++] = xasprintf("MODAL_OVERRIDE_HEADERS=x-cove-task:%s", t->secret);
+	env[n_env++] = xstrdup("NO_PROXY=127.0.0.1,localhost");
+	for (size_t i = 0; i < fn->def->n_secret_ids; i++)
+		if (secret_env(s, fn->def->secret_ids[i], &env, &n_env, err) < 0)
+			goto out;
+	env = xrealloc(env, (n_env + 1) * sizeof(char *));
+	env[n_env] = NULL;
+
+	argv[0] = (char *)ctx->cfg.python;
+	struct cove_container_spec spec = {.id = t->id, .workdir = root, .argv = argv, .envp = env};
+	cove_map_put(&s->tasks, t->secret, t);
+	if (ctx->runtime->ops->start(ctx->runtime, &spec, t, &t->container, err) < 0) {
+		cove_map_del(&s->tasks, t->secret);
+		goto out;
+	}
+	fn->n_tasks++;
+	fn->app->n_tasks++;
+	ext(t)->idle_since = now_s();
+	log_debug("container %s: started for %s (%s)", t->id, fn->tag, fn->id);
+	t = NULL;
+	rv = 0;
+out:
+	for (size_t i = 0; env && i < n_env; i++)
+		free(env[i]);
+	free(env);
+	if (t) {
+		struct cove_error *ignored = NULL;
+		if (t->dir)
+			cove_remove_tree(t->dir, &ignored);
+		cove_error_free(ignored);
+		task_free(t);
+	}
+	return rv;
+}
+
+static Modal__Client__FunctionGetInputsItem *
+input_item(struct cove_input *in)
+{
+	Modal__Client__FunctionGetInputsItem *it = xcalloc(1, sizeof(*it));
+	Modal__Client__FunctionGetInputsItem init = MODAL__CLIENT__FUNCTION_GET_INPUTS_ITEM__INIT;
+	*it = init;
+	it->input_id = in->id;
+	it->function_call_id = in->fc->id;
+	it->function_call_invocation_type = in->fc->invocation_type;
+	it->retry_count = in->retry_count;
+	it->attempt_token = "";
+	it->input = pb_unpack(&modal__client__function_input__descriptor, in->data, in->len);
+	return it;
+}
+
+/* Give up to max inputs to t on call; answers the call. */
+static void
+give_inputs(struct cove_sched *s, struct cove_task *t, struct cove_call *call, size_t max)
+{
+	(void)s;
+	struct cove_function *fn = t->fn;
+	size_t n = fn->n_pending < max ? fn->n_pending : max;
+	Modal__Client__FunctionGetInputsItem **items = xcalloc(n, sizeof(*items));
+	double now = now_s();
+	for (size_t i = 0; i < n; i++) {
+		struct cove_input *in = pending_pop(fn);
+		in->state = COVE_INPUT_RUNNING;
+		in->task = t;
+		in->started_at = now;
+		in->next = t->running_head;
+		if (t->running_head)
+			t->running_head->prev = in;
+		t->running_head = in;
+		t->n_running++;
+		items[i] = input_item(in);
+	}
+	Modal__Client__FunctionGetInputsResponse resp = MODAL__CLIENT__FUNCTION_GET_INPUTS_RESPONSE__INIT;
+	resp.n_inputs = n;
+	resp.inputs = items;
+	cove_api_reply(call, &resp.base);
+	for (size_t i = 0; i < n; i++) {
+		pb_free(items[i]->input);
+		free(items[i]);
+	}
+	free(items);
+}
+
+static void
+reply_kill_switch(struct cove_call *call)
+{
+	Modal__Client__FunctionGetInputsItem item = MODAL__CLIENT__FUNCTION_GET_INPUTS_ITEM__INIT;
+	item.kill_switch = 1;
+	Modal__Client__FunctionGetInputsItem *items[] = {&item};
+	Modal__Client__FunctionGetInputsResponse resp = MODAL__CLIENT__FUNCTION_GET_INPUTS_RESPONSE__INIT;
+	resp.n_inputs = 1;
+	resp.inputs = items;
+	cove_api_reply(call, &resp.base);
+}
+
+static size_t
+batch_size(const struct cove_task *t)
+{
+	return t->fn->def->batch_max_size ? t->fn->def->batch_max_size : 1;
+}
+
+static void
+inputs_timeout(struct cove_waiter *w)
+{
+	struct cove_task *t = w->owner;
+	ext(t)->inputs_waiter = NULL;
+	if (now_s() - ext(t)->idle_since >= scaledown_window(t->fn)) {
+		t->state = COVE_TASK_STOPPING;
+		reply_kill_switch(w->call);
+	} else {
+		Modal__Client__FunctionGetInputsResponse resp = MODAL__CLIENT__FUNCTION_GET_INPUTS_RESPONSE__INIT;
+		cove_api_reply(w->call, &resp.base);
+	}
+	t->fn->n_idle--;
+	waiter_done(w);
+}
+
+/* The container hung up on its FunctionGetInputs (it is exiting, or its connection dropped). */
+static void
+inputs_cancelled(struct cove_waiter *w)
+{
+	struct cove_task *t = w->owner;
+	ext(t)->inputs_waiter = NULL;
+	t->fn->n_idle--;
+}
+
+void
+cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_task *t,
+		      const Modal__Client__FunctionGetInputsRequest *req)
+{
+	(void)req;
+	ext(t)->got_inputs = 1;
+	if (t->state == COVE_TASK_STARTING)
+		t->state = COVE_TASK_RUNNING;
+	if (ext(t)->inputs_waiter) {
+		cove_api_fail_code(call, COVE_FAILED_PRECONDITION, "container %s already has a FunctionGetInputs pending",
+				   t->id);
+		return;
+	}
+	if (t->state == COVE_TASK_STOPPING || t->app->stopping) {
+		reply_kill_switch(call);
+		return;
+	}
+	if (t->fn->n_pending > 0) {
+		give_inputs(s, t, call, batch_size(t));
+		return;
+	}
+	if (t->n_running == 0)
+		ext(t)->idle_since = now_s();
+	t->fn->n_idle++;
+	struct cove_waiter *w = waiter_park(s, &t->fn->input_waiters, call, t, INPUTS_POLL_S, inputs_timeout);
+	w->on_cancel = inputs_cancelled;
+	ext(t)->inputs_waiter = w;
+}
+
+void
+cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
+{
+	if (fn->def == NULL || fn->app->stopping)
+		return;
+	/* First, containers already waiting. */
+	struct cove_waiter *next;
+	for (struct cove_waiter *w = fn->input_waiters.head; w && fn->n_pending > 0; w = next) {
+		next = w->next;
+		struct cove_task *t = w->owner;
+		ext(t)->inputs_waiter = NULL;
+		fn->n_idle--;
+		give_inputs(s, t, w->call, batch_size(t));
+		waiter_done(w);
+	}
+	/* Then new containers for what is left, counting the ones still starting. */
+	size_t starting = 0;
+	size_t it = 0;
+	void *v;
+	if (fn->n_pending == 0)
+		return;
+	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
+		struct cove_task *t = v;
+		if (t->fn == fn && t->state == COVE_TASK_STARTING)
+			starting++;
+	}
+	size_t max = max_containers(fn);
+	while (fn->n_pending > starting && fn->n_tasks < max) {
+		struct cove_error *err = NULL;
+		if (task_start(s, fn, &err) < 0) {
+			/* Nothing will run these: fail them with the reason rather than leave callers waiting. */
+			log_error("function %s: cannot start a container: %s", fn->tag, err->msg);
+			cleanup_free char *msg = xasprintf("Cove could not start a container for %s: %s", fn->tag, err->msg);
+			cove_error_free(err);
+			struct cove_input *in;
+			while ((in = pending_pop(fn)) != NULL)
+				input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_INTERNAL_FAILURE,
+					   msg, NULL, 0, NULL);
+			return;
+		}
+		starting++;
+	}
+}
+
+int
+cove_sched_put_output(struct cove_sched *s, struct cove_task *t, const Modal__Client__FunctionPutOutputsItem *item,
+		      struct cove_error **err)
+{
+	struct cove_input *in = cove_map_get(&s->inputs, item->input_id);
+	if (in == NULL)
+		return cove_error_set(err, COVE_NOT_FOUND, "input %s not found", item->input_id);
+	if (item->result == NULL)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "output for input %s has no result", item->input_id);
+	/* Retries of the same output are expected (the client retries forever): the first one counts. */
+	if (in->state == COVE_INPUT_DONE || item->retry_count != in->retry_count)
+		return 0;
+	if (in->task != t)
+		return cove_error_set(err, COVE_PERMISSION_DENIED, "input %s was not given to container %s",
+				      item->input_id, t->id);
+	/* Off the task's running list. */
+	if (in->prev)
+		in->prev->next = in->next;
+	else
+		t->running_head = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	in->next = in->prev = NULL;
+	t->n_running--;
+	if (t->n_running == 0)
+		ext(t)->idle_since = now_s();
+	return input_complete(s, in, item->result, item->data_format, item->input_started_at, t->id, err);
+}
+
+void
+cove_sched_task_result(struct cove_sched *s, struct cove_task *t, const Modal__Client__GenericResult *result)
+{
+	(void)s;
+	free(t->result);
+	t->result = pb_pack(&result->base, &t->result_len);
+}
+
+static void
+task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
+{
+	(void)s;
+	if (t->container == NULL)
+		return;
+	int was_stopping = t->state == COVE_TASK_STOPPING;
+	t->state = COVE_TASK_STOPPING;
+	/* A container parked in FunctionGetInputs exits cleanly on a kill switch. */
+	if (ext(t)->inputs_waiter) {
+		struct cove_waiter *w = ext(t)->inputs_waiter;
+		ext(t)->inputs_waiter = NULL;
+		t->fn->n_idle--;
+		reply_kill_switch(w->call);
+		waiter_done(w);
+	}
+	if (!was_stopping || !graceful)
+		s->ctx->runtime->ops->stop(s->ctx->runtime, t->container, graceful, STOP_GRACE_MS);
+}
+
+/* ---- layout ---- */
+
+Modal__Client__AppLayout *
+cove_sched_app_layout(struct cove_sched *s, struct cove_app *app)
+{
+	(void)s;
+	size_t cap = app->functions.len + app->classes.len + 16, n = 0;
+	Modal__Client__Object *objs = xcalloc(cap, sizeof(*objs));
+	Modal__Client__Object **objp = xcalloc(cap, sizeof(*objp));
+	Modal__Client__ClassHandleMetadata class_meta = MODAL__CLIENT__CLASS_HANDLE_METADATA__INIT;
+	Modal__Client__AppLayout__FunctionIdsEntry *fids = xcalloc(app->functions.len + 1, sizeof(*fids));
+	Modal__Client__AppLayout__FunctionIdsEntry **fidp = xcalloc(app->functions.len + 1, sizeof(*fidp));
+	Modal__Client__AppLayout__ClassIdsEntry *cids = xcalloc(app->classes.len + 1, sizeof(*cids));
+	Modal__Client__AppLayout__ClassIdsEntry **cidp = xcalloc(app->classes.len + 1, sizeof(*cidp));
+	size_t nf = 0, nc = 0;
+	struct cove_map seen = {0};
+	size_t it = 0;
+	const char *key;
+	void *v;
+	while (cove_map_next(&app->functions, &it, &key, &v)) {
+		struct cove_function *fn = v;
+		if (fn->meta == NULL)
+			continue;
+		Modal__Client__AppLayout__FunctionIdsEntry e = MODAL__CLIENT__APP_LAYOUT__FUNCTION_IDS_ENTRY__INIT;
+		e.key = (char *)key;
+		e.value = fn->id;
+		fids[nf] = e;
+		fidp[nf] = &fids[nf];
+		nf++;
+		Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
+		o.object_id = fn->id;
+		o.handle_metadata_oneof_case = MODAL__CLIENT__OBJECT__HANDLE_METADATA_ONEOF_FUNCTION_HANDLE_METADATA;
+		o.function_handle_metadata = fn->meta;
+		objs[n] = o;
+		objp[n] = &objs[n];
+		n++;
+		cove_map_put(&seen, fn->id, fn);
+	}
+	it = 0;
+	while (cove_map_next(&app->classes, &it, &key, &v)) {
+		Modal__Client__AppLayout__ClassIdsEntry e = MODAL__CLIENT__APP_LAYOUT__CLASS_IDS_ENTRY__INIT;
+		e.key = (char *)key;
+		e.value = v;
+		cids[nc] = e;
+		cidp[nc] = &cids[nc];
+		nc++;
+		Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
+		o.object_id = v;
+		o.handle_metadata_oneof_case = MODAL__CLIENT__OBJECT__HANDLE_METADATA_ONEOF_CLASS_HANDLE_METADATA;
+		o.class_handle_metadata = &class_meta;
+		if (n == cap) {
+			cap *= 2;
+			objs = xrealloc(objs, cap * sizeof(*objs));
+			objp = xrealloc(objp, cap * sizeof(*objp));
+		}
+		objs[n] = o;
+		n++;
+		cove_map_put(&seen, v, v);
+	}
+	/* Every object a function depends on must be present, even without metadata. */
+	it = 0;
+	while (cove_map_next(&app->functions, &it, NULL, &v)) {
+		struct cove_function *fn = v;
+		if (fn->def == NULL)
+			continue;
+		for (size_t i = 0; i < fn->def->n_object_dependencies; i++) {
+			const char *dep = fn->def->object_dependencies[i]->object_id;
+			if (cove_map_get(&seen, dep))
+				continue;
+			cove_map_put(&seen, dep, (void *)dep);
+			if (n == cap) {
+				cap *= 2;
+				objs = xrealloc(objs, cap * sizeof(*objs));
+				objp = xrealloc(objp, cap * sizeof(*objp));
+			}
+			Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
+			o.object_id = (char *)dep;
+			objs[n++] = o;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		objp[i] = &objs[i];
+	Modal__Client__AppLayout layout = MODAL__CLIENT__APP_LAYOUT__INIT;
+	layout.n_objects = n;
+	layout.objects = objp;
+	layout.n_function_ids = nf;
+	layout.function_ids = fidp;
+	layout.n_class_ids = nc;
+	layout.class_ids = cidp;
+	Modal__Client__AppLayout *copy = pb_dup(&layout.base);
+	cove_map_clear(&seen);
+	free(objs);
+	free(objp);
+	free(fids);
+	free(fidp);
+	free(cids);
+	free(cidp);
+	return copy;
+}
+
+void
+cove_sched_layout_free(Modal__Client__AppLayout *layout)
+{
+	pb_free(layout);
+}
+
+/* ---- life cycle ---- */
+
+struct cove_sched *
+cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
+{
+	struct cove_sched *s = xcalloc(1, sizeof(*s));
+	s->ctx = ctx;
+	the_sched = s;
+	struct cove_runtime_callbacks cb = {.on_output = task_on_output, .on_exit = task_on_exit};
+	ctx->runtime = cove_runtime_process_new(ctx->base, &cb, err);
+	if (ctx->runtime == NULL) {
+		free(s);
+		return NULL;
+	}
+	s->heartbeat_timer = event_new(ctx->base, -1, EV_PERSIST, heartbeat_check, s);
+	struct timeval tv = {HEARTBEAT_CHECK_S, 0};
+	event_add(s->heartbeat_timer, &tv);
+	return s;
+}
+
+size_t
+cove_sched_stop_all(struct cove_sched *s)
+{
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->apps, &it, NULL, &v)) {
+		struct cove_app *app = v;
+		if (!app->stopping) {
+			/* Deployed apps stay deployed: only their containers stop. */
+			int state = app->state;
+			cove_sched_app_stop(s, app, "server shutting down");
+			if (state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
+				app->state = state;
+		}
+	}
+	return cove_runtime_process_live(s->ctx->runtime);
+}
+
+static void
+waitlist_cancel_all(struct cove_waitlist *wl)
+{
+	while (wl->head) {
+		struct cove_waiter *w = wl->head;
+		cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
+		waiter_done(w);
+	}
+}
+
+void
+cove_sched_free(struct cove_sched *s)
+{
+	if (s == NULL)
+		return;
+	if (s->heartbeat_timer)
+		event_free(s->heartbeat_timer);
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
+		struct cove_task *t = v;
+		if (ext(t)->inputs_waiter) {
+			struct cove_waiter *w = ext(t)->inputs_waiter;
+			cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
+			waiter_done(w);
+		}
+		task_free(t);
+	}
+	cove_map_clear(&s->tasks);
+	if (s->ctx->runtime)
+		s->ctx->runtime->ops->free(s->ctx->runtime);
+	s->ctx->runtime = NULL;
+	it = 0;
+	while (cove_map_next(&s->calls, &it, NULL, &v)) {
+		struct cove_fcall *fc = v;
+		waitlist_cancel_all(&fc->waiters);
+		for (size_t i = 0; i < fc->n_inputs; i++) {
+			free(fc->inputs[i]->id);
+			free(fc->inputs[i]->data);
+			free(fc->inputs[i]);
+		}
+		for (size_t i = 0; i < fc->n_outputs; i++)
+			free(fc->outputs[i].item);
+		free(fc->inputs);
+		free(fc->outputs);
+		free(fc->id);
+		free(fc);
+	}
+	cove_map_clear(&s->calls);
+	cove_map_clear(&s->inputs);
+	it = 0;
+	while (cove_map_next(&s->functions, &it, NULL, &v)) {
+		struct cove_function *fn = v;
+		waitlist_cancel_all(&fn->input_waiters);
+		pb_free(fn->def);
+		pb_free(fn->meta);
+		free(fn->startup_failure);
+		free(fn->id);
+		free(fn->tag);
+		free(fn);
+	}
+	cove_map_clear(&s->functions);
+	it = 0;
+	while (cove_map_next(&s->apps, &it, NULL, &v)) {
+		struct cove_app *app = v;
+		waitlist_cancel_all(&app->log_waiters);
+		for (size_t i = 0; i < app->n_logs; i++)
+			free(app->logs[i].batch);
+		free(app->logs);
+		size_t it2 = 0;
+		void *cv;
+		while (cove_map_next(&app->classes, &it2, NULL, &cv))
+			free(cv);
+		cove_map_clear(&app->classes);
+		cove_map_clear(&app->functions);
+		free(app->id);
+		free(app->name);
+		free(app->env);
+		free(app->description);
+		free(app);
+	}
+	cove_map_clear(&s->apps);
+	free(s);
+}

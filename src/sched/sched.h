@@ -1,0 +1,194 @@
+/* The scheduler: apps, functions, function calls, inputs, outputs and tasks (containers), in memory on the
+ * event loop, written through to the store. It decides when containers start and stop, hands inputs to
+ * containers, routes outputs to callers, and wakes long polls (FunctionGetOutputs, FunctionGetInputs,
+ * AppGetLogs) the moment there is something for them.
+ *
+ * Ownership: the scheduler owns every struct below; API handlers borrow pointers within one event callback
+ * and look objects up again by id later. */
+#ifndef COVE_SCHED_SCHED_H
+#define COVE_SCHED_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api.pb-c.h"
+#include "util/error.h"
+#include "util/map.h"
+
+struct cove_ctx;
+struct cove_call;
+struct cove_container;
+struct event;
+
+/* A parked long-poll: a gRPC call waiting for something, with a timer that answers it empty. */
+struct cove_waiter {
+	struct cove_waiter *next, *prev;
+	struct cove_waitlist *list;
+	struct cove_sched *sched;
+	struct cove_call *call;
+	struct event *timer;
+	void *owner; /* what it waits on (an app, a call, a task) */
+	void (*on_timeout)(struct cove_waiter *w); /* answers the call */
+	void (*on_cancel)(struct cove_waiter *w);  /* optional: the call went away unanswered */
+	/* request parameters the waiter needs when woken */
+	int64_t cursor;
+	int32_t start_idx, end_idx;
+	int has_range;
+	int clear_on_success;
+};
+
+struct cove_waitlist {
+	struct cove_waiter *head;
+};
+
+struct cove_log_entry {
+	int64_t id;
+	uint8_t *batch; /* serialized TaskLogsBatch without entry_id (filled in on send) */
+	size_t len;
+};
+
+struct cove_app {
+	char *id;
+	char *name; /* "" unless deployed/named */
+	char *env;
+	char *description;
+	int state;  /* Modal__Client__AppState */
+	int stopping;
+	int done;   /* stopped and every task exited: logs end with app_done */
+	double created_at;
+	double last_heartbeat;
+	struct cove_map functions; /* tag -> struct cove_function* */
+	struct cove_map classes;   /* tag -> class id (char*) */
+	struct cove_log_entry *logs;
+	size_t n_logs, cap_logs;
+	int64_t next_log_id;
+	struct cove_waitlist log_waiters;
+	size_t n_tasks; /* live tasks of this app */
+};
+
+struct cove_input {
+	struct cove_input *next, *prev; /* in the function's pending queue, or the task's running list */
+	char *id;
+	struct cove_fcall *fc;
+	int32_t idx;
+	uint8_t *data; /* serialized FunctionInput */
+	size_t len;
+	int state;     /* COVE_INPUT_* */
+	uint32_t retry_count;
+	struct cove_task *task;
+	double started_at;
+};
+
+enum { COVE_INPUT_PENDING, COVE_INPUT_RUNNING, COVE_INPUT_DONE };
+
+struct cove_output {
+	int64_t entry;  /* 1, 2, ... per call */
+	int32_t idx;
+	uint8_t *item;  /* serialized FunctionGetOutputsItem */
+	size_t len;
+	int consumed;
+};
+
+struct cove_fcall {
+	char *id;
+	struct cove_function *fn;
+	int call_type;       /* Modal__Client__FunctionCallType */
+	int invocation_type; /* Modal__Client__FunctionCallInvocationType */
+	struct cove_input **inputs;
+	size_t n_inputs, cap_inputs;
+	size_t n_done;
+	struct cove_output *outputs;
+	size_t n_outputs, cap_outputs;
+	struct cove_waitlist waiters;
+};
+
+struct cove_function {
+	char *id;
+	char *tag;
+	struct cove_app *app;
+	Modal__Client__Function *def; /* NULL between FunctionPrecreate and FunctionCreate */
+	Modal__Client__FunctionHandleMetadata *meta;
+	struct cove_input *pending_head, *pending_tail;
+	size_t n_pending;
+	size_t n_tasks;
+	size_t n_idle; /* tasks parked in FunctionGetInputs */
+	struct cove_waitlist input_waiters; /* containers' parked FunctionGetInputs */
+	uint8_t *startup_failure; /* serialized GenericResult from a container that failed to start */
+	size_t startup_failure_len;
+};
+
+enum { COVE_TASK_STARTING, COVE_TASK_RUNNING, COVE_TASK_STOPPING };
+
+struct cove_task {
+	char *id;
+	char *secret; /* the container's credential (x-cove-task header) */
+	struct cove_function *fn;
+	struct cove_app *app;
+	struct cove_container *container;
+	char *dir;
+	int state;
+	struct cove_input *running_head; /* inputs handed to this task */
+	size_t n_running;
+	uint8_t *result; /* serialized GenericResult from TaskResult */
+	size_t result_len;
+};
+
+struct cove_sched;
+
+struct cove_sched *cove_sched_new(struct cove_ctx *ctx, struct cove_error **err);
+void cove_sched_free(struct cove_sched *s);
+/* Stop every task (gracefully, then killed); returns the number still live. */
+size_t cove_sched_stop_all(struct cove_sched *s);
+
+/* Apps. */
+struct cove_app *cove_sched_app_create(struct cove_sched *s, const char *name, const char *env,
+				       const char *description, int state, struct cove_error **err);
+struct cove_app *cove_sched_app_get(struct cove_sched *s, const char *app_id);
+void cove_sched_app_heartbeat(struct cove_sched *s, struct cove_app *app);
+int cove_sched_app_set_state(struct cove_sched *s, struct cove_app *app, int state, struct cove_error **err);
+/* Stop an app: its tasks stop, and its log stream ends once they have. */
+void cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reason);
+/* Append a log line from the server itself (fd 3 = info) to an app's logs. */
+void cove_sched_app_log(struct cove_sched *s, struct cove_app *app, const char *task_id, const char *function_id,
+			int fd, const char *data, size_t len);
+/* AppGetLogs: answer now or park. */
+void cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cove_app *app,
+			     const char *last_entry_id, float timeout);
+/* Build the AppLayout of an app (caller frees with cove_sched_layout_free). */
+Modal__Client__AppLayout *cove_sched_app_layout(struct cove_sched *s, struct cove_app *app);
+void cove_sched_layout_free(Modal__Client__AppLayout *layout);
+
+/* Functions. */
+struct cove_function *cove_sched_function_precreate(struct cove_sched *s, struct cove_app *app, const char *tag,
+						    const char *existing_id, struct cove_error **err);
+struct cove_function *cove_sched_function_get(struct cove_sched *s, const char *function_id);
+/* Take ownership of def (an unpacked Function); persists it. */
+int cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, Modal__Client__Function *def,
+			       struct cove_error **err);
+
+/* Calls. */
+struct cove_fcall *cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type,
+					  int invocation_type, struct cove_error **err);
+struct cove_fcall *cove_sched_call_get(struct cove_sched *s, const char *call_id);
+/* Accept one input (serialized FunctionInput), durable before return. The returned input is borrowed. */
+struct cove_input *cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx,
+					const uint8_t *data, size_t len, struct cove_error **err);
+/* After a batch of input_add calls: start containers / wake waiting ones. */
+void cove_sched_kick(struct cove_sched *s, struct cove_function *fn);
+/* FunctionGetOutputs: answer now or park. */
+void cove_sched_get_outputs(struct cove_sched *s, struct cove_call *call, struct cove_fcall *fc,
+			    const Modal__Client__FunctionGetOutputsRequest *req);
+
+/* Tasks (the container side). */
+struct cove_task *cove_sched_task_by_secret(struct cove_sched *s, const char *secret);
+/* FunctionGetInputs from a task: answer now or park. */
+void cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_task *task,
+			   const Modal__Client__FunctionGetInputsRequest *req);
+/* One output from a task. Duplicates (same input and retry_count) are ignored. */
+int cove_sched_put_output(struct cove_sched *s, struct cove_task *task, const Modal__Client__FunctionPutOutputsItem *item,
+			  struct cove_error **err);
+/* TaskResult: a container's own failure (e.g. import error); kept for the inputs it leaves behind. */
+void cove_sched_task_result(struct cove_sched *s, struct cove_task *task, const Modal__Client__GenericResult *result);
+
+#endif

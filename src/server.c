@@ -1,0 +1,138 @@
+#include "server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/api.h"
+#include "blob/blobstore.h"
+#include "blob/http.h"
+#include "grpc/server.h"
+#include "sched/sched.h"
+#include "store/store.h"
+#include "util/alloc.h"
+#include "util/fsutil.h"
+#include "util/ids.h"
+#include "util/log.h"
+
+struct cove_ctx *
+cove_server_new(const struct cove_config *cfg, struct event_base *base, struct cove_error **err)
+{
+	struct cove_ctx *ctx = xcalloc(1, sizeof(*ctx));
+	ctx->cfg = *cfg;
+	ctx->base = base;
+	ctx->tasks_dir = xasprintf("%s/tasks", cfg->state_dir);
+	cleanup_free char *db = xasprintf("%s/cove.db", cfg->state_dir);
+	/* Working directories of containers from an earlier run are leftovers: their processes are gone. */
+	if (cove_mkdirs(cfg->state_dir, err) < 0 || cove_remove_tree(ctx->tasks_dir, err) < 0 ||
+	    cove_mkdirs(ctx->tasks_dir, err) < 0)
+		goto fail;
+	chmod(cfg->state_dir, 0700);
+	if ((ctx->store = cove_store_open(db, err)) == NULL)
+		goto fail;
+	if ((ctx->blobs = cove_blobstore_open(cfg->state_dir, err)) == NULL)
+		goto fail;
+	if ((ctx->blob_http = cove_blob_http_new(base, cfg->address, cfg->blob_port, ctx->blobs, err)) == NULL)
+		goto fail;
+	if ((ctx->sched = cove_sched_new(ctx, err)) == NULL)
+		goto fail;
+	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
+		goto fail;
+	struct cove_grpc_options opts = {
+		.address = cfg->address,
+		.port = cfg->port,
+		.max_message_bytes = 100 * 1024 * 1024 + 1024,
+	};
+	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
+		goto fail;
+	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
+	return ctx;
+fail:
+	cove_error_wrap(err, "start server in %s", cfg->state_dir);
+	cove_server_free(ctx);
+	return NULL;
+}
+
+void
+cove_server_free(struct cove_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	cove_grpc_server_free(ctx->grpc);
+	cove_sched_free(ctx->sched);
+	cove_api_free(ctx->api);
+	cove_blob_http_free(ctx->blob_http);
+	cove_blobstore_free(ctx->blobs);
+	cove_store_close(ctx->store);
+	cove_auth_reset();
+	free(ctx->server_url);
+	free(ctx->tasks_dir);
+	free(ctx);
+}
+
+int
+cove_token_create(struct cove_store *store, char **id, char **secret, struct cove_error **err)
+{
+	char *i = cove_id_new("ak");
+	char *s = cove_id_new("as");
+	if (cove_store_token_add(store, i, s, err) < 0) {
+		free(i);
+		free(s);
+		return -1;
+	}
+	*id = i;
+	*secret = s;
+	return 0;
+}
+
+/* Read KEY=value from a client.env text; NULL if absent. Caller frees. */
+static char *
+env_value(const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *p = text; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t n = eol ? (size_t)(eol - p) : strlen(p);
+		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=')
+			return xstrndup(p + klen + 1, n - klen - 1);
+		p = eol ? eol + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* The token in an existing client.env is kept while it is valid, so shells that sourced it keep working
+ * across restarts; the secret lives only there (mode 0600), the store has its hash. */
+char *
+cove_client_env_text(struct cove_store *store, const char *state_dir, const char *server_url, struct cove_error **err)
+{
+	cleanup_free char *path = xasprintf("%s/client.env", state_dir);
+	cleanup_free uint8_t *old = NULL;
+	size_t len = 0;
+	struct cove_error *ignored = NULL;
+	cleanup_free char *id = NULL;
+	cleanup_free char *secret = NULL;
+	if (cove_read_file(path, &old, &len, &ignored) == 0) {
+		id = env_value((char *)old, "MODAL_TOKEN_ID");
+		secret = env_value((char *)old, "MODAL_TOKEN_SECRET");
+		if (id == NULL || secret == NULL || !cove_store_token_check(store, id, secret)) {
+			free(id);
+			free(secret);
+			id = secret = NULL;
+		}
+	}
+	cove_error_free(ignored);
+	if (id == NULL && cove_token_create(store, &id, &secret, err) < 0)
+		return NULL;
+	return xasprintf("MODAL_SERVER_URL=%s\nMODAL_TOKEN_ID=%s\nMODAL_TOKEN_SECRET=%s\n", server_url, id, secret);
+}
+
+int
+cove_server_write_client_env(struct cove_ctx *ctx, struct cove_error **err)
+{
+	cleanup_free char *text = cove_client_env_text(ctx->store, ctx->cfg.state_dir, ctx->server_url, err);
+	if (text == NULL)
+		return -1;
+	cleanup_free char *path = xasprintf("%s/client.env", ctx->cfg.state_dir);
+	return cove_write_file_atomic(path, text, strlen(text), 0600, err);
+}

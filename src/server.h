@@ -1,0 +1,48 @@
+/* The running server: what every piece reaches through one context. */
+#ifndef COVE_SERVER_H
+#define COVE_SERVER_H
+
+#include "util/error.h"
+
+struct event_base;
+
+struct cove_config {
+	const char *state_dir;
+	const char *address; /* "127.0.0.1" */
+	int port;            /* gRPC API; 0 picks a free port */
+	int blob_port;       /* blob HTTP; 0 picks a free port */
+	const char *python;  /* the interpreter containers run */
+};
+
+struct cove_ctx {
+	struct cove_config cfg;
+	struct event_base *base;
+	struct cove_store *store;
+	struct cove_blobstore *blobs;
+	struct cove_blob_http *blob_http;
+	struct cove_grpc_server *grpc;
+	struct cove_sched *sched;
+	struct cove_runtime *runtime;
+	struct cove_api *api;
+	char *server_url; /* what clients and containers dial: http://address:port */
+	char *tasks_dir;  /* <state>/tasks, one working directory per container */
+	int shutting_down;
+};
+
+/* Open the state directory (creating it), the store, the blob store and the ports. */
+struct cove_ctx *cove_server_new(const struct cove_config *cfg, struct event_base *base, struct cove_error **err);
+/* Write client.env in the state directory (creating the first token on first start). */
+int cove_server_write_client_env(struct cove_ctx *ctx, struct cove_error **err);
+/* Stop containers and close everything. */
+void cove_server_free(struct cove_ctx *ctx);
+
+/* Token helpers shared by `cove serve`, `cove token create` and `cove env`. */
+struct cove_store;
+/* Create a token; *id and *secret are malloc'd. */
+int cove_token_create(struct cove_store *store, char **id, char **secret, struct cove_error **err);
+/* The three client.env lines: the token of <state_dir>/client.env if it is still valid, else a new one.
+ * Caller frees. */
+char *cove_client_env_text(struct cove_store *store, const char *state_dir, const char *server_url,
+			   struct cove_error **err);
+
+#endif

@@ -1,0 +1,380 @@
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/alloc.h"
+#include "util/hash.h"
+#include "util/log.h"
+
+struct cove_store {
+	sqlite3 *db;
+	int txn_depth;
+};
+
+/* Numbered migrations: migration i brings the schema from version i to i + 1. Never edit one that has
+ * shipped; add a new one. */
+static const char *const migrations[] = {
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE tokens(token_id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, created_at REAL NOT NULL);"
+	"CREATE TABLE objects(id TEXT PRIMARY KEY, kind TEXT NOT NULL, app_id TEXT, env TEXT, name TEXT,"
+	"  data BLOB, created_at REAL NOT NULL);"
+	"CREATE INDEX objects_named ON objects(kind, env, name) WHERE name IS NOT NULL;"
+	"CREATE TABLE apps(id TEXT PRIMARY KEY, name TEXT NOT NULL, env TEXT NOT NULL, description TEXT NOT NULL,"
+	"  state INTEGER NOT NULL, created_at REAL NOT NULL, stopped_at REAL NOT NULL);"
+	"CREATE TABLE calls(id TEXT PRIMARY KEY, function_id TEXT NOT NULL, call_type INTEGER NOT NULL,"
+	"  invocation_type INTEGER NOT NULL, created_at REAL NOT NULL);"
+	"CREATE TABLE inputs(id TEXT PRIMARY KEY, call_id TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
+	"  created_at REAL NOT NULL);"
+	"CREATE INDEX inputs_call ON inputs(call_id, idx);"
+	"CREATE TABLE outputs(input_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+	"  retry_count INTEGER NOT NULL, data BLOB NOT NULL);"
+	"CREATE INDEX outputs_call ON outputs(call_id, idx);",
+};
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+db_error(struct cove_store *s, struct cove_error **err, const char *what)
+{
+	return cove_error_set(err, COVE_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static int
+exec_sql(struct cove_store *s, const char *sql, struct cove_error **err)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		cove_error_set(err, COVE_INTERNAL, "store: %s", msg ? msg : "exec failed");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+finalize_stmt(sqlite3_stmt **st)
+{
+	if (*st)
+		sqlite3_finalize(*st);
+}
+#define cleanup_stmt __attribute__((cleanup(finalize_stmt)))
+
+static int
+prepare(struct cove_store *s, const char *sql, sqlite3_stmt **st, struct cove_error **err)
+{
+	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+		return db_error(s, err, "prepare");
+	return 0;
+}
+
+/* Bind a NULL-able text. */
+static void
+bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+static int
+step_done(struct cove_store *s, sqlite3_stmt *st, struct cove_error **err)
+{
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		return db_error(s, err, "write");
+	return 0;
+}
+
+static int
+migrate(struct cove_store *s, struct cove_error **err)
+{
+	sqlite3_stmt *st = NULL;
+	if (prepare(s, "PRAGMA user_version", &st, err) < 0)
+		return -1;
+	int version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	int latest = (int)(sizeof(migrations) / sizeof(migrations[0]));
+	if (version > latest)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "store schema version %d is newer than this Cove (%d)", version, latest);
+	for (int v = version; v < latest; v++) {
+		cleanup_free char *bump = xasprintf("PRAGMA user_version = %d", v + 1);
+		if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+			return -1;
+		if (exec_sql(s, migrations[v], err) < 0 || exec_sql(s, bump, err) < 0) {
+			exec_sql(s, "ROLLBACK", NULL);
+			return cove_error_wrap(err, "migration %d", v + 1);
+		}
+		if (exec_sql(s, "COMMIT", err) < 0)
+			return -1;
+		log_debug("store: migrated to schema %d", v + 1);
+	}
+	return 0;
+}
+
+struct cove_store *
+cove_store_open(const char *path, struct cove_error **err)
+{
+	struct cove_store *s = xcalloc(1, sizeof(*s));
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+	    SQLITE_OK) {
+		cove_error_set(err, COVE_INTERNAL, "open database %s: %s", path,
+			       s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		cove_store_close(s);
+		return NULL;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	if (exec_sql(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err) < 0 ||
+	    migrate(s, err) < 0) {
+		cove_error_wrap(err, "open database %s", path);
+		cove_store_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+cove_store_close(struct cove_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->db)
+		sqlite3_close_v2(s->db);
+	free(s);
+}
+
+int
+cove_store_begin(struct cove_store *s, struct cove_error **err)
+{
+	if (s->txn_depth++ > 0)
+		return 0;
+	if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0) {
+		s->txn_depth = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int
+cove_store_commit(struct cove_store *s, struct cove_error **err)
+{
+	if (s->txn_depth == 0 || --s->txn_depth > 0)
+		return 0;
+	return exec_sql(s, "COMMIT", err);
+}
+
+int
+cove_store_rollback(struct cove_store *s)
+{
+	if (s->txn_depth == 0)
+		return 0;
+	s->txn_depth = 0;
+	return exec_sql(s, "ROLLBACK", NULL);
+}
+
+int
+cove_store_token_add(struct cove_store *s, const char *token_id, const char *token_secret, struct cove_error **err)
+{
+	char hash[65];
+	cove_sha256_hex(token_secret, strlen(token_secret), hash);
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "INSERT INTO tokens(token_id, secret_sha256, created_at) VALUES(?, ?, ?)", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, token_id);
+	bind_text(st, 2, hash);
+	sqlite3_bind_double(st, 3, now_s());
+	return step_done(s, st, err);
+}
+
+int
+cove_store_token_check(struct cove_store *s, const char *token_id, const char *token_secret)
+{
+	char hash[65];
+	cove_sha256_hex(token_secret, strlen(token_secret), hash);
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT secret_sha256 FROM tokens WHERE token_id = ?", &st, NULL) < 0)
+		return 0;
+	bind_text(st, 1, token_id);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		return 0;
+	const char *stored = (const char *)sqlite3_column_text(st, 0);
+	/* Both are fixed-length hex digests; compare all 64 bytes regardless of where they differ. */
+	unsigned char diff = 0;
+	if (stored == NULL || strlen(stored) != 64)
+		return 0;
+	for (int i = 0; i < 64; i++)
+		diff |= (unsigned char)(stored[i] ^ hash[i]);
+	return diff == 0;
+}
+
+char *
+cove_store_token_first(struct cove_store *s)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT token_id FROM tokens ORDER BY created_at LIMIT 1", &st, NULL) < 0)
+		return NULL;
+	if (sqlite3_step(st) != SQLITE_ROW)
+		return NULL;
+	return xstrdup((const char *)sqlite3_column_text(st, 0));
+}
+
+char *
+cove_store_meta_get(struct cove_store *s, const char *key)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT value FROM meta WHERE key = ?", &st, NULL) < 0)
+		return NULL;
+	bind_text(st, 1, key);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		return NULL;
+	return xstrdup((const char *)sqlite3_column_text(st, 0));
+}
+
+int
+cove_store_meta_set(struct cove_store *s, const char *key, const char *value, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, key);
+	bind_text(st, 2, value);
+	return step_done(s, st, err);
+}
+
+int
+cove_store_object_put(struct cove_store *s, const char *id, const char *kind, const char *app_id, const char *env,
+		      const char *name, const void *data, size_t len, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s,
+		    "INSERT INTO objects(id, kind, app_id, env, name, data, created_at) VALUES(?, ?, ?, ?, ?, ?, ?) "
+		    "ON CONFLICT(id) DO UPDATE SET data = excluded.data, name = excluded.name",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, id);
+	bind_text(st, 2, kind);
+	bind_text(st, 3, app_id);
+	bind_text(st, 4, env);
+	bind_text(st, 5, name);
+	sqlite3_bind_blob64(st, 6, data ? data : "", len, SQLITE_STATIC);
+	sqlite3_bind_double(st, 7, now_s());
+	return step_done(s, st, err);
+}
+
+int
+cove_store_object_get(struct cove_store *s, const char *id, char **kind_out, uint8_t **data, size_t *len,
+		      struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT kind, data FROM objects WHERE id = ?", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		return cove_error_set(err, COVE_NOT_FOUND, "object %s not found", id);
+	if (rc != SQLITE_ROW)
+		return db_error(s, err, "read object");
+	if (kind_out)
+		*kind_out = xstrdup((const char *)sqlite3_column_text(st, 0));
+	size_t n = (size_t)sqlite3_column_bytes(st, 1);
+	*data = xmemdup(sqlite3_column_blob(st, 1), n);
+	*len = n;
+	return 0;
+}
+
+int
+cove_store_object_find(struct cove_store *s, const char *kind, const char *env, const char *name, char **id,
+		       struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT id FROM objects WHERE kind = ? AND env = ? AND name = ? ORDER BY created_at DESC LIMIT 1",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, kind);
+	bind_text(st, 2, env);
+	bind_text(st, 3, name);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		return cove_error_set(err, COVE_NOT_FOUND, "%s '%s' not found in environment '%s'", kind, name, env);
+	if (rc != SQLITE_ROW)
+		return db_error(s, err, "find object");
+	*id = xstrdup((const char *)sqlite3_column_text(st, 0));
+	return 0;
+}
+
+int
+cove_store_app_put(struct cove_store *s, const struct cove_store_app *a, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s,
+		    "INSERT OR REPLACE INTO apps(id, name, env, description, state, created_at, stopped_at) "
+		    "VALUES(?, ?, ?, ?, ?, ?, ?)",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, a->id);
+	bind_text(st, 2, a->name ? a->name : "");
+	bind_text(st, 3, a->env ? a->env : "");
+	bind_text(st, 4, a->description ? a->description : "");
+	sqlite3_bind_int(st, 5, a->state);
+	sqlite3_bind_double(st, 6, a->created_at);
+	sqlite3_bind_double(st, 7, a->stopped_at);
+	return step_done(s, st, err);
+}
+
+int
+cove_store_call_put(struct cove_store *s, const char *call_id, const char *function_id, int call_type,
+		    int invocation_type, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s,
+		    "INSERT INTO calls(id, function_id, call_type, invocation_type, created_at) VALUES(?, ?, ?, ?, ?)",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, call_id);
+	bind_text(st, 2, function_id);
+	sqlite3_bind_int(st, 3, call_type);
+	sqlite3_bind_int(st, 4, invocation_type);
+	sqlite3_bind_double(st, 5, now_s());
+	return step_done(s, st, err);
+}
+
+int
+cove_store_input_put(struct cove_store *s, const char *input_id, const char *call_id, int idx, const void *data,
+		     size_t len, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "INSERT INTO inputs(id, call_id, idx, data, created_at) VALUES(?, ?, ?, ?, ?)", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, input_id);
+	bind_text(st, 2, call_id);
+	sqlite3_bind_int(st, 3, idx);
+	sqlite3_bind_blob64(st, 4, data ? data : "", len, SQLITE_STATIC);
+	sqlite3_bind_double(st, 5, now_s());
+	return step_done(s, st, err);
+}
+
+int
+cove_store_output_put(struct cove_store *s, const char *input_id, const char *call_id, int idx, int retry_count,
+		      const void *data, size_t len, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s,
+		    "INSERT OR REPLACE INTO outputs(input_id, call_id, idx, retry_count, data) VALUES(?, ?, ?, ?, ?)",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, input_id);
+	bind_text(st, 2, call_id);
+	sqlite3_bind_int(st, 3, idx);
+	sqlite3_bind_int(st, 4, retry_count);
+	sqlite3_bind_blob64(st, 5, data ? data : "", len, SQLITE_STATIC);
+	return step_done(s, st, err);
+}

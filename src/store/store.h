@@ -1,0 +1,66 @@
+/* The store: Cove's durable state in one SQLite file (WAL mode).
+ *
+ * Every write returns only after SQLite has committed it to the WAL, so anything acknowledged to a client
+ * survives a crash of Cove (kill -9). synchronous=NORMAL: a power loss may lose the last transactions, a
+ * process crash loses nothing. Callers that write many rows for one RPC wrap them in begin/commit.
+ * Schema versions are numbered migrations (PRAGMA user_version). All functions run on the event loop thread. */
+#ifndef COVE_STORE_STORE_H
+#define COVE_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct cove_store;
+
+struct cove_store *cove_store_open(const char *path, struct cove_error **err);
+void cove_store_close(struct cove_store *s);
+
+/* Group several writes into one transaction. begin/commit nest (only the outermost commits). */
+int cove_store_begin(struct cove_store *s, struct cove_error **err);
+int cove_store_commit(struct cove_store *s, struct cove_error **err);
+int cove_store_rollback(struct cove_store *s);
+
+/* Tokens: the secret is stored as its sha256. check returns 1 if the pair is valid, else 0. */
+int cove_store_token_add(struct cove_store *s, const char *token_id, const char *token_secret,
+			 struct cove_error **err);
+int cove_store_token_check(struct cove_store *s, const char *token_id, const char *token_secret);
+/* Any one stored token id (the first created), or NULL if none. Caller frees. */
+char *cove_store_token_first(struct cove_store *s);
+/* Key/value settings (e.g. the first token's secret kept for client.env). Caller frees; NULL if unset. */
+char *cove_store_meta_get(struct cove_store *s, const char *key);
+int cove_store_meta_set(struct cove_store *s, const char *key, const char *value, struct cove_error **err);
+
+/* Objects: one row per Modal object (function, mount, image, secret, ...), its definition as bytes
+ * (a serialized protobuf message; kind says which). name is NULL for anonymous objects. */
+int cove_store_object_put(struct cove_store *s, const char *id, const char *kind, const char *app_id,
+			  const char *env, const char *name, const void *data, size_t len, struct cove_error **err);
+/* NOT_FOUND if missing. *data malloc'd (caller frees). kind_out may be NULL. */
+int cove_store_object_get(struct cove_store *s, const char *id, char **kind_out, uint8_t **data, size_t *len,
+			  struct cove_error **err);
+/* The id of the named object of a kind in an environment; NOT_FOUND if none. Caller frees. */
+int cove_store_object_find(struct cove_store *s, const char *kind, const char *env, const char *name, char **id,
+			   struct cove_error **err);
+
+/* Apps. */
+struct cove_store_app {
+	const char *id;
+	const char *name; /* "" for unnamed */
+	const char *env;
+	const char *description;
+	int state; /* AppState */
+	double created_at;
+	double stopped_at; /* 0 if running */
+};
+int cove_store_app_put(struct cove_store *s, const struct cove_store_app *a, struct cove_error **err);
+
+/* Function calls, their inputs (serialized FunctionInput) and outputs (serialized FunctionGetOutputsItem). */
+int cove_store_call_put(struct cove_store *s, const char *call_id, const char *function_id, int call_type,
+			int invocation_type, struct cove_error **err);
+int cove_store_input_put(struct cove_store *s, const char *input_id, const char *call_id, int idx,
+			 const void *data, size_t len, struct cove_error **err);
+int cove_store_output_put(struct cove_store *s, const char *input_id, const char *call_id, int idx,
+			  int retry_count, const void *data, size_t len, struct cove_error **err);
+
+#endif

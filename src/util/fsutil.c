@@ -1,0 +1,125 @@
+#include "util/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/alloc.h"
+
+int
+cove_mkdirs(const char *path, struct cove_error **err)
+{
+	cleanup_free char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return cove_error_set_errno(err, errno, "mkdir %s", p);
+		*s = '/';
+	}
+	if (mkdir(p, 0755) < 0 && errno != EEXIST)
+		return cove_error_set_errno(err, errno, "mkdir %s", p);
+	return 0;
+}
+
+static int
+write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+cove_write_file_atomic(const char *path, const void *data, size_t len, int mode, struct cove_error **err)
+{
+	cleanup_free char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return cove_error_set_errno(err, errno, "create %s", tmp);
+	if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return cove_error_set_errno(err, e, "write %s", tmp);
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return cove_error_set_errno(err, e, "rename %s", path);
+	}
+	cleanup_free char *dir = xstrdup(path);
+	cleanup_close int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fsync(dfd);
+	return 0;
+}
+
+int
+cove_read_file(const char *path, uint8_t **out, size_t *len, struct cove_error **err)
+{
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return cove_error_set(err, COVE_NOT_FOUND, "%s does not exist", path);
+		return cove_error_set_errno(err, errno, "open %s", path);
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return cove_error_set_errno(err, errno, "stat %s", path);
+	size_t cap = (size_t)st.st_size;
+	uint8_t *buf = xmalloc(cap + 1);
+	size_t got = 0;
+	for (;;) {
+		if (got == cap) {
+			cap = cap * 2 + 4096;
+			buf = xrealloc(buf, cap + 1);
+		}
+		ssize_t n = read(fd, buf + got, cap - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			free(buf);
+			return cove_error_set_errno(err, e, "read %s", path);
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int
+cove_remove_tree(const char *path, struct cove_error **err)
+{
+	if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+		return cove_error_set_errno(err, errno, "remove %s", path);
+	return 0;
+}
