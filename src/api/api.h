@@ -87,6 +87,9 @@ COVE_HANDLER(FunctionMap);
 COVE_HANDLER(FunctionPutInputs);
 COVE_HANDLER(FunctionGetOutputs);
 COVE_HANDLER(FunctionCallFromId);
+COVE_HANDLER(FunctionCallGetDataOut);
+COVE_HANDLER(FunctionCallGetDataIn);
+COVE_HANDLER(FunctionCallPutDataOut);
 /* mount.c */
 COVE_HANDLER(MountGetOrCreate);
 COVE_HANDLER(MountBatchedCheckExistence);

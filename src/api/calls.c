@@ -194,3 +194,61 @@ cove_api_FunctionCallFromId(struct cove_api_req *req)
 	resp.metadata = &meta;
 	cove_api_reply(req->call, &resp.base);
 }
+
+static struct cove_fcall *
+data_call_or_fail(struct cove_api_req *req, const Modal__Client__FunctionCallGetDataRequest *r)
+{
+	if (r->call_info_case != MODAL__CLIENT__FUNCTION_CALL_GET_DATA_REQUEST__CALL_INFO_FUNCTION_CALL_ID) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "%s: function_call_id is required", req->method);
+		return NULL;
+	}
+	struct cove_fcall *fc = cove_sched_call_get(req->ctx->sched, r->function_call_id);
+	if (fc == NULL)
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
+	return fc;
+}
+
+void
+cove_api_FunctionCallGetDataOut(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionCallGetDataRequest *r = (const void *)req->msg;
+	struct cove_fcall *fc = data_call_or_fail(req, r);
+	if (fc)
+		cove_sched_data_get(req->ctx->sched, req->call, fc, COVE_DATA_OUT, r->last_index);
+}
+
+void
+cove_api_FunctionCallGetDataIn(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionCallGetDataRequest *r = (const void *)req->msg;
+	struct cove_fcall *fc = data_call_or_fail(req, r);
+	if (fc)
+		cove_sched_data_get(req->ctx->sched, req->call, fc, COVE_DATA_IN, r->last_index);
+}
+
+void
+cove_api_FunctionCallPutDataOut(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionCallPutDataRequest *r = (const void *)req->msg;
+	if (r->call_info_case != MODAL__CLIENT__FUNCTION_CALL_PUT_DATA_REQUEST__CALL_INFO_FUNCTION_CALL_ID) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "FunctionCallPutDataOut: function_call_id is required");
+		return;
+	}
+	struct cove_fcall *fc = cove_sched_call_get(req->ctx->sched, r->function_call_id);
+	if (fc == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
+		return;
+	}
+	if (fc->fn != req->task->fn) {
+		cove_api_fail_code(req->call, COVE_PERMISSION_DENIED, "container %s does not run function call %s",
+				   req->task->id, fc->id);
+		return;
+	}
+	struct cove_error *err = NULL;
+	if (cove_sched_data_put(req->ctx->sched, fc, COVE_DATA_OUT, r->data_chunks, r->n_data_chunks, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}

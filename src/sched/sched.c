@@ -71,79 +71,6 @@ ext(struct cove_task *t)
 	return (struct task_ext *)(t + 1);
 }
 
-/* ---- waiters ---- */
-
-static void
-waiter_unlink(struct cove_waiter *w)
-{
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		w->list->head = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	w->next = w->prev = NULL;
-}
-
-static void
-waiter_free(struct cove_waiter *w)
-{
-	waiter_unlink(w);
-	if (w->timer)
-		event_free(w->timer);
-	free(w);
-}
-
-/* The call was answered: forget it. */
-static void
-waiter_done(struct cove_waiter *w)
-{
-	cove_call_on_cancel(w->call, NULL, NULL);
-	waiter_free(w);
-}
-
-static void
-waiter_cancelled(struct cove_call *call, void *arg)
-{
-	(void)call;
-	struct cove_waiter *w = arg;
-	if (w->on_cancel)
-		w->on_cancel(w);
-	waiter_free(w);
-}
-
-static void
-waiter_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct cove_waiter *w = arg;
-	w->on_timeout(w);
-}
-
-static struct cove_waiter *
-waiter_park(struct cove_sched *s, struct cove_waitlist *list, struct cove_call *call, void *owner, double timeout_s,
-	    void (*on_timeout)(struct cove_waiter *))
-{
-	struct cove_waiter *w = xcalloc(1, sizeof(*w));
-	w->sched = s;
-	w->list = list;
-	w->call = call;
-	w->owner = owner;
-	w->on_timeout = on_timeout;
-	w->next = list->head;
-	if (list->head)
-		list->head->prev = w;
-	list->head = w;
-	w->timer = evtimer_new(s->ctx->base, waiter_timer, w);
-	if (timeout_s < 0)
-		timeout_s = 0;
-	struct timeval tv = {(time_t)timeout_s, (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
-	evtimer_add(w->timer, &tv);
-	cove_call_on_cancel(call, waiter_cancelled, w);
-	return w;
-}
-
 /* ---- apps and logs ---- */
 
 struct cove_app *
@@ -236,14 +163,14 @@ logs_finish_done(struct cove_waiter *w)
 	done.app_done = 1;
 	cove_api_send(w->call, &done.base);
 	cove_call_finish(w->call, COVE_OK, NULL);
-	waiter_done(w);
+	cove_waiter_done(w);
 }
 
 static void
 logs_timeout(struct cove_waiter *w)
 {
 	cove_call_finish(w->call, COVE_OK, NULL);
-	waiter_done(w);
+	cove_waiter_done(w);
 }
 
 static void
@@ -311,7 +238,7 @@ cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cov
 		cove_call_finish(call, COVE_OK, NULL);
 		return;
 	}
-	struct cove_waiter *w = waiter_park(s, &app->log_waiters, call, app, timeout > MAX_OUTPUTS_POLL_S ? MAX_OUTPUTS_POLL_S : timeout,
+	struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &app->log_waiters, call, app, timeout > MAX_OUTPUTS_POLL_S ? MAX_OUTPUTS_POLL_S : timeout,
 					    logs_timeout);
 	w->cursor = tmp.cursor;
 }
@@ -588,7 +515,7 @@ static void
 outputs_timeout(struct cove_waiter *w)
 {
 	outputs_try_answer(w->owner, w, 1);
-	waiter_done(w);
+	cove_waiter_done(w);
 }
 
 void
@@ -606,7 +533,7 @@ cove_sched_get_outputs(struct cove_sched *s, struct cove_call *call, struct cove
 	if (outputs_try_answer(fc, &tmp, req->timeout <= 0))
 		return;
 	double timeout = req->timeout > MAX_OUTPUTS_POLL_S ? MAX_OUTPUTS_POLL_S : req->timeout;
-	struct cove_waiter *w = waiter_park(s, &fc->waiters, call, fc, timeout, outputs_timeout);
+	struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &fc->waiters, call, fc, timeout, outputs_timeout);
 	w->clear_on_success = tmp.clear_on_success;
 	w->cursor = tmp.cursor;
 	w->has_range = tmp.has_range;
@@ -621,7 +548,7 @@ outputs_wake(struct cove_fcall *fc)
 	for (struct cove_waiter *w = fc->waiters.head; w; w = next) {
 		next = w->next;
 		if (outputs_try_answer(fc, w, 0))
-			waiter_done(w);
+			cove_waiter_done(w);
 	}
 }
 
@@ -737,7 +664,7 @@ task_on_exit(void *owner, int status)
 		struct cove_waiter *w = ext(t)->inputs_waiter;
 		ext(t)->inputs_waiter = NULL;
 		cove_call_finish(w->call, COVE_UNAVAILABLE, "container exited");
-		waiter_done(w);
+		cove_waiter_done(w);
 	}
 	cleanup_free char *why = status >= 0 ? xasprintf("exited with status %d", status)
 					     : xasprintf("was killed by signal %d", -status);
@@ -1000,7 +927,7 @@ inputs_timeout(struct cove_waiter *w)
 		cove_api_reply(w->call, &resp.base);
 	}
 	t->fn->n_idle--;
-	waiter_done(w);
+	cove_waiter_done(w);
 }
 
 /* The container hung up on its FunctionGetInputs (it is exiting, or its connection dropped). */
@@ -1017,9 +944,12 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 		      const Modal__Client__FunctionGetInputsRequest *req)
 {
 	(void)req;
+	int became_running = 0;
 	ext(t)->got_inputs = 1;
-	if (t->state == COVE_TASK_STARTING)
+	if (t->state == COVE_TASK_STARTING) {
 		t->state = COVE_TASK_RUNNING;
+		became_running = 1;
+	}
 	if (ext(t)->inputs_waiter) {
 		cove_api_fail_code(call, COVE_FAILED_PRECONDITION, "container %s already has a FunctionGetInputs pending",
 				   t->id);
@@ -1031,14 +961,18 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 	}
 	if (t->fn->n_pending > 0) {
 		give_inputs(s, t, call, batch_size(t));
-		return;
+	} else {
+		if (t->n_running == 0)
+			ext(t)->idle_since = now_s();
+		t->fn->n_idle++;
+		struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &t->fn->input_waiters, call, t, INPUTS_POLL_S,
+							 inputs_timeout);
+		w->on_cancel = inputs_cancelled;
+		ext(t)->inputs_waiter = w;
 	}
-	if (t->n_running == 0)
-		ext(t)->idle_since = now_s();
-	t->fn->n_idle++;
-	struct cove_waiter *w = waiter_park(s, &t->fn->input_waiters, call, t, INPUTS_POLL_S, inputs_timeout);
-	w->on_cancel = inputs_cancelled;
-	ext(t)->inputs_waiter = w;
+	/* One fewer container starting: more may start now if inputs still wait. */
+	if (became_running)
+		cove_sched_kick(s, t->fn);
 }
 
 void
@@ -1054,7 +988,7 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 		ext(t)->inputs_waiter = NULL;
 		fn->n_idle--;
 		give_inputs(s, t, w->call, batch_size(t));
-		waiter_done(w);
+		cove_waiter_done(w);
 	}
 	/* Then new containers for what is left, counting the ones still starting. */
 	size_t starting = 0;
@@ -1068,7 +1002,11 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 			starting++;
 	}
 	size_t max = max_containers(fn);
-	while (fn->n_pending > starting && fn->n_tasks < max) {
+	/* Starting a container is CPU-bound (an interpreter importing the client): more at once than there
+	 * are cores only slows every one of them down. */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t max_starting = cores > 0 ? (size_t)cores : 1;
+	while (fn->n_pending > starting && fn->n_tasks < max && starting < max_starting) {
 		struct cove_error *err = NULL;
 		if (task_start(s, fn, &err) < 0) {
 			/* Nothing will run these: fail them with the reason rather than leave callers waiting. */
@@ -1136,7 +1074,7 @@ task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
 		ext(t)->inputs_waiter = NULL;
 		t->fn->n_idle--;
 		reply_kill_switch(w->call);
-		waiter_done(w);
+		cove_waiter_done(w);
 	}
 	if (!was_stopping || !graceful)
 		s->ctx->runtime->ops->stop(s->ctx->runtime, t->container, graceful, STOP_GRACE_MS);
@@ -1250,6 +1188,12 @@ cove_sched_layout_free(Modal__Client__AppLayout *layout)
 
 /* ---- life cycle ---- */
 
+struct event_base *
+cove_sched_base(struct cove_sched *s)
+{
+	return s->ctx->base;
+}
+
 struct cove_sched *
 cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
 {
@@ -1292,7 +1236,7 @@ waitlist_cancel_all(struct cove_waitlist *wl)
 	while (wl->head) {
 		struct cove_waiter *w = wl->head;
 		cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
-		waiter_done(w);
+		cove_waiter_done(w);
 	}
 }
 
@@ -1310,7 +1254,7 @@ cove_sched_free(struct cove_sched *s)
 		if (ext(t)->inputs_waiter) {
 			struct cove_waiter *w = ext(t)->inputs_waiter;
 			cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
-			waiter_done(w);
+			cove_waiter_done(w);
 		}
 		task_free(t);
 	}
@@ -1329,6 +1273,7 @@ cove_sched_free(struct cove_sched *s)
 		}
 		for (size_t i = 0; i < fc->n_outputs; i++)
 			free(fc->outputs[i].item);
+		cove_sched_data_free(fc);
 		free(fc->inputs);
 		free(fc->outputs);
 		free(fc->id);

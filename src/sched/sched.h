@@ -20,6 +20,7 @@ struct cove_ctx;
 struct cove_call;
 struct cove_container;
 struct event;
+struct event_base;
 
 /* A parked long-poll: a gRPC call waiting for something, with a timer that answers it empty. */
 struct cove_waiter {
@@ -41,6 +42,15 @@ struct cove_waiter {
 struct cove_waitlist {
 	struct cove_waiter *head;
 };
+
+/* Park call on list until timeout_s; on_timeout must answer the call and then cove_waiter_done(). */
+struct cove_waiter *cove_waiter_park(struct event_base *base, struct cove_sched *s, struct cove_waitlist *list,
+				     struct cove_call *call, void *owner, double timeout_s,
+				     void (*on_timeout)(struct cove_waiter *));
+/* The call was answered: drop the waiter (and its cancel hook). */
+void cove_waiter_done(struct cove_waiter *w);
+/* Drop the waiter without touching its call (the call is gone). */
+void cove_waiter_free(struct cove_waiter *w);
 
 struct cove_log_entry {
 	int64_t id;
@@ -90,7 +100,20 @@ struct cove_output {
 	int consumed;
 };
 
+/* A call's data stream (generator items out; web request bodies in): chunks by index from 1. */
+struct cove_datachan {
+	uint8_t **chunks; /* serialized DataChunk, chunks[i] has index i + 1; NULL: not arrived yet */
+	size_t *lens;
+	size_t n;   /* chunks 1..n have all arrived: what readers see */
+	size_t top; /* highest index arrived */
+	size_t cap;
+	struct cove_waitlist waiters;
+};
+
+enum { COVE_DATA_IN = 0, COVE_DATA_OUT = 1 };
+
 struct cove_fcall {
+	struct cove_datachan data[2]; /* COVE_DATA_IN, COVE_DATA_OUT */
 	char *id;
 	struct cove_function *fn;
 	int call_type;       /* Modal__Client__FunctionCallType */
@@ -179,6 +202,16 @@ void cove_sched_kick(struct cove_sched *s, struct cove_function *fn);
 /* FunctionGetOutputs: answer now or park. */
 void cove_sched_get_outputs(struct cove_sched *s, struct cove_call *call, struct cove_fcall *fc,
 			    const Modal__Client__FunctionGetOutputsRequest *req);
+
+/* Data streams (data.c). put: chunks must continue the stream (index n+1, ...); repeats of indices
+ * already stored are ignored (retries); a gap is INVALID_ARGUMENT. get: stream every chunk after
+ * last_index, then hold the call open for more until timeout. */
+int cove_sched_data_put(struct cove_sched *s, struct cove_fcall *fc, int which, Modal__Client__DataChunk **chunks,
+			size_t n, struct cove_error **err);
+void cove_sched_data_get(struct cove_sched *s, struct cove_call *call, struct cove_fcall *fc, int which,
+			 uint64_t last_index);
+void cove_sched_data_free(struct cove_fcall *fc);
+struct event_base *cove_sched_base(struct cove_sched *s);
 
 /* Tasks (the container side). */
 struct cove_task *cove_sched_task_by_secret(struct cove_sched *s, const char *secret);
