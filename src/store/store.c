@@ -152,6 +152,12 @@ cove_store_close(struct cove_store *s)
 	free(s);
 }
 
+sqlite3 *
+cove_store_sqlite(struct cove_store *s)
+{
+	return s->db;
+}
+
 int
 cove_store_begin(struct cove_store *s, struct cove_error **err)
 {

@@ -13,9 +13,14 @@
 #include "util/error.h"
 
 struct cove_store;
+struct sqlite3;
 
 struct cove_store *cove_store_open(const char *path, struct cove_error **err);
 void cove_store_close(struct cove_store *s);
+
+/* The SQLite handle, for modules that own tables of their own (their schema still comes from the numbered
+ * migrations in store.c). */
+struct sqlite3 *cove_store_sqlite(struct cove_store *s);
 
 /* Group several writes into one transaction. begin/commit nest (only the outermost commits). */
 int cove_store_begin(struct cove_store *s, struct cove_error **err);
