@@ -39,6 +39,8 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		goto fail;
 	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
 		goto fail;
+	if (cove_sched_restore(ctx->sched, err) < 0)
+		goto fail;
 	struct cove_grpc_options opts = {
 		.address = cfg->address,
 		.port = cfg->port,

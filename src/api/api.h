@@ -76,12 +76,21 @@ COVE_HANDLER(AppClientDisconnect);
 COVE_HANDLER(AppGetLogs);
 COVE_HANDLER(AppGetLayout);
 COVE_HANDLER(AppStop);
+COVE_HANDLER(AppGetByDeploymentName);
+COVE_HANDLER(AppGetOrCreate);
+COVE_HANDLER(AppGetLifecycle);
+COVE_HANDLER(AppList);
+/* cls.c */
+COVE_HANDLER(ClassCreate);
+COVE_HANDLER(ClassGet);
 /* environment.c */
 COVE_HANDLER(EnvironmentGetOrCreate);
 COVE_HANDLER(ClientHello);
 /* function.c */
 COVE_HANDLER(FunctionPrecreate);
 COVE_HANDLER(FunctionCreate);
+COVE_HANDLER(FunctionGet);
+COVE_HANDLER(FunctionBindParams);
 /* calls.c */
 COVE_HANDLER(FunctionMap);
 COVE_HANDLER(FunctionPutInputs);

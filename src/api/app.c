@@ -94,11 +94,24 @@ cove_api_AppPublish(struct cove_api_req *req)
 			return;
 		}
 	}
-	for (size_t i = 0; i < r->n_class_ids; i++)
-		cove_map_put(&app->classes, r->class_ids[i]->key, xstrdup(r->class_ids[i]->value));
 	struct cove_error *err = NULL;
+	for (size_t i = 0; i < r->n_class_ids; i++) {
+		if (cove_sched_class_publish(req->ctx->sched, app, r->class_ids[i]->key, r->class_ids[i]->value, &err) < 0) {
+			cove_api_fail(req->call, err);
+			return;
+		}
+	}
 	int state = r->app_state ? (int)r->app_state : app->state;
-	if (cove_sched_app_set_state(req->ctx->sched, app, state, &err) < 0) {
+	if (state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED) {
+		if (r->name == NULL || *r->name == '\0') {
+			cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "AppPublish: a deployed app needs a name");
+			return;
+		}
+		if (cove_sched_app_deploy(req->ctx->sched, app, r->name, &err) < 0) {
+			cove_api_fail(req->call, err);
+			return;
+		}
+	} else if (cove_sched_app_set_state(req->ctx->sched, app, state, &err) < 0) {
 		cove_api_fail(req->call, err);
 		return;
 	}
@@ -161,4 +174,125 @@ cove_api_AppGetLogs(struct cove_api_req *req)
 		return;
 	}
 	cove_sched_app_get_logs(req->ctx->sched, req->call, app, r->last_entry_id, r->timeout);
+}
+
+static void
+lifecycle_of(const struct cove_app *app, Modal__Client__AppLifecycle *lc)
+{
+	Modal__Client__AppLifecycle init = MODAL__CLIENT__APP_LIFECYCLE__INIT;
+	*lc = init;
+	lc->app_state = app->state;
+	lc->created_at = app->created_at;
+	if (app->state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
+		lc->deployed_at = app->created_at;
+}
+
+void
+cove_api_AppGetByDeploymentName(struct cove_api_req *req)
+{
+	const Modal__Client__AppGetByDeploymentNameRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = cove_env_resolve(r->environment_name, &err);
+	if (env == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	if (r->name == NULL || *r->name == '\0') {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "AppGetByDeploymentName: name is required");
+		return;
+	}
+	struct cove_app *app = cove_sched_app_by_name(req->ctx->sched, env, r->name);
+	Modal__Client__AppLifecycle lc;
+	Modal__Client__AppGetByDeploymentNameResponse resp = MODAL__CLIENT__APP_GET_BY_DEPLOYMENT_NAME_RESPONSE__INIT;
+	resp.environment_name = (char *)env;
+	if (app) {
+		resp.app_id = app->id;
+		lifecycle_of(app, &lc);
+		resp.lifecycle = &lc;
+	}
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppGetOrCreate(struct cove_api_req *req)
+{
+	const Modal__Client__AppGetOrCreateRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = cove_env_resolve(r->environment_name, &err);
+	if (env == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	if (r->app_name == NULL || *r->app_name == '\0') {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "App.lookup: an app name is required");
+		return;
+	}
+	struct cove_app *app = cove_sched_app_by_name(req->ctx->sched, env, r->app_name);
+	if (app == NULL) {
+		if (r->object_creation_type != MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_CREATE_IF_MISSING) {
+			cove_api_fail_code(req->call, COVE_NOT_FOUND, "App '%s' not found in environment '%s'", r->app_name, env);
+			return;
+		}
+		app = cove_sched_app_create(req->ctx->sched, "", env, r->app_name,
+					    MODAL__CLIENT__APP_STATE__APP_STATE_INITIALIZING, &err);
+		if (app == NULL || cove_sched_app_deploy(req->ctx->sched, app, r->app_name, &err) < 0) {
+			cove_api_fail(req->call, err);
+			return;
+		}
+	}
+	Modal__Client__AppGetOrCreateResponse resp = MODAL__CLIENT__APP_GET_OR_CREATE_RESPONSE__INIT;
+	resp.app_id = app->id;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppGetLifecycle(struct cove_api_req *req)
+{
+	const Modal__Client__AppGetLifecycleRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	Modal__Client__AppLifecycle lc;
+	lifecycle_of(app, &lc);
+	Modal__Client__AppGetLifecycleResponse resp = MODAL__CLIENT__APP_GET_LIFECYCLE_RESPONSE__INIT;
+	resp.lifecycle = &lc;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_AppList(struct cove_api_req *req)
+{
+	const Modal__Client__AppListRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = cove_env_resolve(r->environment_name, &err);
+	if (env == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	const struct cove_map *apps = cove_sched_apps(req->ctx->sched);
+	Modal__Client__AppListResponse__AppListItem *items = xcalloc(apps->len + 1, sizeof(*items));
+	Modal__Client__AppListResponse__AppListItem **ptrs = xcalloc(apps->len + 1, sizeof(*ptrs));
+	size_t n = 0, it = 0;
+	void *v;
+	while (cove_map_next(apps, &it, NULL, &v)) {
+		struct cove_app *app = v;
+		if (strcmp(app->env, env) != 0)
+			continue;
+		Modal__Client__AppListResponse__AppListItem item = MODAL__CLIENT__APP_LIST_RESPONSE__APP_LIST_ITEM__INIT;
+		item.app_id = app->id;
+		item.description = app->name[0] ? app->name : app->description;
+		item.name = app->name;
+		item.state = app->state;
+		item.created_at = app->created_at;
+		item.n_running_tasks = (int32_t)app->n_tasks;
+		items[n] = item;
+		ptrs[n] = &items[n];
+		n++;
+	}
+	Modal__Client__AppListResponse resp = MODAL__CLIENT__APP_LIST_RESPONSE__INIT;
+	resp.n_apps = n;
+	resp.apps = ptrs;
+	cove_api_reply(req->call, &resp.base);
+	free(items);
+	free(ptrs);
 }

@@ -78,6 +78,32 @@ build_meta(const struct meta_src *src)
 	return copy;
 }
 
+/* FunctionData as the client reads it (FunctionInfo): borrowed from fn. */
+struct function_data {
+	Modal__Client__FunctionData data;
+	Modal__Client__FunctionData__RankedFunction ranked;
+	Modal__Client__FunctionData__RankedFunction *list[1];
+};
+
+static void
+function_data_of(const struct cove_function *fn, struct function_data *fd)
+{
+	Modal__Client__FunctionData__RankedFunction ranked = MODAL__CLIENT__FUNCTION_DATA__RANKED_FUNCTION__INIT;
+	Modal__Client__FunctionData data = MODAL__CLIENT__FUNCTION_DATA__INIT;
+	fd->ranked = ranked;
+	fd->ranked.function = fn->def;
+	fd->list[0] = &fd->ranked;
+	fd->data = data;
+	fd->data.module_name = fn->def->module_name;
+	fd->data.function_name = fn->def->function_name;
+	fd->data.function_type = fn->def->function_type;
+	fd->data.timeout_secs = fn->def->timeout_secs;
+	fd->data.is_class = fn->def->is_class;
+	fd->data.class_parameter_info = fn->def->class_parameter_info;
+	fd->data.n_ranked_functions = 1;
+	fd->data.ranked_functions = fd->list;
+}
+
 static int
 valid_tag(const char *tag)
 {
@@ -208,23 +234,73 @@ cove_api_FunctionCreate(struct cove_api_req *req)
 		return;
 	}
 	/* The client reads the definition back from function_data (FunctionInfo) and function. */
-	Modal__Client__FunctionData__RankedFunction ranked = MODAL__CLIENT__FUNCTION_DATA__RANKED_FUNCTION__INIT;
-	ranked.rank = 0;
-	ranked.function = fn->def;
-	Modal__Client__FunctionData__RankedFunction *ranked_list[] = {&ranked};
-	Modal__Client__FunctionData data = MODAL__CLIENT__FUNCTION_DATA__INIT;
-	data.module_name = fn->def->module_name;
-	data.function_name = fn->def->function_name;
-	data.function_type = fn->def->function_type;
-	data.timeout_secs = fn->def->timeout_secs;
-	data.is_class = fn->def->is_class;
-	data.class_parameter_info = fn->def->class_parameter_info;
-	data.n_ranked_functions = 1;
-	data.ranked_functions = ranked_list;
+	struct function_data fd;
+	function_data_of(fn, &fd);
 	Modal__Client__FunctionCreateResponse resp = MODAL__CLIENT__FUNCTION_CREATE_RESPONSE__INIT;
 	resp.function_id = fn->id;
 	resp.function = fn->def;
 	resp.handle_metadata = fn->meta;
-	resp.function_data = (r->function_data && r->function_data->n_ranked_functions > 0) ? r->function_data : &data;
+	resp.function_data = (r->function_data && r->function_data->n_ranked_functions > 0) ? r->function_data : &fd.data;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_FunctionGet(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionGetRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = cove_env_resolve(r->environment_name, &err);
+	if (env == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	struct cove_app *app = cove_sched_app_by_name(req->ctx->sched, env, r->app_name);
+	if (app == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "App '%s' not found in environment '%s'", r->app_name, env);
+		return;
+	}
+	struct cove_function *fn = cove_map_get(&app->functions, r->object_tag);
+	if (fn == NULL || fn->def == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function '%s' not found in app '%s'", r->object_tag,
+				   r->app_name);
+		return;
+	}
+	struct function_data fd;
+	function_data_of(fn, &fd);
+	Modal__Client__FunctionGetResponse resp = MODAL__CLIENT__FUNCTION_GET_RESPONSE__INIT;
+	resp.function_id = fn->id;
+	resp.handle_metadata = fn->meta;
+	resp.function = &fd.data;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_FunctionBindParams(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionBindParamsRequest *r = (const void *)req->msg;
+	struct cove_function *base = cove_sched_function_get(req->ctx->sched, r->function_id);
+	if (base == NULL || base->def == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function %s not found", r->function_id);
+		return;
+	}
+	if (base->parent != NULL) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "Function %s is already bound", r->function_id);
+		return;
+	}
+	if (!base->def->is_class) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "Function %s is not a class service function",
+				   r->function_id);
+		return;
+	}
+	struct cove_error *err = NULL;
+	struct cove_function *fn = cove_sched_function_bind(req->ctx->sched, base, r->serialized_params.data,
+							    r->serialized_params.len, r->function_options, &err);
+	if (fn == NULL) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Modal__Client__FunctionBindParamsResponse resp = MODAL__CLIENT__FUNCTION_BIND_PARAMS_RESPONSE__INIT;
+	resp.bound_function_id = fn->id;
+	resp.handle_metadata = fn->meta;
 	cove_api_reply(req->call, &resp.base);
 }

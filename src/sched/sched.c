@@ -40,22 +40,7 @@
 /* Log records kept per app in memory. */
 #define MAX_LOG_ENTRIES 100000
 
-struct task_ext {
-	struct cove_utf8_carry carry[2];
-	double idle_since;
-	int got_inputs; /* called FunctionGetInputs at least once */
-	struct cove_waiter *inputs_waiter;
-};
-
-struct cove_sched {
-	struct cove_ctx *ctx;
-	struct cove_map apps;      /* id -> struct cove_app* */
-	struct cove_map functions; /* id -> struct cove_function* */
-	struct cove_map calls;     /* id -> struct cove_fcall* */
-	struct cove_map inputs;    /* id -> struct cove_input* */
-	struct cove_map tasks;     /* secret -> struct cove_task* */
-	struct event *heartbeat_timer;
-};
+#include "sched/sched_internal.h"
 
 static double
 now_s(void)
@@ -94,26 +79,51 @@ persist_app(struct cove_sched *s, struct cove_app *app, struct cove_error **err)
 	return cove_store_app_put(s->ctx->store, &row, err);
 }
 
+static void
+app_free(struct cove_app *app)
+{
+	for (size_t i = 0; i < app->n_logs; i++)
+		free(app->logs[i].batch);
+	free(app->logs);
+	size_t it = 0;
+	void *cv;
+	while (cove_map_next(&app->classes, &it, NULL, &cv))
+		free(cv);
+	cove_map_clear(&app->classes);
+	cove_map_clear(&app->functions);
+	free(app->id);
+	free(app->name);
+	free(app->env);
+	free(app->description);
+	free(app);
+}
+
 struct cove_app *
 cove_sched_app_create(struct cove_sched *s, const char *name, const char *env, const char *description, int state,
 		      struct cove_error **err)
 {
+	cleanup_free char *id = cove_id_new("ap");
+	struct cove_app *app = cove_sched_app_insert(s, id, name, env, description, state, now_s());
+	if (persist_app(s, app, err) < 0) {
+		cove_map_del(&s->apps, app->id);
+		app_free(app);
+		return NULL;
+	}
+	return app;
+}
+
+struct cove_app *
+cove_sched_app_insert(struct cove_sched *s, const char *id, const char *name, const char *env, const char *description,
+		      int state, double created_at)
+{
 	struct cove_app *app = xcalloc(1, sizeof(*app));
-	app->id = cove_id_new("ap");
+	app->id = xstrdup(id);
 	app->name = xstrdup(name ? name : "");
 	app->env = xstrdup(env);
 	app->description = xstrdup(description ? description : "");
 	app->state = state;
-	app->created_at = now_s();
-	app->last_heartbeat = app->created_at;
-	if (persist_app(s, app, err) < 0) {
-		free(app->id);
-		free(app->name);
-		free(app->env);
-		free(app->description);
-		free(app);
-		return NULL;
-	}
+	app->created_at = created_at;
+	app->last_heartbeat = now_s();
 	cove_map_put(&s->apps, app->id, app);
 	return app;
 }
@@ -267,6 +277,7 @@ cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reas
 	log_debug("app %s: stopping (%s)", app->id, reason);
 	app->stopping = 1;
 	app->state = MODAL__CLIENT__APP_STATE__APP_STATE_STOPPED;
+	cove_sched_app_undeploy(s, app);
 	/* Fail what was never started; stop every container. */
 	size_t it = 0;
 	void *v;
@@ -324,8 +335,15 @@ cove_sched_function_precreate(struct cove_sched *s, struct cove_app *app, const 
 		}
 		return fn;
 	}
-	fn = xcalloc(1, sizeof(*fn));
-	fn->id = cove_id_new("fu");
+	cleanup_free char *id = cove_id_new("fu");
+	return cove_sched_function_insert(s, app, id, tag);
+}
+
+struct cove_function *
+cove_sched_function_insert(struct cove_sched *s, struct cove_app *app, const char *id, const char *tag)
+{
+	struct cove_function *fn = xcalloc(1, sizeof(*fn));
+	fn->id = xstrdup(id);
 	fn->tag = xstrdup(tag);
 	fn->app = app;
 	cove_map_put(&s->functions, fn->id, fn);
@@ -337,9 +355,14 @@ int
 cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, Modal__Client__Function *def,
 			   struct cove_error **err)
 {
+	/* Stored with its handle metadata, so a restart brings back exactly what clients were told. */
+	Modal__Client__FunctionCreateResponse rec = MODAL__CLIENT__FUNCTION_CREATE_RESPONSE__INIT;
+	rec.function_id = fn->id;
+	rec.function = def;
+	rec.handle_metadata = fn->meta;
 	size_t len;
-	cleanup_free uint8_t *bytes = pb_pack(&def->base, &len);
-	if (cove_store_object_put(s->ctx->store, fn->id, "function", fn->app->id, fn->app->env, NULL, bytes, len, err) < 0) {
+	cleanup_free uint8_t *bytes = pb_pack(&rec.base, &len);
+	if (cove_store_object_put(s->ctx->store, fn->id, "function", fn->app->id, fn->app->env, fn->tag, bytes, len, err) < 0) {
 		pb_free(def);
 		return -1;
 	}
@@ -376,16 +399,21 @@ struct cove_fcall *
 cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type, int invocation_type,
 		       struct cove_error **err)
 {
+	cleanup_free char *id = cove_id_new("fc");
+	if (cove_store_call_put(s->ctx->store, id, fn->id, call_type, invocation_type, err) < 0)
+		return NULL;
+	return cove_sched_call_insert(s, fn, id, call_type, invocation_type);
+}
+
+struct cove_fcall *
+cove_sched_call_insert(struct cove_sched *s, struct cove_function *fn, const char *id, int call_type,
+		       int invocation_type)
+{
 	struct cove_fcall *fc = xcalloc(1, sizeof(*fc));
-	fc->id = cove_id_new("fc");
+	fc->id = xstrdup(id);
 	fc->fn = fn;
 	fc->call_type = call_type;
 	fc->invocation_type = invocation_type;
-	if (cove_store_call_put(s->ctx->store, fc->id, fn->id, call_type, invocation_type, err) < 0) {
-		free(fc->id);
-		free(fc);
-		return NULL;
-	}
 	cove_map_put(&s->calls, fc->id, fc);
 	return fc;
 }
@@ -425,17 +453,27 @@ pending_pop(struct cove_function *fn)
 	return in;
 }
 
+static struct cove_input *input_insert(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
+				       const uint8_t *data, size_t len);
+static void output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_t len);
+
 struct cove_input *
 cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx, const uint8_t *data, size_t len,
 		     struct cove_error **err)
 {
-	struct cove_input *in = xcalloc(1, sizeof(*in));
-	in->id = cove_id_new("in");
-	if (cove_store_input_put(s->ctx->store, in->id, fc->id, idx, data, len, err) < 0) {
-		free(in->id);
-		free(in);
+	cleanup_free char *id = cove_id_new("in");
+	if (cove_store_input_put(s->ctx->store, id, fc->id, idx, data, len, err) < 0)
 		return NULL;
-	}
+	struct cove_input *in = input_insert(s, fc, id, idx, data, len);
+	pending_push(fc->fn, in);
+	return in;
+}
+
+static struct cove_input *
+input_insert(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx, const uint8_t *data, size_t len)
+{
+	struct cove_input *in = xcalloc(1, sizeof(*in));
+	in->id = xstrdup(id);
 	in->fc = fc;
 	in->idx = idx;
 	in->data = xmemdup(data, len);
@@ -447,7 +485,6 @@ cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx, c
 	}
 	fc->inputs[fc->n_inputs++] = in;
 	cove_map_put(&s->inputs, in->id, in);
-	pending_push(fc->fn, in);
 	return in;
 }
 
@@ -573,6 +610,15 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 		free(bytes);
 		return -1;
 	}
+	output_append(fc, in, bytes, len);
+	outputs_wake(fc);
+	return 0;
+}
+
+/* Takes item. */
+static void
+output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_t len)
+{
 	if (fc->n_outputs == fc->cap_outputs) {
 		fc->cap_outputs = fc->cap_outputs ? fc->cap_outputs * 2 : 4;
 		fc->outputs = xrealloc(fc->outputs, fc->cap_outputs * sizeof(*fc->outputs));
@@ -581,15 +627,24 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 	memset(o, 0, sizeof(*o));
 	o->entry = (int64_t)fc->n_outputs;
 	o->idx = in->idx;
-	o->item = bytes;
+	o->item = item;
 	o->len = len;
 	in->state = COVE_INPUT_DONE;
 	free(in->data);
 	in->data = NULL;
 	in->len = 0;
 	fc->n_done++;
-	outputs_wake(fc);
-	return 0;
+}
+
+void
+cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx, const uint8_t *data,
+			 size_t len, const uint8_t *output, size_t output_len)
+{
+	struct cove_input *in = input_insert(s, fc, id, idx, data, len);
+	if (output)
+		output_append(fc, in, xmemdup(output, output_len), output_len);
+	else
+		pending_push(fc->fn, in);
 }
 
 /* Fail an input the server gives up on (no data: the client raises with the message). */
@@ -670,12 +725,13 @@ task_on_exit(void *owner, int status)
 					     : xasprintf("was killed by signal %d", -status);
 	if (status != 0 && t->state != COVE_TASK_STOPPING)
 		log_info("container %s (%s) %s", t->id, fn->tag, why);
-	/* Inputs it was running fail with the container's own report if it sent one. */
+	/* Inputs it was running fail with the container's own report if it sent one. When the server is
+	 * shutting down they stay unfinished in the store instead, and run again after the restart. */
 	struct cove_input *next;
 	for (struct cove_input *in = t->running_head; in; in = next) {
 		next = in->next;
 		in->next = in->prev = NULL;
-		if (in->state != COVE_INPUT_RUNNING)
+		if (in->state != COVE_INPUT_RUNNING || s->shutting_down)
 			continue;
 		cleanup_free char *msg = xasprintf("container %s for function %s %s while running this input", t->id,
 						   fn->tag, why);
@@ -792,6 +848,8 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	args.app_id = fn->app->id;
 	args.function_def = fn->def;
 	args.environment_name = fn->app->env;
+	args.serialized_params.data = fn->params;
+	args.serialized_params.len = fn->params_len;
 	args.app_layout = cove_sched_app_layout(s, fn->app);
 	size_t alen;
 	abytes = pb_pack(&args.base, &alen);
@@ -978,7 +1036,7 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 void
 cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 {
-	if (fn->def == NULL || fn->app->stopping)
+	if (fn->def == NULL || fn->app->stopping || s->shutting_down)
 		return;
 	/* First, containers already waiting. */
 	struct cove_waiter *next;
@@ -1215,18 +1273,13 @@ cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
 size_t
 cove_sched_stop_all(struct cove_sched *s)
 {
+	/* Only the containers stop: apps keep their state (a deployed app is still deployed after a restart;
+	 * an ephemeral one is marked stopped when the server starts again). */
+	s->shutting_down = 1;
 	size_t it = 0;
 	void *v;
-	while (cove_map_next(&s->apps, &it, NULL, &v)) {
-		struct cove_app *app = v;
-		if (!app->stopping) {
-			/* Deployed apps stay deployed: only their containers stop. */
-			int state = app->state;
-			cove_sched_app_stop(s, app, "server shutting down");
-			if (state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
-				app->state = state;
-		}
-	}
+	while (cove_map_next(&s->tasks, &it, NULL, &v))
+		task_stop(s, v, 1);
 	return cove_runtime_process_live(s->ctx->runtime);
 }
 
@@ -1287,7 +1340,8 @@ cove_sched_free(struct cove_sched *s)
 		waitlist_cancel_all(&fn->input_waiters);
 		pb_free(fn->def);
 		pb_free(fn->meta);
-		free(fn->startup_failure);
+		free(fn->params);
+		cove_map_clear(&fn->bound);
 		free(fn->id);
 		free(fn->tag);
 		free(fn);
@@ -1297,21 +1351,10 @@ cove_sched_free(struct cove_sched *s)
 	while (cove_map_next(&s->apps, &it, NULL, &v)) {
 		struct cove_app *app = v;
 		waitlist_cancel_all(&app->log_waiters);
-		for (size_t i = 0; i < app->n_logs; i++)
-			free(app->logs[i].batch);
-		free(app->logs);
-		size_t it2 = 0;
-		void *cv;
-		while (cove_map_next(&app->classes, &it2, NULL, &cv))
-			free(cv);
-		cove_map_clear(&app->classes);
-		cove_map_clear(&app->functions);
-		free(app->id);
-		free(app->name);
-		free(app->env);
-		free(app->description);
-		free(app);
+		app_free(app);
 	}
 	cove_map_clear(&s->apps);
+	cove_map_clear(&s->deployed);
+	cove_map_clear(&s->classes);
 	free(s);
 }

@@ -137,8 +137,12 @@ struct cove_function {
 	size_t n_tasks;
 	size_t n_idle; /* tasks parked in FunctionGetInputs */
 	struct cove_waitlist input_waiters; /* containers' parked FunctionGetInputs */
-	uint8_t *startup_failure; /* serialized GenericResult from a container that failed to start */
-	size_t startup_failure_len;
+	/* A class instance bound to parameters/options (FunctionBindParams): parent is the class's service
+	 * function; params are handed to its containers. Bound functions are kept in parent->bound. */
+	struct cove_function *parent;
+	uint8_t *params;
+	size_t params_len;
+	struct cove_map bound; /* request digest -> struct cove_function* */
 };
 
 enum { COVE_TASK_STARTING, COVE_TASK_RUNNING, COVE_TASK_STOPPING };
@@ -182,6 +186,22 @@ void cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struc
 Modal__Client__AppLayout *cove_sched_app_layout(struct cove_sched *s, struct cove_app *app);
 void cove_sched_layout_free(Modal__Client__AppLayout *layout);
 
+/* Deployed apps by name; deploying a name (AppPublish with DEPLOYED) names the app. */
+struct cove_app *cove_sched_app_by_name(struct cove_sched *s, const char *env, const char *name);
+int cove_sched_app_deploy(struct cove_sched *s, struct cove_app *app, const char *name, struct cove_error **err);
+/* Forget the app's name (it stopped). */
+void cove_sched_app_undeploy(struct cove_sched *s, struct cove_app *app);
+/* Every app (for listing): iterate with cove_map_next; values are struct cove_app*. */
+const struct cove_map *cove_sched_apps(struct cove_sched *s);
+/* Classes: a class id registered to its app; publish gives it a tag (persisted). */
+void cove_sched_class_register(struct cove_sched *s, struct cove_app *app, const char *class_id);
+struct cove_app *cove_sched_class_app(struct cove_sched *s, const char *class_id);
+int cove_sched_class_publish(struct cove_sched *s, struct cove_app *app, const char *tag, const char *class_id,
+			     struct cove_error **err);
+/* Bring deployed apps, their functions and unfinished calls back after a restart; other apps are marked
+ * stopped. */
+int cove_sched_restore(struct cove_sched *s, struct cove_error **err);
+
 /* Functions. */
 struct cove_function *cove_sched_function_precreate(struct cove_sched *s, struct cove_app *app, const char *tag,
 						    const char *existing_id, struct cove_error **err);
@@ -189,6 +209,11 @@ struct cove_function *cove_sched_function_get(struct cove_sched *s, const char *
 /* Take ownership of def (an unpacked Function); persists it. */
 int cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, Modal__Client__Function *def,
 			       struct cove_error **err);
+
+/* A bound variant of a class service function (memoized on the request's digest). opts may be NULL. */
+struct cove_function *cove_sched_function_bind(struct cove_sched *s, struct cove_function *base, const uint8_t *params,
+					       size_t params_len, const Modal__Client__FunctionOptions *opts,
+					       struct cove_error **err);
 
 /* Calls. */
 struct cove_fcall *cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type,

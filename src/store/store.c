@@ -384,3 +384,102 @@ cove_store_output_put(struct cove_store *s, const char *input_id, const char *ca
 	sqlite3_bind_blob64(st, 5, data ? data : "", len, SQLITE_STATIC);
 	return step_done(s, st, err);
 }
+
+/* ---- reading everything back at start ---- */
+
+int
+cove_store_each_app(struct cove_store *s, int (*cb)(void *arg, const struct cove_store_app *a), void *arg,
+		    struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT id, name, env, description, state, created_at, stopped_at FROM apps ORDER BY created_at",
+		    &st, err) < 0)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cove_store_app a = {
+			.id = (const char *)sqlite3_column_text(st, 0),
+			.name = (const char *)sqlite3_column_text(st, 1),
+			.env = (const char *)sqlite3_column_text(st, 2),
+			.description = (const char *)sqlite3_column_text(st, 3),
+			.state = sqlite3_column_int(st, 4),
+			.created_at = sqlite3_column_double(st, 5),
+			.stopped_at = sqlite3_column_double(st, 6),
+		};
+		if (cb(arg, &a) < 0)
+			return cove_error_set(err, COVE_INTERNAL, "store: reading apps stopped");
+	}
+	return rc == SQLITE_DONE ? 0 : db_error(s, err, "read apps");
+}
+
+int
+cove_store_each_object(struct cove_store *s, const char *kind, const char *app_id,
+		       int (*cb)(void *arg, const char *id, const char *name, const uint8_t *data, size_t len), void *arg,
+		       struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT id, name, data FROM objects WHERE kind = ? AND app_id = ? ORDER BY created_at", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, kind);
+	bind_text(st, 2, app_id);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cb(arg, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+		       sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2)) < 0)
+			return cove_error_set(err, COVE_INTERNAL, "store: reading objects stopped");
+	}
+	return rc == SQLITE_DONE ? 0 : db_error(s, err, "read objects");
+}
+
+int
+cove_store_each_call(struct cove_store *s, const char *function_id,
+		     int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type), void *arg,
+		     struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT id, call_type, invocation_type FROM calls WHERE function_id = ? ORDER BY created_at", &st,
+		    err) < 0)
+		return -1;
+	bind_text(st, 1, function_id);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2)) < 0)
+			return cove_error_set(err, COVE_INTERNAL, "store: reading calls stopped");
+	}
+	return rc == SQLITE_DONE ? 0 : db_error(s, err, "read calls");
+}
+
+int
+cove_store_each_input(struct cove_store *s, const char *call_id,
+		      int (*cb)(void *arg, const char *input_id, int idx, const uint8_t *data, size_t len,
+				const uint8_t *output, size_t output_len),
+		      void *arg, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s,
+		    "SELECT i.id, i.idx, i.data, o.data FROM inputs i LEFT JOIN outputs o ON o.input_id = i.id "
+		    "WHERE i.call_id = ? ORDER BY i.created_at, i.idx",
+		    &st, err) < 0)
+		return -1;
+	bind_text(st, 1, call_id);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const uint8_t *out = sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL : sqlite3_column_blob(st, 3);
+		if (cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_blob(st, 2),
+		       (size_t)sqlite3_column_bytes(st, 2), out, out ? (size_t)sqlite3_column_bytes(st, 3) : 0) < 0)
+			return cove_error_set(err, COVE_INTERNAL, "store: reading inputs stopped");
+	}
+	return rc == SQLITE_DONE ? 0 : db_error(s, err, "read inputs");
+}
+
+int
+cove_store_app_mark_stopped(struct cove_store *s, const char *app_id, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "UPDATE apps SET state = ?, stopped_at = ? WHERE id = ?", &st, err) < 0)
+		return -1;
+	sqlite3_bind_int(st, 1, 5 /* APP_STATE_STOPPED */);
+	sqlite3_bind_double(st, 2, now_s());
+	bind_text(st, 3, app_id);
+	return step_done(s, st, err);
+}

@@ -60,6 +60,8 @@ struct cove_store_app {
 };
 int cove_store_app_put(struct cove_store *s, const struct cove_store_app *a, struct cove_error **err);
 
+int cove_store_app_mark_stopped(struct cove_store *s, const char *app_id, struct cove_error **err);
+
 /* Function calls, their inputs (serialized FunctionInput) and outputs (serialized FunctionGetOutputsItem). */
 int cove_store_call_put(struct cove_store *s, const char *call_id, const char *function_id, int call_type,
 			int invocation_type, struct cove_error **err);
@@ -67,5 +69,21 @@ int cove_store_input_put(struct cove_store *s, const char *input_id, const char 
 			 const void *data, size_t len, struct cove_error **err);
 int cove_store_output_put(struct cove_store *s, const char *input_id, const char *call_id, int idx,
 			  int retry_count, const void *data, size_t len, struct cove_error **err);
+
+/* Read back at start. Each calls cb per row (borrowed values, valid during the call); cb < 0 stops with an
+ * error. */
+int cove_store_each_app(struct cove_store *s, int (*cb)(void *arg, const struct cove_store_app *a), void *arg,
+			struct cove_error **err);
+int cove_store_each_object(struct cove_store *s, const char *kind, const char *app_id,
+			   int (*cb)(void *arg, const char *id, const char *name, const uint8_t *data, size_t len),
+			   void *arg, struct cove_error **err);
+int cove_store_each_call(struct cove_store *s, const char *function_id,
+			 int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type), void *arg,
+			 struct cove_error **err);
+/* Inputs of a call with their output (NULL if none yet). */
+int cove_store_each_input(struct cove_store *s, const char *call_id,
+			  int (*cb)(void *arg, const char *input_id, int idx, const uint8_t *data, size_t len,
+				    const uint8_t *output, size_t output_len),
+			  void *arg, struct cove_error **err);
 
 #endif

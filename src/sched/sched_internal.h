@@ -1,0 +1,39 @@
+/* What the scheduler's files share with each other (not with the API). */
+#ifndef COVE_SCHED_SCHED_INTERNAL_H
+#define COVE_SCHED_SCHED_INTERNAL_H
+
+#include "sched/sched.h"
+#include "util/utf8.h"
+
+struct task_ext {
+	struct cove_utf8_carry carry[2];
+	double idle_since;
+	int got_inputs; /* called FunctionGetInputs at least once */
+	struct cove_waiter *inputs_waiter;
+};
+
+struct cove_sched {
+	struct cove_ctx *ctx;
+	struct cove_map apps;      /* id -> struct cove_app* */
+	struct cove_map functions; /* id -> struct cove_function* */
+	struct cove_map calls;     /* id -> struct cove_fcall* */
+	struct cove_map inputs;    /* id -> struct cove_input* */
+	struct cove_map tasks;     /* secret -> struct cove_task* */
+	struct cove_map deployed;  /* "env/name" -> struct cove_app* */
+	struct cove_map classes;   /* class id -> struct cove_app* */
+	struct event *heartbeat_timer;
+	int shutting_down;
+};
+
+/* In-memory objects with known ids, without writing them to the store (restore and creation share these). */
+struct cove_app *cove_sched_app_insert(struct cove_sched *s, const char *id, const char *name, const char *env,
+				       const char *description, int state, double created_at);
+struct cove_function *cove_sched_function_insert(struct cove_sched *s, struct cove_app *app, const char *id,
+						 const char *tag);
+struct cove_fcall *cove_sched_call_insert(struct cove_sched *s, struct cove_function *fn, const char *id, int call_type,
+					  int invocation_type);
+/* An input read back from the store, with its output if it has one (else it is pending again). */
+void cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
+			      const uint8_t *data, size_t len, const uint8_t *output, size_t output_len);
+
+#endif
