@@ -96,6 +96,8 @@ COVE_HANDLER(FunctionMap);
 COVE_HANDLER(FunctionPutInputs);
 COVE_HANDLER(FunctionGetOutputs);
 COVE_HANDLER(FunctionCallFromId);
+COVE_HANDLER(FunctionCallCancel);
+COVE_HANDLER(FunctionFinishInputs);
 COVE_HANDLER(FunctionCallGetDataOut);
 COVE_HANDLER(FunctionCallGetDataIn);
 COVE_HANDLER(FunctionCallPutDataOut);

@@ -252,3 +252,35 @@ cove_api_FunctionCallPutDataOut(struct cove_api_req *req)
 	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
 	cove_api_reply(req->call, &resp.base);
 }
+
+void
+cove_api_FunctionCallCancel(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionCallCancelRequest *r = (const void *)req->msg;
+	struct cove_fcall *fc = cove_sched_call_get(req->ctx->sched, r->function_call_id);
+	if (fc == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
+		return;
+	}
+	cove_sched_call_cancel(req->ctx->sched, fc, r->terminate_containers);
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_FunctionFinishInputs(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionFinishInputsRequest *r = (const void *)req->msg;
+	struct cove_fcall *fc = cove_sched_call_get(req->ctx->sched, r->function_call_id);
+	if (fc == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
+		return;
+	}
+	if (r->num_inputs != fc->n_inputs) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT,
+				   "FunctionFinishInputs: the call has %zu inputs, not %u", fc->n_inputs, r->num_inputs);
+		return;
+	}
+	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
+	cove_api_reply(req->call, &resp.base);
+}

@@ -18,8 +18,7 @@ cove_api_ContainerHello(struct cove_api_req *req)
 void
 cove_api_ContainerHeartbeat(struct cove_api_req *req)
 {
-	Modal__Client__ContainerHeartbeatResponse resp = MODAL__CLIENT__CONTAINER_HEARTBEAT_RESPONSE__INIT;
-	cove_api_reply(req->call, &resp.base);
+	cove_sched_task_heartbeat(req->ctx->sched, req->call, req->task);
 }
 
 void

@@ -82,6 +82,12 @@ int cove_blobstore_complete_multipart(struct cove_blobstore *bs, const char *id,
 int cove_blobstore_has_file(struct cove_blobstore *bs, const char *sha256_hex);
 int cove_blobstore_write_file(struct cove_blobstore *bs, const char *sha256_hex, const void *data, size_t len,
 			      struct cove_error **err);
+/* Make content file sha256_hex from blob id without holding the blob in memory (MountPutFile with
+ * data_blob_id): the blob is hashed in chunks and, if it matches, hard-linked into place (copied where the
+ * file system refuses links). Returns 0 at once if the file already exists. -1 + *err: INVALID_ARGUMENT for
+ * bad names or a hash mismatch, NOT_FOUND if the blob does not exist, I/O errors as for writers. */
+int cove_blobstore_file_from_blob(struct cove_blobstore *bs, const char *sha256_hex, const char *id,
+				  struct cove_error **err);
 /* Path of a content file (caller frees); the file may not exist. NULL if sha256_hex is not valid. */
 char *cove_blobstore_file_path(struct cove_blobstore *bs, const char *sha256_hex);
 

@@ -352,6 +352,10 @@ handle_complete(struct cove_blob_http *h, struct evhttp_request *req, const char
 	}
 	/* Small by the check above, so one contiguous copy is fine. */
 	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+	if (body == NULL) {
+		reply_error(req, 503, "ServiceUnavailable", "out of memory");
+		return;
+	}
 	struct cove_error *err = NULL;
 	cleanup_free struct cove_blob_part *parts = NULL;
 	size_t n = 0;

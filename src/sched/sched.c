@@ -37,10 +37,16 @@
 #define DEFAULT_MAX_CONTAINERS 8
 /* Grace for a stopping container between SIGINT and SIGKILL. */
 #define STOP_GRACE_MS 5000
+/* An input's time limit when the function sets none. */
+#define DEFAULT_TIMEOUT_S 300
+/* How long a container's heartbeat is held open waiting for cancellations (its client gives up at 15 s). */
+#define HEARTBEAT_HOLD_S 10.0
 /* Log records kept per app in memory. */
 #define MAX_LOG_ENTRIES 100000
 
 #include "sched/sched_internal.h"
+
+static struct cove_sched *the_sched; /* for runtime and timer callbacks, which carry only their object */
 
 static double
 now_s(void)
@@ -457,6 +463,21 @@ static struct cove_input *input_insert(struct cove_sched *s, struct cove_fcall *
 				       const uint8_t *data, size_t len);
 static void output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_t len);
 
+static void
+pending_remove(struct cove_function *fn, struct cove_input *in)
+{
+	if (in->prev)
+		in->prev->next = in->next;
+	else
+		fn->pending_head = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	else
+		fn->pending_tail = in->prev;
+	in->next = in->prev = NULL;
+	fn->n_pending--;
+}
+
 struct cove_input *
 cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx, const uint8_t *data, size_t len,
 		     struct cove_error **err)
@@ -647,6 +668,66 @@ cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char
 		pending_push(fc->fn, in);
 }
 
+static void input_retry_due(evutil_socket_t fd, short what, void *arg);
+
+static void
+input_clear_timer(struct cove_input *in)
+{
+	if (in->timer) {
+		event_free(in->timer);
+		in->timer = NULL;
+	}
+}
+
+static int
+retryable(int status)
+{
+	return status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE ||
+	       status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_INTERNAL_FAILURE ||
+	       status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TIMEOUT ||
+	       status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_INIT_FAILURE;
+}
+
+/* The end of one attempt: retry it if the function's policy says so, else record the output. */
+static int
+input_finish(struct cove_sched *s, struct cove_input *in, const Modal__Client__GenericResult *result, int data_format,
+	     double started_at, const char *task_id, struct cove_error **err)
+{
+	input_clear_timer(in);
+	in->task = NULL;
+	const Modal__Client__FunctionRetryPolicy *p = in->fc->fn->def ? in->fc->fn->def->retry_policy : NULL;
+	if (p && retryable(result->status) && in->retry_count < p->retries && !in->fc->cancelled &&
+	    !in->fc->fn->app->stopping && !s->shutting_down) {
+		double delay_ms = p->initial_delay_ms;
+		double coef = p->backoff_coefficient > 0 ? p->backoff_coefficient : 1;
+		for (uint32_t i = 0; i < in->retry_count; i++)
+			delay_ms *= coef;
+		if (p->max_delay_ms && delay_ms > p->max_delay_ms)
+			delay_ms = p->max_delay_ms;
+		in->retry_count++;
+		in->state = COVE_INPUT_PENDING;
+		cleanup_free char *note = xasprintf("Input %s failed (attempt %u of %u); retrying in %.2f s\n", in->id,
+						    in->retry_count, p->retries + 1, delay_ms / 1000);
+		cove_sched_app_log(s, in->fc->fn->app, task_id, in->fc->fn->id, 3, note, strlen(note));
+		in->timer = evtimer_new(s->ctx->base, input_retry_due, in);
+		struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)((int64_t)delay_ms % 1000) * 1000};
+		evtimer_add(in->timer, &tv);
+		return 0;
+	}
+	return input_complete(s, in, result, data_format, started_at, task_id, err);
+}
+
+static void
+input_retry_due(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_input *in = arg;
+	input_clear_timer(in);
+	pending_push(in->fc->fn, in);
+	cove_sched_kick(the_sched, in->fc->fn);
+}
+
 /* Fail an input the server gives up on (no data: the client raises with the message). */
 static void
 input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message, const uint8_t *result_bytes,
@@ -659,7 +740,7 @@ input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *
 	r.status = status;
 	r.exception = (char *)message;
 	struct cove_error *err = NULL;
-	if (input_complete(s, in, given ? given : &r, 0, in->started_at, task_id, &err) < 0) {
+	if (input_finish(s, in, given ? given : &r, 0, in->started_at, task_id, &err) < 0) {
 		log_error("input %s: cannot record its failure: %s", in->id, err->msg);
 		cove_error_free(err);
 	}
@@ -686,7 +767,28 @@ task_on_output(void *owner, int fd, const char *data, size_t len)
 	free(text);
 }
 
-static struct cove_sched *the_sched; /* for runtime callbacks, which carry only the task */
+
+/* Answer the calls a task has parked (it is going away). */
+static void
+task_drop_waiters(struct cove_task *t, const char *why)
+{
+	struct task_ext *x = ext(t);
+	struct cove_waiter *ws[2] = {x->inputs_waiter, x->heartbeat_waiter};
+	if (x->inputs_waiter)
+		t->fn->n_idle--;
+	x->inputs_waiter = x->heartbeat_waiter = NULL;
+	for (int i = 0; i < 2; i++) {
+		if (ws[i]) {
+			cove_call_finish(ws[i]->call, COVE_UNAVAILABLE, why);
+			cove_waiter_done(ws[i]);
+		}
+	}
+	for (size_t i = 0; i < x->n_cancel; i++)
+		free(x->cancel_ids[i]);
+	free(x->cancel_ids);
+	x->cancel_ids = NULL;
+	x->n_cancel = 0;
+}
 
 static void
 task_free(struct cove_task *t)
@@ -715,12 +817,7 @@ task_on_exit(void *owner, int status)
 			free(text);
 		}
 	}
-	if (ext(t)->inputs_waiter) {
-		struct cove_waiter *w = ext(t)->inputs_waiter;
-		ext(t)->inputs_waiter = NULL;
-		cove_call_finish(w->call, COVE_UNAVAILABLE, "container exited");
-		cove_waiter_done(w);
-	}
+	task_drop_waiters(t, "container exited");
 	cleanup_free char *why = status >= 0 ? xasprintf("exited with status %d", status)
 					     : xasprintf("was killed by signal %d", -status);
 	if (status != 0 && t->state != COVE_TASK_STOPPING)
@@ -907,6 +1004,41 @@ out:
 	return rv;
 }
 
+static void
+running_remove(struct cove_task *t, struct cove_input *in)
+{
+	if (in->prev)
+		in->prev->next = in->next;
+	else
+		t->running_head = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	in->next = in->prev = NULL;
+	t->n_running--;
+	if (t->n_running == 0)
+		ext(t)->idle_since = now_s();
+}
+
+/* An input ran past its function's timeout: it ends TIMEOUT (or is retried) and its container is stopped,
+ * since user code cannot be interrupted safely from outside. */
+static void
+input_timed_out(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_input *in = arg;
+	struct cove_sched *s = the_sched;
+	struct cove_task *t = in->task;
+	input_clear_timer(in);
+	if (in->state != COVE_INPUT_RUNNING || t == NULL)
+		return;
+	running_remove(t, in);
+	uint32_t secs = in->fc->fn->def->timeout_secs ? in->fc->fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
+	cleanup_free char *msg = xasprintf("Function %s timed out after %u seconds", in->fc->fn->tag, secs);
+	input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TIMEOUT, msg, NULL, 0, t->id);
+	task_stop(s, t, 0);
+}
+
 static Modal__Client__FunctionGetInputsItem *
 input_item(struct cove_input *in)
 {
@@ -926,7 +1058,6 @@ input_item(struct cove_input *in)
 static void
 give_inputs(struct cove_sched *s, struct cove_task *t, struct cove_call *call, size_t max)
 {
-	(void)s;
 	struct cove_function *fn = t->fn;
 	size_t n = fn->n_pending < max ? fn->n_pending : max;
 	Modal__Client__FunctionGetInputsItem **items = xcalloc(n, sizeof(*items));
@@ -942,6 +1073,10 @@ give_inputs(struct cove_sched *s, struct cove_task *t, struct cove_call *call, s
 		t->running_head = in;
 		t->n_running++;
 		items[i] = input_item(in);
+		uint32_t secs = fn->def->timeout_secs ? fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
+		in->timer = evtimer_new(s->ctx->base, input_timed_out, in);
+		struct timeval tv = {(time_t)secs, 0};
+		evtimer_add(in->timer, &tv);
 	}
 	Modal__Client__FunctionGetInputsResponse resp = MODAL__CLIENT__FUNCTION_GET_INPUTS_RESPONSE__INIT;
 	resp.n_inputs = n;
@@ -1096,18 +1231,104 @@ cove_sched_put_output(struct cove_sched *s, struct cove_task *t, const Modal__Cl
 	if (in->task != t)
 		return cove_error_set(err, COVE_PERMISSION_DENIED, "input %s was not given to container %s",
 				      item->input_id, t->id);
-	/* Off the task's running list. */
-	if (in->prev)
-		in->prev->next = in->next;
-	else
-		t->running_head = in->next;
-	if (in->next)
-		in->next->prev = in->prev;
-	in->next = in->prev = NULL;
-	t->n_running--;
-	if (t->n_running == 0)
-		ext(t)->idle_since = now_s();
-	return input_complete(s, in, item->result, item->data_format, item->input_started_at, t->id, err);
+	running_remove(t, in);
+	if (item->result->status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED &&
+	    (item->result->exception == NULL || item->result->exception[0] == '\0')) {
+		/* A cancelled input, acknowledged by its container: say so to the caller. */
+		Modal__Client__GenericResult r = *item->result;
+		r.exception = "the function call was cancelled";
+		return input_finish(s, in, &r, item->data_format, item->input_started_at, t->id, err);
+	}
+	return input_finish(s, in, item->result, item->data_format, item->input_started_at, t->id, err);
+}
+
+static void
+heartbeat_answer(struct cove_task *t, struct cove_call *call)
+{
+	struct task_ext *x = ext(t);
+	Modal__Client__CancelInputEvent ev = MODAL__CLIENT__CANCEL_INPUT_EVENT__INIT;
+	Modal__Client__ContainerHeartbeatResponse resp = MODAL__CLIENT__CONTAINER_HEARTBEAT_RESPONSE__INIT;
+	if (x->n_cancel) {
+		ev.n_input_ids = x->n_cancel;
+		ev.input_ids = x->cancel_ids;
+		resp._cancel_input_event_case = MODAL__CLIENT__CONTAINER_HEARTBEAT_RESPONSE___CANCEL_INPUT_EVENT_CANCEL_INPUT_EVENT;
+		resp.cancel_input_event = &ev;
+	}
+	cove_api_reply(call, &resp.base);
+	for (size_t i = 0; i < x->n_cancel; i++)
+		free(x->cancel_ids[i]);
+	free(x->cancel_ids);
+	x->cancel_ids = NULL;
+	x->n_cancel = 0;
+}
+
+static void
+heartbeat_timeout(struct cove_waiter *w)
+{
+	struct cove_task *t = w->owner;
+	ext(t)->heartbeat_waiter = NULL;
+	heartbeat_answer(t, w->call);
+	cove_waiter_done(w);
+}
+
+static void
+heartbeat_cancelled(struct cove_waiter *w)
+{
+	ext((struct cove_task *)w->owner)->heartbeat_waiter = NULL;
+}
+
+void
+cove_sched_task_heartbeat(struct cove_sched *s, struct cove_call *call, struct cove_task *t)
+{
+	struct task_ext *x = ext(t);
+	if (x->n_cancel || x->heartbeat_waiter || t->state == COVE_TASK_STOPPING) {
+		heartbeat_answer(t, call);
+		return;
+	}
+	struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &x->heartbeats, call, t, HEARTBEAT_HOLD_S,
+						 heartbeat_timeout);
+	w->on_cancel = heartbeat_cancelled;
+	x->heartbeat_waiter = w;
+}
+
+void
+cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminate_containers)
+{
+	fc->cancelled = 1;
+	struct cove_error *err = NULL;
+	for (size_t i = 0; i < fc->n_inputs; i++) {
+		struct cove_input *in = fc->inputs[i];
+		if (in->state == COVE_INPUT_DONE)
+			continue;
+		if (in->state == COVE_INPUT_PENDING) {
+			if (in->timer == NULL) /* else it waits for a retry, off the queue */
+				pending_remove(fc->fn, in);
+			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED,
+				   "the function call was cancelled", NULL, 0, NULL);
+			continue;
+		}
+		struct cove_task *t = in->task;
+		if (terminate_containers || t == NULL) {
+			if (t)
+				running_remove(t, in);
+			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED,
+				   "the function call was cancelled", NULL, 0, t ? t->id : NULL);
+			if (t)
+				task_stop(s, t, 0);
+			continue;
+		}
+		/* The container cancels it and answers TERMINATED itself. */
+		struct task_ext *x = ext(t);
+		x->cancel_ids = xrealloc(x->cancel_ids, (x->n_cancel + 1) * sizeof(char *));
+		x->cancel_ids[x->n_cancel++] = xstrdup(in->id);
+		if (x->heartbeat_waiter) {
+			struct cove_waiter *w = x->heartbeat_waiter;
+			x->heartbeat_waiter = NULL;
+			heartbeat_answer(t, w->call);
+			cove_waiter_done(w);
+		}
+	}
+	cove_error_free(err);
 }
 
 void
@@ -1304,11 +1525,7 @@ cove_sched_free(struct cove_sched *s)
 	void *v;
 	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
 		struct cove_task *t = v;
-		if (ext(t)->inputs_waiter) {
-			struct cove_waiter *w = ext(t)->inputs_waiter;
-			cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
-			cove_waiter_done(w);
-		}
+		task_drop_waiters(t, "server shutting down");
 		task_free(t);
 	}
 	cove_map_clear(&s->tasks);
@@ -1320,6 +1537,7 @@ cove_sched_free(struct cove_sched *s)
 		struct cove_fcall *fc = v;
 		waitlist_cancel_all(&fc->waiters);
 		for (size_t i = 0; i < fc->n_inputs; i++) {
+			input_clear_timer(fc->inputs[i]);
 			free(fc->inputs[i]->id);
 			free(fc->inputs[i]->data);
 			free(fc->inputs[i]);

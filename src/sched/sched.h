@@ -88,6 +88,7 @@ struct cove_input {
 	uint32_t retry_count;
 	struct cove_task *task;
 	double started_at;
+	struct event *timer; /* running: its timeout; waiting to retry: the backoff */
 };
 
 enum { COVE_INPUT_PENDING, COVE_INPUT_RUNNING, COVE_INPUT_DONE };
@@ -124,6 +125,7 @@ struct cove_fcall {
 	struct cove_output *outputs;
 	size_t n_outputs, cap_outputs;
 	struct cove_waitlist waiters;
+	int cancelled;
 };
 
 struct cove_function {
@@ -246,6 +248,12 @@ void cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct 
 /* One output from a task. Duplicates (same input and retry_count) are ignored. */
 int cove_sched_put_output(struct cove_sched *s, struct cove_task *task, const Modal__Client__FunctionPutOutputsItem *item,
 			  struct cove_error **err);
+/* FunctionCallCancel: pending inputs end TERMINATED; running ones are cancelled in their container (or
+ * the containers are stopped, with terminate_containers). */
+void cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminate_containers);
+/* ContainerHeartbeat: answers at once with inputs to cancel, or holds the call (a long poll) until there are
+ * some or a few seconds pass. */
+void cove_sched_task_heartbeat(struct cove_sched *s, struct cove_call *call, struct cove_task *t);
 /* TaskResult: a container's own failure (e.g. import error); kept for the inputs it leaves behind. */
 void cove_sched_task_result(struct cove_sched *s, struct cove_task *task, const Modal__Client__GenericResult *result);
 

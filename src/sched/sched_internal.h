@@ -10,6 +10,10 @@ struct task_ext {
 	double idle_since;
 	int got_inputs; /* called FunctionGetInputs at least once */
 	struct cove_waiter *inputs_waiter;
+	struct cove_waiter *heartbeat_waiter;
+	struct cove_waitlist heartbeats;
+	char **cancel_ids; /* inputs to cancel, told on the next heartbeat */
+	size_t n_cancel;
 };
 
 struct cove_sched {
