@@ -7,7 +7,8 @@
 
 /* Above this the client expects (and we ask for) a multipart upload, as S3 would. */
 #define MULTIPART_THRESHOLD (1024LL * 1024 * 1024)
-#define PART_LENGTH (64LL * 1024 * 1024)
+/* The blob port holds a whole part in memory while it arrives and the client sends ~32 at once. */
+#define PART_LENGTH (16LL * 1024 * 1024)
 #define MAX_BLOB_BYTES (64LL * 1024 * 1024 * 1024)
 
 void

@@ -98,10 +98,7 @@ cove_api_MountPutFile(struct cove_api_req *req)
 					   r->data_blob_id);
 			return;
 		}
-		cleanup_free uint8_t *data = NULL;
-		size_t len = 0;
-		if (cove_blobstore_read_blob(req->ctx->blobs, r->data_blob_id, &data, &len, &err) < 0 ||
-		    cove_blobstore_write_file(req->ctx->blobs, r->sha256_hex, data, len, &err) < 0) {
+		if (cove_blobstore_file_from_blob(req->ctx->blobs, r->sha256_hex, r->data_blob_id, &err) < 0) {
 			cove_api_fail(req->call, err);
 			return;
 		}
