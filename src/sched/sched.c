@@ -1346,6 +1346,10 @@ task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
 	if (t->container == NULL)
 		return;
 	int was_stopping = t->state == COVE_TASK_STOPPING;
+	/* A container still starting has no inputs and no @exit to run: interrupting its interpreter's start
+	 * would only print a KeyboardInterrupt traceback into the user's logs. */
+	if (t->state == COVE_TASK_STARTING)
+		graceful = 0;
 	t->state = COVE_TASK_STOPPING;
 	/* A container parked in FunctionGetInputs exits cleanly on a kill switch. */
 	if (ext(t)->inputs_waiter) {
