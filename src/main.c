@@ -108,8 +108,14 @@ static char *
 find_python(const char *given)
 {
 	if (given) {
-		char *resolved = realpath(given, NULL);
-		return resolved ? resolved : xstrdup(given);
+		/* Absolute, but not through realpath: a virtualenv's python is a symlink whose target knows nothing
+		 * of the environment. */
+		if (given[0] == '/')
+			return xstrdup(given);
+		char cwd[PATH_MAX];
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return xstrdup(given);
+		return xasprintf("%s/%s", cwd, given);
 	}
 	const char *env = getenv("COVE_PYTHON");
 	if (env && *env)

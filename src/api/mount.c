@@ -125,7 +125,8 @@ reply_mount(struct cove_api_req *req, const char *id, const Modal__Client__Mount
 {
 	/* The checksum covers the sorted (path, content) pairs. */
 	Modal__Client__MountFile **sorted = xcalloc(def->n_files, sizeof(*sorted));
-	memcpy(sorted, def->files, def->n_files * sizeof(*sorted));
+	if (def->n_files)
+		memcpy(sorted, def->files, def->n_files * sizeof(*sorted));
 	qsort(sorted, def->n_files, sizeof(*sorted), cmp_files);
 	size_t cap = 64, len = 0;
 	char *buf = xmalloc(cap);

@@ -119,6 +119,13 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 		return;
 	}
 	const char *name = r->desc->name;
+	/* Credentials first: a caller without them learns nothing else, not even what Cove implements. */
+	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = name};
+	struct cove_error *err = NULL;
+	if (cove_auth_check(&req, r->method ? r->method->flags : 0, &err) < 0) {
+		cove_api_fail(call, err);
+		return;
+	}
 	if (r->method == NULL) {
 		cove_api_fail_code(call, COVE_UNIMPLEMENTED, "%s is not supported by Cove yet", name);
 		return;
@@ -126,12 +133,6 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 	if (n_messages != 1) {
 		cove_api_fail_code(call, COVE_INVALID_ARGUMENT, "%s: expected exactly one request message, got %zu",
 				   name, n_messages);
-		return;
-	}
-	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = name};
-	struct cove_error *err = NULL;
-	if (cove_auth_check(&req, r->method->flags, &err) < 0) {
-		cove_api_fail(call, err);
 		return;
 	}
 	ProtobufCMessage *m = pb_unpack(r->desc->input, msg, len);

@@ -1492,6 +1492,7 @@ cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
 	s->heartbeat_timer = event_new(ctx->base, -1, EV_PERSIST, heartbeat_check, s);
 	struct timeval tv = {HEARTBEAT_CHECK_S, 0};
 	event_add(s->heartbeat_timer, &tv);
+	cove_sched_schedules_start(s);
 	return s;
 }
 
@@ -1525,6 +1526,8 @@ cove_sched_free(struct cove_sched *s)
 		return;
 	if (s->heartbeat_timer)
 		event_free(s->heartbeat_timer);
+	if (s->schedule_timer)
+		event_free(s->schedule_timer);
 	size_t it = 0;
 	void *v;
 	while (cove_map_next(&s->tasks, &it, NULL, &v)) {

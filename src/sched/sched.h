@@ -47,7 +47,7 @@ struct cove_waitlist {
 struct cove_waiter *cove_waiter_park(struct event_base *base, struct cove_sched *s, struct cove_waitlist *list,
 				     struct cove_call *call, void *owner, double timeout_s,
 				     void (*on_timeout)(struct cove_waiter *));
-/* The call was answered: drop the waiter (and its cancel hook). */
+/* The call was answered (finished): drop the waiter. It does not touch the call, which may be gone. */
 void cove_waiter_done(struct cove_waiter *w);
 /* Drop the waiter without touching its call (the call is gone). */
 void cove_waiter_free(struct cove_waiter *w);
@@ -145,6 +145,9 @@ struct cove_function {
 	uint8_t *params;
 	size_t params_len;
 	struct cove_map bound; /* request digest -> struct cove_function* */
+	/* Schedules (schedule.c): the next time it fires (Unix seconds; 0 not computed, -1 never), for def. */
+	int64_t next_fire;
+	const void *schedule_seen;
 };
 
 enum { COVE_TASK_STARTING, COVE_TASK_RUNNING, COVE_TASK_STOPPING };

@@ -27,6 +27,7 @@ struct cove_sched {
 	struct cove_map classes;   /* class id -> struct cove_app* */
 	struct event *heartbeat_timer;
 	int shutting_down;
+	struct event *schedule_timer;
 };
 
 /* In-memory objects with known ids, without writing them to the store (restore and creation share these). */
@@ -39,5 +40,8 @@ struct cove_fcall *cove_sched_call_insert(struct cove_sched *s, struct cove_func
 /* An input read back from the store, with its output if it has one (else it is pending again). */
 void cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
 			      const uint8_t *data, size_t len, const uint8_t *output, size_t output_len);
+
+/* Start the schedules' clock (schedule.c). */
+void cove_sched_schedules_start(struct cove_sched *s);
 
 #endif

@@ -28,10 +28,10 @@ cove_waiter_free(struct cove_waiter *w)
 	free(w);
 }
 
+/* The call was finished (which also drops its cancel hook in the front): never touch it again here. */
 void
 cove_waiter_done(struct cove_waiter *w)
 {
-	cove_call_on_cancel(w->call, NULL, NULL);
 	cove_waiter_free(w);
 }
 

@@ -43,6 +43,11 @@ enum cove_kv_kind {
 #define COVE_QUEUE_MAX_PARTITION_KEY 64
 #define COVE_QUEUE_DEFAULT_TTL_S 86400
 
+/* Appended to the message of a request rejected for its size (INVALID_ARGUMENT: it can never succeed as
+ * sent). The client looks for this text, which a proxy's HTTP 413 would produce, and raises the documented
+ * modal.exception.RequestSizeError ("Dict.put request is too large") instead of InvalidError. */
+#define COVE_KV_TOO_LARGE "(status = '413': request too large)"
+
 struct cove_kv_obj {
 	char *id;           /* "di-…" / "qu-…" */
 	int64_t seq;        /* its row in kv_objects: what entry and partition rows reference */

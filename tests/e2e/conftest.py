@@ -1,0 +1,78 @@
+"""End-to-end fixtures (the harness itself is harness.py)."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness import DEFAULT_TEST_TIMEOUT, Cove, live_servers, sanitizer_excerpt
+
+
+def _start(state_dir: Path) -> Cove:
+    cove = Cove(state_dir)
+    live_servers.append(cove)
+    cove.start()
+    return cove
+
+
+def _finish(cove: Cove) -> None:
+    """Stop the server (if still running), then fail on an unclean exit or any sanitizer report."""
+    was_running = cove.running
+    rc = cove.stop()
+    live_servers.remove(cove)
+    problems = []
+    if was_running and rc != 0:
+        problems.append(
+            "did not exit within 10 s of SIGTERM (killed)" if rc is None else f"exited {rc} on SIGTERM, not 0"
+        )
+    left = cove.leftover_processes()
+    if left:
+        cove.kill()
+        problems.append("left processes running after it exited:\n  " + "\n  ".join(left))
+    reports = sanitizer_excerpt(cove.stderr_text())
+    if reports:
+        problems.append(f"sanitizer report in its stderr ({cove.stderr_path}):\n{reports}")
+    if problems:
+        pytest.fail("cove serve " + "\n".join(problems) + "\n" + cove.log_tail(), pytrace=False)
+    if not os.environ.get("COVE_KEEP_STATE"):
+        shutil.rmtree(cove.state_dir, ignore_errors=True)
+
+
+def _state_dir() -> Path:
+    # Short and under /tmp: the server may put Unix sockets in it, whose paths must stay under 108 bytes.
+    return Path(tempfile.mkdtemp(prefix="cove-e2e-"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def cove():
+    """The shared server for the session. At teardown it must exit 0 on SIGTERM with no sanitizer report."""
+    server = _start(_state_dir())
+    yield server
+    _finish(server)
+
+
+@pytest.fixture
+def fresh_cove():
+    """A server of the test's own (restart tests, signals): `.stop()` / `.start()` reuse its state directory.
+    At teardown it is stopped if still running and checked like the session server."""
+    server = _start(_state_dir())
+    yield server
+    _finish(server)
+
+
+@pytest.fixture(autouse=True)
+def _no_new_sanitizer_reports():
+    """Blame a sanitizer report on the test during which it appeared, not only on the session's end."""
+    yield
+    for server in list(live_servers):
+        report = server.new_sanitizer_reports()
+        if report:
+            pytest.fail(f"sanitizer report in {server.stderr_path} during this test:\n{report}", pytrace=False)
