@@ -10,6 +10,7 @@
 #include "blob/http.h"
 #include "grpc/server.h"
 #include "sched/sched.h"
+#include "store/kv.h"
 #include "store/store.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
@@ -37,9 +38,9 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		goto fail;
 	if ((ctx->sched = cove_sched_new(ctx, err)) == NULL)
 		goto fail;
-	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
+	if (cove_kv_start(ctx, err) < 0)
 		goto fail;
-	if (cove_sched_restore(ctx->sched, err) < 0)
+	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
 		goto fail;
 	struct cove_grpc_options opts = {
 		.address = cfg->address,
@@ -49,6 +50,9 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
+	/* Last: restoring may start containers, which dial server_url. */
+	if (cove_sched_restore(ctx->sched, err) < 0)
+		goto fail;
 	return ctx;
 fail:
 	cove_error_wrap(err, "start server in %s", cfg->state_dir);
@@ -66,6 +70,7 @@ cove_server_free(struct cove_ctx *ctx)
 	cove_api_free(ctx->api);
 	cove_blob_http_free(ctx->blob_http);
 	cove_blobstore_free(ctx->blobs);
+	cove_kv_stop(ctx);
 	cove_store_close(ctx->store);
 	cove_auth_reset();
 	free(ctx->server_url);

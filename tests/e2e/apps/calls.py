@@ -1,0 +1,189 @@
+"""Every way to call a function (tests/e2e/test_calls.py runs each entrypoint with `modal run`)."""
+
+import os
+import time
+
+import modal
+
+app = modal.App("calls")
+
+
+@app.function()
+def square(x):
+    return x * x
+
+
+@app.function()
+def add(a, b):
+    return a + b
+
+
+@app.function()
+def fails_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+@app.function()
+def countdown(n):
+    for i in range(n, 0, -1):
+        yield i
+
+
+@app.function()
+def slow_items(n):
+    for i in range(n):
+        yield (i, time.time())
+        time.sleep(0.5)
+
+
+@app.function()
+async def async_double(x):
+    return 2 * x
+
+
+@app.function(retries=modal.Retries(max_retries=2, initial_delay=0.1, backoff_coefficient=1.0))
+def flaky(path):
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as f:
+        f.write(str(n + 1))
+    if n < 2:
+        raise RuntimeError(f"attempt {n} fails")
+    return n + 1
+
+
+@app.function(retries=1)
+def always_fails():
+    raise KeyError("never works")
+
+
+@app.function(timeout=2)
+def too_slow():
+    time.sleep(60)
+
+
+@app.function()
+def sleeps(seconds):
+    time.sleep(seconds)
+    return "woke"
+
+
+@app.function()
+@modal.concurrent(max_inputs=5)
+def concurrent_sleep(i):
+    time.sleep(1)
+    return os.getpid()
+
+
+@app.function()
+@modal.batched(max_batch_size=4, wait_ms=300)
+def batch_sizes(xs):
+    return [len(xs)] * len(xs)
+
+
+@app.cls()
+class Model:
+    @modal.enter()
+    def load(self):
+        self.weights = 10
+        self.pid = os.getpid()
+        print("ENTER ran once", flush=True)
+
+    @modal.method()
+    def predict(self, x):
+        return x * self.weights
+
+    @modal.method()
+    def where(self):
+        return self.pid
+
+
+@app.cls()
+class Greeter:
+    name: str = modal.parameter()
+    punctuation: str = modal.parameter(default="!")
+
+    @modal.method()
+    def greet(self):
+        return f"hello {self.name}{self.punctuation}"
+
+
+@app.local_entrypoint()
+def fan_out():
+    print("MAP", list(square.map(range(20))))
+    print("UNORDERED", sorted(square.map(range(10), order_outputs=False)))
+    print("STARMAP", list(add.starmap([(1, 2), (3, 4)])))
+    results = list(fails_on_three.map(range(5), return_exceptions=True))
+    print("RETURN_EXCEPTIONS", [type(r).__name__ if isinstance(r, Exception) else r for r in results])
+    square.for_each(range(3))
+    print("FOR_EACH done")
+    print("BIG_MAP", sum(square.map(range(500))))
+
+
+@app.local_entrypoint()
+def jobs():
+    call = square.spawn(12)
+    print("SPAWN", call.get(timeout=60))
+    again = modal.FunctionCall.from_id(call.object_id)
+    print("FROM_ID", again.get(timeout=60))
+    calls = [square.spawn(i) for i in range(4)]
+    print("GATHER", modal.FunctionCall.gather(*calls))
+    pending = sleeps.spawn(30)
+    try:
+        pending.get(timeout=1)
+        print("TIMEOUT_GET no error")
+    except TimeoutError:
+        print("TIMEOUT_GET TimeoutError")
+    t = time.time()
+    pending.cancel()
+    try:
+        pending.get(timeout=30)
+        print("CANCEL no error")
+    except Exception as exc:
+        print("CANCEL", type(exc).__name__, round(time.time() - t, 1))
+
+
+@app.local_entrypoint()
+def generators():
+    print("REMOTE_GEN", list(countdown.remote_gen(3)))
+    first = None
+    for i, produced_at in slow_items.remote_gen(4):
+        if first is None:
+            first = time.time()
+            print("FIRST_ITEM_LAG", round(first - produced_at, 2))
+    print("STREAMED_OVER", round(time.time() - first, 2))
+    print("ASYNC", async_double.remote(21))
+
+
+@app.local_entrypoint()
+def failures():
+    import tempfile
+
+    print("RETRIED", flaky.remote(tempfile.mktemp()))
+    try:
+        always_fails.remote()
+    except KeyError as exc:
+        print("GAVE_UP", type(exc).__name__, exc)
+    t = time.time()
+    try:
+        too_slow.remote()
+    except modal.exception.FunctionTimeoutError as exc:
+        print("TIMED_OUT", round(time.time() - t, 1), exc)
+
+
+@app.local_entrypoint()
+def scaling():
+    t = time.time()
+    pids = list(concurrent_sleep.map(range(5)))
+    print("CONCURRENT", len(set(pids)), round(time.time() - t, 1))
+    print("BATCHES", list(batch_sizes.map(range(8))))
+
+
+@app.local_entrypoint()
+def classes():
+    m = Model()
+    print("PREDICT", m.predict.remote(4), m.predict.remote(5))
+    print("SAME_CONTAINER", m.where.remote() == m.where.remote())
+    print("GREET", Greeter(name="ada").greet.remote(), Greeter(name="bob", punctuation="?").greet.remote())
+    print("OPTIONS", Model.with_options(timeout=30)().predict.remote(1))

@@ -1,0 +1,75 @@
+"""Every way to call a function: map, spawn, generators, classes, retries, timeouts, concurrency, batching.
+The app is tests/e2e/apps/calls.py; each test runs one of its local entrypoints with `modal run`."""
+
+import ast
+
+
+def run(cove, entrypoint, timeout=120):
+    r = cove.run_modal(["run", f"calls.py::{entrypoint}"], timeout=timeout)
+    assert r.returncode == 0, cove.explain(r)
+    return r
+
+
+def value(r, key):
+    for line in r.stdout.splitlines():
+        if line.startswith(key + " "):
+            return line[len(key) + 1 :]
+    raise AssertionError(f"no line starting with {key!r} in:\n{r.stdout}")
+
+
+def test_map_starmap_for_each(cove):
+    r = run(cove, "fan_out")
+    assert ast.literal_eval(value(r, "MAP")) == [i * i for i in range(20)]
+    assert ast.literal_eval(value(r, "UNORDERED")) == sorted(i * i for i in range(10))
+    assert ast.literal_eval(value(r, "STARMAP")) == [3, 7]
+    assert ast.literal_eval(value(r, "RETURN_EXCEPTIONS")) == [0, 1, 2, "ValueError", 4]
+    assert "FOR_EACH done" in r.stdout
+    assert int(value(r, "BIG_MAP")) == sum(i * i for i in range(500))
+
+
+def test_spawn_get_from_id_gather_cancel(cove):
+    r = run(cove, "jobs")
+    assert value(r, "SPAWN") == "144"
+    assert value(r, "FROM_ID") == "144"
+    assert ast.literal_eval(value(r, "GATHER")) == [0, 1, 4, 9]
+    assert value(r, "TIMEOUT_GET") == "TimeoutError"
+    kind, seconds = value(r, "CANCEL").split()
+    assert kind != "no", cove.explain(r)
+    # Cancellation reaches the container through its held heartbeat: well before the 30 s sleep ends.
+    assert float(seconds) < 10, cove.explain(r)
+
+
+def test_generators_stream_items_as_produced(cove):
+    r = run(cove, "generators")
+    assert ast.literal_eval(value(r, "REMOTE_GEN")) == [3, 2, 1]
+    # The first item arrives while the generator is still producing (it sleeps 0.5 s between items).
+    assert float(value(r, "FIRST_ITEM_LAG")) < 1.5, cove.explain(r)
+    assert float(value(r, "STREAMED_OVER")) > 1.0, cove.explain(r)
+    assert value(r, "ASYNC") == "42"
+
+
+def test_retries_and_timeouts(cove):
+    r = run(cove, "failures")
+    assert value(r, "RETRIED") == "3"
+    assert value(r, "GAVE_UP").startswith("KeyError"), cove.explain(r)
+    seconds = float(value(r, "TIMED_OUT").split()[0])
+    assert 1.5 < seconds < 15, cove.explain(r)
+    assert "timed out after 2 seconds" in r.stdout
+
+
+def test_concurrency_and_batching(cove):
+    r = run(cove, "scaling")
+    containers, seconds = value(r, "CONCURRENT").split()
+    # Five 1 s inputs, five at once in one container: about a second, not five.
+    assert int(containers) == 1 and float(seconds) < 4, cove.explain(r)
+    sizes = ast.literal_eval(value(r, "BATCHES"))
+    assert len(sizes) == 8 and max(sizes) > 1, cove.explain(r)
+
+
+def test_classes_enter_methods_parameters_options(cove):
+    r = run(cove, "classes")
+    assert value(r, "PREDICT") == "40 50"
+    assert value(r, "SAME_CONTAINER") == "True"
+    assert value(r, "GREET") == "hello ada! hello bob?"
+    assert value(r, "OPTIONS") == "10"
+    assert r.output.count("ENTER ran once") >= 1

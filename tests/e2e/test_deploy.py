@@ -1,0 +1,71 @@
+"""modal deploy, lookups from other processes, app list/stop, schedules, and what survives a restart."""
+
+import os
+import time
+
+
+def deploy(cove, env):
+    r = cove.run_modal(["deploy", "deployed.py"], env=env)
+    assert r.returncode == 0, cove.explain(r)
+    return r
+
+
+def call(cove, code, env=None):
+    r = cove.run_python(code, env=env)
+    assert r.returncode == 0, cove.explain(r)
+    return r.stdout
+
+
+def test_deploy_lookup_schedule_restart(fresh_cove, tmp_path):
+    cove = fresh_cove
+    env = dict(cove.env, COVE_TEST_TICKS=str(tmp_path / "ticks"))
+    deploy(cove, env)
+
+    out = call(
+        cove,
+        "import modal\n"
+        "f = modal.Function.from_name('deployed-app', 'triple')\n"
+        "print('TRIPLE', f.remote(14))\n"
+        "C = modal.Cls.from_name('deployed-app', 'Counter')\n"
+        "print('COUNTER', C(start=5).plus.remote(2))\n"
+        "fc = modal.Function.from_name('deployed-app', 'slow_triple').spawn(3)\n"
+        "print('SPAWNED', fc.object_id)\n",
+    )
+    assert "TRIPLE 42" in out and "COUNTER 7" in out, out
+    spawned = out.split("SPAWNED ")[1].strip()
+
+    # The schedule fires about every second while deployed.
+    ticks = tmp_path / "ticks"
+    deadline = time.time() + 20
+    while time.time() < deadline and (not ticks.exists() or len(ticks.read_text().splitlines()) < 2):
+        time.sleep(0.5)
+    assert ticks.exists() and len(ticks.read_text().splitlines()) >= 2, cove.log_tail()
+
+    listing = cove.run_modal(["app", "list"])
+    assert listing.returncode == 0 and "deployed-app" in listing.stdout, cove.explain(listing)
+
+    # Restart while the spawned call is still running: it completes afterwards, and the deployment is still there.
+    cove.stop()
+    cove.start()
+    out = call(
+        cove,
+        "import modal\n"
+        f"print('AFTER_RESTART', modal.FunctionCall.from_id('{spawned}').get(timeout=60))\n"
+        "print('STILL_DEPLOYED', modal.Function.from_name('deployed-app', 'triple').remote(1))\n",
+    )
+    assert "AFTER_RESTART 9" in out and "STILL_DEPLOYED 3" in out, out + cove.log_tail()
+
+    # A redeploy keeps the same app (the restarted server listens on a new port: take its env again).
+    deploy(cove, dict(cove.env, COVE_TEST_TICKS=str(ticks)))
+
+    stop = cove.run_modal(["app", "stop", "deployed-app", "--yes"])
+    assert stop.returncode == 0, cove.explain(stop)
+    r = cove.run_python(
+        "import modal\nmodal.Function.from_name('deployed-app', 'triple').hydrate()\n",
+    )
+    assert r.returncode != 0 and "NotFoundError" in r.stderr, cove.explain(r)
+
+
+def test_lookup_of_missing_app_is_not_found(cove):
+    r = cove.run_python("import modal\nmodal.Function.from_name('no-such-app', 'f').hydrate()\n")
+    assert r.returncode != 0 and "NotFoundError" in r.stderr, cove.explain(r)
