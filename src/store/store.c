@@ -1,6 +1,7 @@
 #include "store/store.h"
 
 #include <sqlite3.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -8,9 +9,17 @@
 #include "util/hash.h"
 #include "util/log.h"
 
+/* Prepared statements, made once per SQL text (every SQL string here is a literal, so its address is its
+ * key) and reset after each use. */
+#define STMT_CACHE 32
+
 struct cove_store {
 	sqlite3 *db;
 	int txn_depth;
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} cache[STMT_CACHE];
 };
 
 /* Numbered migrations: migration i brings the schema from version i to i + 1. Never edit one that has
@@ -31,6 +40,20 @@ static const char *const migrations[] = {
 	"CREATE TABLE outputs(input_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, idx INTEGER NOT NULL,"
 	"  retry_count INTEGER NOT NULL, data BLOB NOT NULL);"
 	"CREATE INDEX outputs_call ON outputs(call_id, idx);",
+	/* 2: Dicts and Queues (src/store/kv.c). Entry rows put small columns first so that probes never read
+	 * a large value's overflow pages; queue item ids are never reused (entry ids for iteration). */
+	"CREATE TABLE kv_objects(seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, kind INTEGER NOT NULL,"
+	"  env TEXT NOT NULL, name TEXT, app_id TEXT, created_at REAL NOT NULL);"
+	"CREATE UNIQUE INDEX kv_objects_named ON kv_objects(kind, env, name) WHERE name IS NOT NULL;"
+	"CREATE TABLE dict_entries(dict_seq INTEGER NOT NULL, khash BLOB NOT NULL, touched_at REAL NOT NULL,"
+	"  key BLOB NOT NULL, value BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX dict_entries_key ON dict_entries(dict_seq, khash);"
+	"CREATE INDEX dict_entries_touched ON dict_entries(dict_seq, touched_at);"
+	"CREATE TABLE queue_partitions(id INTEGER PRIMARY KEY, queue_seq INTEGER NOT NULL, pkey BLOB NOT NULL,"
+	"  ttl_s INTEGER NOT NULL, last_put REAL NOT NULL);"
+	"CREATE UNIQUE INDEX queue_partitions_key ON queue_partitions(queue_seq, pkey);"
+	"CREATE TABLE queue_items(id INTEGER PRIMARY KEY AUTOINCREMENT, part_id INTEGER NOT NULL, value BLOB NOT NULL);"
+	"CREATE INDEX queue_items_part ON queue_items(part_id, id);",
 };
 
 static double
@@ -59,20 +82,36 @@ exec_sql(struct cove_store *s, const char *sql, struct cove_error **err)
 	return 0;
 }
 
+/* Statements come from the cache: done with one, reset it for the next use. */
 static void
-finalize_stmt(sqlite3_stmt **st)
+reset_stmt(sqlite3_stmt **st)
 {
-	if (*st)
-		sqlite3_finalize(*st);
+	if (*st) {
+		sqlite3_reset(*st);
+		sqlite3_clear_bindings(*st);
+	}
 }
-#define cleanup_stmt __attribute__((cleanup(finalize_stmt)))
+#define cleanup_stmt __attribute__((cleanup(reset_stmt)))
 
 static int
 prepare(struct cove_store *s, const char *sql, sqlite3_stmt **st, struct cove_error **err)
 {
-	if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
-		return db_error(s, err, "prepare");
-	return 0;
+	size_t slot = ((uintptr_t)sql >> 4) % STMT_CACHE;
+	for (size_t i = 0; i < STMT_CACHE; i++) {
+		size_t k = (slot + i) % STMT_CACHE;
+		if (s->cache[k].sql == sql) {
+			*st = s->cache[k].st;
+			return 0;
+		}
+		if (s->cache[k].sql == NULL) {
+			if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+				return db_error(s, err, "prepare");
+			s->cache[k].sql = sql;
+			s->cache[k].st = *st;
+			return 0;
+		}
+	}
+	return cove_error_set(err, COVE_INTERNAL, "store: statement cache full (raise STMT_CACHE)");
 }
 
 /* Bind a NULL-able text. */
@@ -101,7 +140,7 @@ migrate(struct cove_store *s, struct cove_error **err)
 	if (prepare(s, "PRAGMA user_version", &st, err) < 0)
 		return -1;
 	int version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-	sqlite3_finalize(st);
+	reset_stmt(&st);
 	int latest = (int)(sizeof(migrations) / sizeof(migrations[0]));
 	if (version > latest)
 		return cove_error_set(err, COVE_FAILED_PRECONDITION,
@@ -125,7 +164,7 @@ struct cove_store *
 cove_store_open(const char *path, struct cove_error **err)
 {
 	struct cove_store *s = xcalloc(1, sizeof(*s));
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
 	    SQLITE_OK) {
 		cove_error_set(err, COVE_INTERNAL, "open database %s: %s", path,
 			       s->db ? sqlite3_errmsg(s->db) : "out of memory");
@@ -147,6 +186,9 @@ cove_store_close(struct cove_store *s)
 {
 	if (s == NULL)
 		return;
+	for (size_t i = 0; i < STMT_CACHE; i++)
+		if (s->cache[i].st)
+			sqlite3_finalize(s->cache[i].st);
 	if (s->db)
 		sqlite3_close_v2(s->db);
 	free(s);
