@@ -62,9 +62,14 @@ int cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error 
 /* Drop cached token decisions (after `cove token` changes). */
 void cove_auth_reset(void);
 
-/* Environments (environment.c): "" means the default ("main"). Returns the canonical name or -1 +
- * NOT_FOUND for an unknown environment. */
+/* Environments (environment.c). resolve: a name as users type it ("" means the default, "main") to the
+ * environment's key, which objects record (valid until cove_env_unload); NULL + NOT_FOUND if there is none.
+ * display: the current name of the environment with that key. */
+struct cove_store;
+int cove_env_load(struct cove_store *store, struct cove_error **err);
+void cove_env_unload(void);
 const char *cove_env_resolve(const char *name, struct cove_error **err);
+const char *cove_env_display(const char *key);
 
 /* Handlers, by file. */
 #define COVE_HANDLER(name) void cove_api_##name(struct cove_api_req *req)
@@ -86,6 +91,10 @@ COVE_HANDLER(ClassGet);
 /* environment.c */
 COVE_HANDLER(EnvironmentGetOrCreate);
 COVE_HANDLER(ClientHello);
+COVE_HANDLER(EnvironmentCreate);
+COVE_HANDLER(EnvironmentDelete);
+COVE_HANDLER(EnvironmentList);
+COVE_HANDLER(EnvironmentUpdate);
 /* function.c */
 COVE_HANDLER(FunctionPrecreate);
 COVE_HANDLER(FunctionCreate);
@@ -110,6 +119,34 @@ COVE_HANDLER(ImageGetOrCreate);
 COVE_HANDLER(ImageJoinStreaming);
 /* secret.c */
 COVE_HANDLER(SecretGetOrCreate);
+COVE_HANDLER(SecretGetInfo);
+COVE_HANDLER(SecretList);
+COVE_HANDLER(SecretUpdate);
+COVE_HANDLER(SecretDelete);
+/* dict.c */
+COVE_HANDLER(DictGetOrCreate);
+COVE_HANDLER(DictGetById);
+COVE_HANDLER(DictHeartbeat);
+COVE_HANDLER(DictGet);
+COVE_HANDLER(DictContains);
+COVE_HANDLER(DictLen);
+COVE_HANDLER(DictUpdate);
+COVE_HANDLER(DictPop);
+COVE_HANDLER(DictClear);
+COVE_HANDLER(DictContents);
+COVE_HANDLER(DictDelete);
+COVE_HANDLER(DictList);
+/* queue.c */
+COVE_HANDLER(QueueGetOrCreate);
+COVE_HANDLER(QueueGetById);
+COVE_HANDLER(QueueHeartbeat);
+COVE_HANDLER(QueuePut);
+COVE_HANDLER(QueueGet);
+COVE_HANDLER(QueueLen);
+COVE_HANDLER(QueueClear);
+COVE_HANDLER(QueueNextItems);
+COVE_HANDLER(QueueDelete);
+COVE_HANDLER(QueueList);
 /* blob.c */
 COVE_HANDLER(BlobCreate);
 COVE_HANDLER(BlobGet);

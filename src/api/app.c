@@ -204,7 +204,7 @@ cove_api_AppGetByDeploymentName(struct cove_api_req *req)
 	struct cove_app *app = cove_sched_app_by_name(req->ctx->sched, env, r->name);
 	Modal__Client__AppLifecycle lc;
 	Modal__Client__AppGetByDeploymentNameResponse resp = MODAL__CLIENT__APP_GET_BY_DEPLOYMENT_NAME_RESPONSE__INIT;
-	resp.environment_name = (char *)env;
+	resp.environment_name = (char *)cove_env_display(env);
 	if (app) {
 		resp.app_id = app->id;
 		lifecycle_of(app, &lc);

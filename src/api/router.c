@@ -6,6 +6,7 @@
 #include "api/api.h"
 #include "config.h"
 #include "server.h"
+#include "store/store.h"
 #include "util/alloc.h"
 #include "util/log.h"
 #include "util/map.h"
@@ -33,7 +34,23 @@ static const struct cove_api_method methods[] = {
 	{"ClientHello", cove_api_ClientHello, 0},
 	{"ContainerHeartbeat", cove_api_ContainerHeartbeat, COVE_API_CONTAINER_ONLY},
 	{"ContainerHello", cove_api_ContainerHello, COVE_API_CONTAINER_ONLY},
+	{"DictClear", cove_api_DictClear, 0},
+	{"DictContains", cove_api_DictContains, 0},
+	{"DictContents", cove_api_DictContents, 0},
+	{"DictDelete", cove_api_DictDelete, 0},
+	{"DictGet", cove_api_DictGet, 0},
+	{"DictGetById", cove_api_DictGetById, 0},
+	{"DictGetOrCreate", cove_api_DictGetOrCreate, 0},
+	{"DictHeartbeat", cove_api_DictHeartbeat, 0},
+	{"DictLen", cove_api_DictLen, 0},
+	{"DictList", cove_api_DictList, 0},
+	{"DictPop", cove_api_DictPop, 0},
+	{"DictUpdate", cove_api_DictUpdate, 0},
+	{"EnvironmentCreate", cove_api_EnvironmentCreate, 0},
+	{"EnvironmentDelete", cove_api_EnvironmentDelete, 0},
 	{"EnvironmentGetOrCreate", cove_api_EnvironmentGetOrCreate, 0},
+	{"EnvironmentList", cove_api_EnvironmentList, 0},
+	{"EnvironmentUpdate", cove_api_EnvironmentUpdate, 0},
 	{"FunctionBindParams", cove_api_FunctionBindParams, 0},
 	{"FunctionCallCancel", cove_api_FunctionCallCancel, 0},
 	{"FunctionCallFromId", cove_api_FunctionCallFromId, 0},
@@ -54,7 +71,21 @@ static const struct cove_api_method methods[] = {
 	{"MountBatchedCheckExistence", cove_api_MountBatchedCheckExistence, 0},
 	{"MountGetOrCreate", cove_api_MountGetOrCreate, 0},
 	{"MountPutFile", cove_api_MountPutFile, 0},
+	{"QueueClear", cove_api_QueueClear, 0},
+	{"QueueDelete", cove_api_QueueDelete, 0},
+	{"QueueGet", cove_api_QueueGet, 0},
+	{"QueueGetById", cove_api_QueueGetById, 0},
+	{"QueueGetOrCreate", cove_api_QueueGetOrCreate, 0},
+	{"QueueHeartbeat", cove_api_QueueHeartbeat, 0},
+	{"QueueLen", cove_api_QueueLen, 0},
+	{"QueueList", cove_api_QueueList, 0},
+	{"QueueNextItems", cove_api_QueueNextItems, 0},
+	{"QueuePut", cove_api_QueuePut, 0},
+	{"SecretDelete", cove_api_SecretDelete, 0},
+	{"SecretGetInfo", cove_api_SecretGetInfo, 0},
 	{"SecretGetOrCreate", cove_api_SecretGetOrCreate, 0},
+	{"SecretList", cove_api_SecretList, 0},
+	{"SecretUpdate", cove_api_SecretUpdate, 0},
 	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
 };
 
@@ -72,8 +103,9 @@ struct cove_api {
 struct cove_api *
 cove_api_new(struct cove_ctx *ctx, struct cove_error **err)
 {
-	(void)err;
 	const ProtobufCServiceDescriptor *svc = &modal__client__modal_client__descriptor;
+	if (cove_env_load(ctx->store, err) < 0)
+		return NULL;
 	struct cove_api *api = xcalloc(1, sizeof(*api));
 	api->ctx = ctx;
 	api->route_mem = xcalloc(svc->n_methods, sizeof(struct route));
@@ -105,6 +137,7 @@ cove_api_free(struct cove_api *api)
 		return;
 	cove_map_clear(&api->routes);
 	free(api->route_mem);
+	cove_env_unload();
 	free(api);
 }
 

@@ -460,7 +460,7 @@ cove_store_each_object(struct cove_store *s, const char *kind, const char *app_i
 		       struct cove_error **err)
 {
 	cleanup_stmt sqlite3_stmt *st = NULL;
-	if (prepare(s, "SELECT id, name, data FROM objects WHERE kind = ? AND app_id = ? ORDER BY created_at", &st, err) < 0)
+	if (prepare(s, "SELECT id, name, data FROM objects WHERE kind = ? AND app_id IS ? ORDER BY created_at", &st, err) < 0)
 		return -1;
 	bind_text(st, 1, kind);
 	bind_text(st, 2, app_id);
@@ -523,5 +523,15 @@ cove_store_app_mark_stopped(struct cove_store *s, const char *app_id, struct cov
 	sqlite3_bind_int(st, 1, 5 /* APP_STATE_STOPPED */);
 	sqlite3_bind_double(st, 2, now_s());
 	bind_text(st, 3, app_id);
+	return step_done(s, st, err);
+}
+
+int
+cove_store_object_delete(struct cove_store *s, const char *id, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "DELETE FROM objects WHERE id = ?", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, id);
 	return step_done(s, st, err);
 }

@@ -48,6 +48,8 @@ int cove_store_object_get(struct cove_store *s, const char *id, char **kind_out,
 int cove_store_object_find(struct cove_store *s, const char *kind, const char *env, const char *name, char **id,
 			   struct cove_error **err);
 
+int cove_store_object_delete(struct cove_store *s, const char *id, struct cove_error **err);
+
 /* Apps. */
 struct cove_store_app {
 	const char *id;
@@ -74,6 +76,7 @@ int cove_store_output_put(struct cove_store *s, const char *input_id, const char
  * error. */
 int cove_store_each_app(struct cove_store *s, int (*cb)(void *arg, const struct cove_store_app *a), void *arg,
 			struct cove_error **err);
+/* Objects of a kind belonging to an app (app_id NULL: to none). */
 int cove_store_each_object(struct cove_store *s, const char *kind, const char *app_id,
 			   int (*cb)(void *arg, const char *id, const char *name, const uint8_t *data, size_t len),
 			   void *arg, struct cove_error **err);
