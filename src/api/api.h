@@ -100,6 +100,7 @@ COVE_HANDLER(FunctionPrecreate);
 COVE_HANDLER(FunctionCreate);
 COVE_HANDLER(FunctionGet);
 COVE_HANDLER(FunctionBindParams);
+COVE_HANDLER(FunctionUpdateSchedulingParams);
 /* calls.c */
 COVE_HANDLER(FunctionMap);
 COVE_HANDLER(FunctionPutInputs);

@@ -304,3 +304,36 @@ cove_api_FunctionBindParams(struct cove_api_req *req)
 	resp.handle_metadata = fn->meta;
 	cove_api_reply(req->call, &resp.base);
 }
+
+void
+cove_api_FunctionUpdateSchedulingParams(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionUpdateSchedulingParamsRequest *r = (const void *)req->msg;
+	struct cove_function *fn = cove_sched_function_get(req->ctx->sched, r->function_id);
+	if (fn == NULL || fn->def == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function %s not found", r->function_id);
+		return;
+	}
+	const Modal__Client__AutoscalerSettings *u = r->settings;
+	if (u && u->_scaledown_window_case && (u->scaledown_window < 2 || u->scaledown_window > 3600)) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "scaledown_window must be between 2 and 3600 seconds");
+		return;
+	}
+	if (u && u->_max_containers_case && u->_min_containers_case && u->min_containers > u->max_containers) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "min_containers (%u) exceeds max_containers (%u)",
+				   u->min_containers, u->max_containers);
+		return;
+	}
+	Modal__Client__AutoscalerSettings legacy = MODAL__CLIENT__AUTOSCALER_SETTINGS__INIT;
+	if (u == NULL && r->warm_pool_size_override) {
+		legacy._min_containers_case = MODAL__CLIENT__AUTOSCALER_SETTINGS___MIN_CONTAINERS_MIN_CONTAINERS;
+		legacy.min_containers = r->warm_pool_size_override;
+		u = &legacy;
+	}
+	Modal__Client__AutoscalerSettings *current = cove_sched_function_autoscaler(req->ctx->sched, fn, u);
+	Modal__Client__FunctionUpdateSchedulingParamsResponse resp =
+		MODAL__CLIENT__FUNCTION_UPDATE_SCHEDULING_PARAMS_RESPONSE__INIT;
+	resp.current_settings = current;
+	cove_api_reply(req->call, &resp.base);
+	pb_free(current);
+}

@@ -66,6 +66,7 @@ static const struct cove_api_method methods[] = {
 	{"FunctionPrecreate", cove_api_FunctionPrecreate, 0},
 	{"FunctionPutInputs", cove_api_FunctionPutInputs, 0},
 	{"FunctionPutOutputs", cove_api_FunctionPutOutputs, COVE_API_CONTAINER_ONLY},
+	{"FunctionUpdateSchedulingParams", cove_api_FunctionUpdateSchedulingParams, 0},
 	{"ImageGetOrCreate", cove_api_ImageGetOrCreate, 0},
 	{"ImageJoinStreaming", cove_api_ImageJoinStreaming, 0},
 	{"MountBatchedCheckExistence", cove_api_MountBatchedCheckExistence, 0},

@@ -260,6 +260,7 @@ cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cov
 }
 
 static void task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
+static size_t min_containers(const struct cove_function *fn);
 
 static void
 app_check_done(struct cove_sched *s, struct cove_app *app)
@@ -304,6 +305,13 @@ heartbeat_check(evutil_socket_t fd, short what, void *arg)
 	double now = now_s();
 	size_t it = 0;
 	void *v;
+	/* Warm pools: bring functions with min_containers back up after containers exit. */
+	while (cove_map_next(&s->functions, &it, NULL, &v)) {
+		struct cove_function *fn = v;
+		if (fn->def && fn->n_tasks < min_containers(fn))
+			cove_sched_kick(s, fn);
+	}
+	it = 0;
 	while (cove_map_next(&s->apps, &it, NULL, &v)) {
 		struct cove_app *app = v;
 		if (app->stopping)
@@ -377,26 +385,63 @@ cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, Modal
 	return 0;
 }
 
+/* Autoscaler settings: update_autoscaler()'s override first, then the definition, then Cove's defaults. */
+#define SETTING(fn, field)                                                                                       \
+	((fn)->autoscaler && (fn)->autoscaler->_##field##_case ? (int64_t)(fn)->autoscaler->field                 \
+	 : (fn)->def->autoscaler_settings && (fn)->def->autoscaler_settings->_##field##_case                      \
+		 ? (int64_t)(fn)->def->autoscaler_settings->field                                                 \
+		 : -1)
+
 static size_t
 max_containers(const struct cove_function *fn)
 {
-	const Modal__Client__Function *d = fn->def;
-	if (d->autoscaler_settings && d->autoscaler_settings->_max_containers_case && d->autoscaler_settings->max_containers)
-		return d->autoscaler_settings->max_containers;
-	if (d->concurrency_limit)
-		return d->concurrency_limit;
+	int64_t v = SETTING(fn, max_containers);
+	if (v > 0)
+		return (size_t)v;
+	if (fn->def->concurrency_limit)
+		return fn->def->concurrency_limit;
 	return DEFAULT_MAX_CONTAINERS;
+}
+
+static size_t
+min_containers(const struct cove_function *fn)
+{
+	int64_t v = SETTING(fn, min_containers);
+	if (v >= 0)
+		return (size_t)v;
+	return fn->def->warm_pool_size;
+}
+
+static size_t
+buffer_containers(const struct cove_function *fn)
+{
+	int64_t v = SETTING(fn, buffer_containers);
+	if (v >= 0)
+		return (size_t)v;
+	return fn->def->_experimental_buffer_containers;
 }
 
 static double
 scaledown_window(const struct cove_function *fn)
 {
-	const Modal__Client__Function *d = fn->def;
-	if (d->autoscaler_settings && d->autoscaler_settings->_scaledown_window_case && d->autoscaler_settings->scaledown_window)
-		return d->autoscaler_settings->scaledown_window;
-	if (d->task_idle_timeout_secs)
-		return d->task_idle_timeout_secs;
+	int64_t v = SETTING(fn, scaledown_window);
+	if (v > 0)
+		return (double)v;
+	if (fn->def->task_idle_timeout_secs)
+		return fn->def->task_idle_timeout_secs;
 	return DEFAULT_SCALEDOWN_S;
+}
+
+/* Inputs one container takes at once. */
+static size_t
+per_container(const struct cove_function *fn)
+{
+	size_t n = 1;
+	if (fn->def->max_concurrent_inputs > n)
+		n = fn->def->max_concurrent_inputs;
+	if (fn->def->batch_max_size > n)
+		n = fn->def->batch_max_size;
+	return n;
 }
 
 /* ---- calls, inputs, outputs ---- */
@@ -845,6 +890,8 @@ task_on_exit(void *owner, int status)
 				   t->result, t->result_len, t->id);
 	}
 	cove_map_del(&s->tasks, t->secret);
+	if (ext(t)->starting)
+		fn->n_starting--;
 	fn->n_tasks--;
 	app->n_tasks--;
 	if (t->dir) {
@@ -985,6 +1032,8 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 		goto out;
 	}
 	fn->n_tasks++;
+	fn->n_starting++;
+	ext(t)->starting = 1;
 	fn->app->n_tasks++;
 	ext(t)->idle_since = now_s();
 	log_debug("container %s: started for %s (%s)", t->id, fn->tag, fn->id);
@@ -1112,7 +1161,7 @@ inputs_timeout(struct cove_waiter *w)
 {
 	struct cove_task *t = w->owner;
 	ext(t)->inputs_waiter = NULL;
-	if (now_s() - ext(t)->idle_since >= scaledown_window(t->fn)) {
+	if (now_s() - ext(t)->idle_since >= scaledown_window(t->fn) && t->fn->n_tasks > min_containers(t->fn)) {
 		t->state = COVE_TASK_STOPPING;
 		reply_kill_switch(w->call);
 	} else {
@@ -1139,10 +1188,13 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 	(void)req;
 	int became_running = 0;
 	ext(t)->got_inputs = 1;
-	if (t->state == COVE_TASK_STARTING) {
-		t->state = COVE_TASK_RUNNING;
+	if (ext(t)->starting) {
+		ext(t)->starting = 0;
+		t->fn->n_starting--;
 		became_running = 1;
 	}
+	if (t->state == COVE_TASK_STARTING)
+		t->state = COVE_TASK_RUNNING;
 	if (ext(t)->inputs_waiter) {
 		cove_api_fail_code(call, COVE_FAILED_PRECONDITION, "container %s already has a FunctionGetInputs pending",
 				   t->id);
@@ -1155,10 +1207,12 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 	if (t->fn->n_pending > 0) {
 		give_inputs(s, t, call, batch_size(t));
 	} else {
-		if (t->n_running == 0)
-			ext(t)->idle_since = now_s();
+		/* idle_since is when its last input finished (or it started), not this poll: polls repeat. */
 		t->fn->n_idle++;
-		struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &t->fn->input_waiters, call, t, INPUTS_POLL_S,
+		/* Wake up when its scaledown window ends, to let it go (unless it is needed for min_containers). */
+		double left = scaledown_window(t->fn) - (now_s() - ext(t)->idle_since);
+		double wait = left < INPUTS_POLL_S ? (left > 0.2 ? left : 0.2) : INPUTS_POLL_S;
+		struct cove_waiter *w = cove_waiter_park(s->ctx->base, s, &t->fn->input_waiters, call, t, wait,
 							 inputs_timeout);
 		w->on_cancel = inputs_cancelled;
 		ext(t)->inputs_waiter = w;
@@ -1183,23 +1237,26 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 		give_inputs(s, t, w->call, batch_size(t));
 		cove_waiter_done(w);
 	}
-	/* Then new containers for what is left, counting the ones still starting. */
-	size_t starting = 0;
-	size_t it = 0;
-	void *v;
-	if (fn->n_pending == 0)
-		return;
-	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
-		struct cove_task *t = v;
-		if (t->fn == fn && t->state == COVE_TASK_STARTING)
-			starting++;
-	}
+	/* Then new containers: enough that what waits will have one (counting those still starting), at least
+	 * min_containers, and buffer_containers idle ones while the function is busy; at most max_containers. */
+	size_t per = per_container(fn);
+	size_t busy = fn->n_tasks > fn->n_idle + fn->n_starting ? fn->n_tasks - fn->n_idle - fn->n_starting : 0;
+	size_t want = 0;
+	if (fn->n_pending > fn->n_starting * per)
+		want = (fn->n_pending - fn->n_starting * per + per - 1) / per;
+	if (fn->n_tasks + want < min_containers(fn))
+		want = min_containers(fn) - fn->n_tasks;
+	size_t buffer = buffer_containers(fn);
+	if ((fn->n_pending || busy) && fn->n_idle + fn->n_starting + want < buffer)
+		want = buffer - fn->n_idle - fn->n_starting;
 	size_t max = max_containers(fn);
+	if (fn->n_tasks + want > max)
+		want = max > fn->n_tasks ? max - fn->n_tasks : 0;
 	/* Starting a container is CPU-bound (an interpreter importing the client): more at once than there
-	 * are cores only slows every one of them down. */
+	 * are cores only slows every one of them down. The rest start as these come up. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t max_starting = cores > 0 ? (size_t)cores : 1;
-	while (fn->n_pending > starting && fn->n_tasks < max && starting < max_starting) {
+	for (size_t i = 0; i < want && fn->n_starting < max_starting; i++) {
 		struct cove_error *err = NULL;
 		if (task_start(s, fn, &err) < 0) {
 			/* Nothing will run these: fail them with the reason rather than leave callers waiting. */
@@ -1212,7 +1269,6 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 					   msg, NULL, 0, NULL);
 			return;
 		}
-		starting++;
 	}
 }
 
@@ -1565,6 +1621,7 @@ cove_sched_free(struct cove_sched *s)
 		waitlist_cancel_all(&fn->input_waiters);
 		pb_free(fn->def);
 		pb_free(fn->meta);
+		pb_free(fn->autoscaler);
 		free(fn->params);
 		cove_map_clear(&fn->bound);
 		free(fn->id);
@@ -1582,4 +1639,35 @@ cove_sched_free(struct cove_sched *s)
 	cove_map_clear(&s->deployed);
 	cove_map_clear(&s->classes);
 	free(s);
+}
+
+Modal__Client__AutoscalerSettings *
+cove_sched_function_autoscaler(struct cove_sched *s, struct cove_function *fn,
+			       const Modal__Client__AutoscalerSettings *update)
+{
+	/* Merge the update over what was set before: fields it leaves unset keep their value. */
+	Modal__Client__AutoscalerSettings merged = MODAL__CLIENT__AUTOSCALER_SETTINGS__INIT;
+	const Modal__Client__AutoscalerSettings *layers[] = {fn->def->autoscaler_settings, fn->autoscaler, update};
+	for (size_t i = 0; i < 3; i++) {
+		const Modal__Client__AutoscalerSettings *l = layers[i];
+		if (l == NULL)
+			continue;
+#define TAKE(field)                                                                                              \
+	if (l->_##field##_case) {                                                                                \
+		merged._##field##_case = l->_##field##_case;                                                     \
+		merged.field = l->field;                                                                         \
+	}
+		TAKE(min_containers)
+		TAKE(max_containers)
+		TAKE(buffer_containers)
+		TAKE(scaleup_window)
+		TAKE(scaledown_window)
+#undef TAKE
+	}
+	if (update) {
+		pb_free(fn->autoscaler);
+		fn->autoscaler = pb_dup(&merged.base);
+		cove_sched_kick(s, fn);
+	}
+	return pb_dup(&merged.base);
 }

@@ -137,7 +137,9 @@ struct cove_function {
 	struct cove_input *pending_head, *pending_tail;
 	size_t n_pending;
 	size_t n_tasks;
-	size_t n_idle; /* tasks parked in FunctionGetInputs */
+	size_t n_starting; /* tasks that have not asked for inputs yet */
+	size_t n_idle;     /* tasks parked in FunctionGetInputs */
+	Modal__Client__AutoscalerSettings *autoscaler; /* update_autoscaler()'s settings, or NULL */
 	struct cove_waitlist input_waiters; /* containers' parked FunctionGetInputs */
 	/* A class instance bound to parameters/options (FunctionBindParams): parent is the class's service
 	 * function; params are handed to its containers. Bound functions are kept in parent->bound. */
@@ -219,6 +221,11 @@ int cove_sched_function_define(struct cove_sched *s, struct cove_function *fn, M
 struct cove_function *cove_sched_function_bind(struct cove_sched *s, struct cove_function *base, const uint8_t *params,
 					       size_t params_len, const Modal__Client__FunctionOptions *opts,
 					       struct cove_error **err);
+
+/* update_autoscaler(): merge update (may be NULL: just read) over the current settings; returns the
+ * settings in force (caller frees with pb_free). Takes effect at once. */
+Modal__Client__AutoscalerSettings *cove_sched_function_autoscaler(struct cove_sched *s, struct cove_function *fn,
+								  const Modal__Client__AutoscalerSettings *update);
 
 /* Calls. */
 struct cove_fcall *cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type,

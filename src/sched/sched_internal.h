@@ -9,6 +9,7 @@ struct task_ext {
 	struct cove_utf8_carry carry[2];
 	double idle_since;
 	int got_inputs; /* called FunctionGetInputs at least once */
+	int starting;   /* counted in its function's n_starting */
 	struct cove_waiter *inputs_waiter;
 	struct cove_waiter *heartbeat_waiter;
 	struct cove_waitlist heartbeats;
