@@ -85,6 +85,10 @@ COVE_HANDLER(AppGetByDeploymentName);
 COVE_HANDLER(AppGetOrCreate);
 COVE_HANDLER(AppGetLifecycle);
 COVE_HANDLER(AppList);
+COVE_HANDLER(AppDeploymentHistory);
+COVE_HANDLER(AppRollback);
+COVE_HANDLER(TaskList);
+COVE_HANDLER(ContainerStop);
 /* cls.c */
 COVE_HANDLER(ClassCreate);
 COVE_HANDLER(ClassGet);

@@ -7,14 +7,7 @@
 #include "server.h"
 #include "util/alloc.h"
 #include "util/ids.h"
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "util/pb.h"
 
 /* Look an app up by a request's app_id, answering the call with the error if it can't. */
 static struct cove_app *
@@ -111,14 +104,37 @@ cove_api_AppPublish(struct cove_api_req *req)
 			cove_api_fail(req->call, err);
 			return;
 		}
-	} else if (cove_sched_app_set_state(req->ctx->sched, app, state, &err) < 0) {
+		/* Same definitions as the current version: a no-op (deployed_at 0 tells the client so). Otherwise a
+		 * new version, and the containers of the old one are replaced as they finish their inputs. */
+		char digest[65];
+		cove_sched_app_digest(req->ctx->sched, app, digest);
+		double deployed_at = 0;
+		if (app->version == 0 || strcmp(digest, app->digest) != 0) {
+			if (app->version > 0)
+				cove_sched_app_drain(req->ctx->sched, app);
+			const char *client_version = r->client_version && *r->client_version
+							     ? r->client_version
+							     : cove_call_header(req->call, "x-modal-client-version");
+			if (cove_sched_deployment_record(req->ctx->sched, app, client_version, r->deployment_tag,
+							 r->commit_info, 0, &err) < 0) {
+				cove_api_fail(req->call, err);
+				return;
+			}
+			memcpy(app->digest, digest, sizeof(digest));
+			deployed_at = app->deployed_at;
+		}
+		Modal__Client__AppPublishResponse resp = MODAL__CLIENT__APP_PUBLISH_RESPONSE__INIT;
+		resp.url = "";
+		resp.deployed_at = deployed_at;
+		cove_api_reply(req->call, &resp.base);
+		return;
+	}
+	if (cove_sched_app_set_state(req->ctx->sched, app, state, &err) < 0) {
 		cove_api_fail(req->call, err);
 		return;
 	}
 	Modal__Client__AppPublishResponse resp = MODAL__CLIENT__APP_PUBLISH_RESPONSE__INIT;
 	resp.url = "";
-	if (state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
-		resp.deployed_at = now_s();
 	cove_api_reply(req->call, &resp.base);
 }
 
@@ -183,8 +199,8 @@ lifecycle_of(const struct cove_app *app, Modal__Client__AppLifecycle *lc)
 	*lc = init;
 	lc->app_state = app->state;
 	lc->created_at = app->created_at;
-	if (app->state == MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED)
-		lc->deployed_at = app->created_at;
+	lc->deployed_at = app->deployed_at;
+	lc->version = (int32_t)app->version;
 }
 
 void
@@ -295,4 +311,113 @@ cove_api_AppList(struct cove_api_req *req)
 	cove_api_reply(req->call, &resp.base);
 	free(items);
 	free(ptrs);
+}
+
+void
+cove_api_AppDeploymentHistory(struct cove_api_req *req)
+{
+	const Modal__Client__AppDeploymentHistoryRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	Modal__Client__AppDeploymentHistory **items = NULL;
+	size_t n = 0;
+	struct cove_error *err = NULL;
+	if (cove_sched_deployment_history(req->ctx->sched, app, &items, &n, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Modal__Client__AppDeploymentHistoryResponse resp = MODAL__CLIENT__APP_DEPLOYMENT_HISTORY_RESPONSE__INIT;
+	resp.n_app_deployment_histories = n;
+	resp.app_deployment_histories = items;
+	resp.production_app_version = app->version;
+	cove_api_reply(req->call, &resp.base);
+	for (size_t i = 0; i < n; i++)
+		pb_free(items[i]);
+	free(items);
+}
+
+void
+cove_api_AppRollback(struct cove_api_req *req)
+{
+	const Modal__Client__AppRollbackRequest *r = (const void *)req->msg;
+	struct cove_app *app = app_or_fail(req, r->app_id);
+	if (app == NULL)
+		return;
+	if (app->state != MODAL__CLIENT__APP_STATE__APP_STATE_DEPLOYED) {
+		cove_api_fail_code(req->call, COVE_FAILED_PRECONDITION, "App %s is not deployed", app->id);
+		return;
+	}
+	/* version < 0 counts back from the current one (-1: the previous version). */
+	int64_t version = r->version < 0 ? (int64_t)app->version + r->version : r->version;
+	if (version <= 0) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "App %s has no version %lld to roll back to", app->name,
+				   (long long)version);
+		return;
+	}
+	struct cove_error *err = NULL;
+	if (cove_sched_deployment_rollback(req->ctx->sched, app, (uint32_t)version, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
+	Modal__Client__AppRollbackResponse resp = MODAL__CLIENT__APP_ROLLBACK_RESPONSE__INIT;
+	resp.url = "";
+	resp.deployed_at = app->deployed_at;
+	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_TaskList(struct cove_api_req *req)
+{
+	const Modal__Client__TaskListRequest *r = (const void *)req->msg;
+	struct cove_error *err = NULL;
+	const char *env = NULL;
+	if (r->app_id == NULL || *r->app_id == '\0') {
+		env = cove_env_resolve(r->environment_name, &err);
+		if (env == NULL) {
+			cove_api_fail(req->call, err);
+			return;
+		}
+	}
+	const struct cove_map *tasks = cove_sched_tasks(req->ctx->sched);
+	Modal__Client__TaskStats *items = xcalloc(tasks->len + 1, sizeof(*items));
+	Modal__Client__TaskStats **ptrs = xcalloc(tasks->len + 1, sizeof(*ptrs));
+	size_t n = 0, it = 0;
+	void *v;
+	while (cove_map_next(tasks, &it, NULL, &v)) {
+		struct cove_task *t = v;
+		if (env ? strcmp(t->app->env, env) != 0 : strcmp(t->app->id, r->app_id) != 0)
+			continue;
+		Modal__Client__TaskStats st = MODAL__CLIENT__TASK_STATS__INIT;
+		st.task_id = t->id;
+		st.app_id = t->app->id;
+		st.app_description = t->app->name[0] ? t->app->name : t->app->description;
+		st.started_at = t->started_at;
+		st.enqueued_at = t->started_at;
+		items[n] = st;
+		ptrs[n] = &items[n];
+		n++;
+	}
+	Modal__Client__TaskListResponse resp = MODAL__CLIENT__TASK_LIST_RESPONSE__INIT;
+	resp.n_tasks = n;
+	resp.tasks = ptrs;
+	cove_api_reply(req->call, &resp.base);
+	free(items);
+	free(ptrs);
+}
+
+void
+cove_api_ContainerStop(struct cove_api_req *req)
+{
+	const Modal__Client__ContainerStopRequest *r = (const void *)req->msg;
+	/* From inside a container with no id: that container stops fetching inputs. */
+	struct cove_task *t = (r->task_id == NULL || *r->task_id == '\0') ? req->task
+										 : cove_sched_task_by_id(req->ctx->sched, r->task_id);
+	if (t == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Container %s not found (it may have exited)", r->task_id);
+		return;
+	}
+	cove_sched_task_stop(req->ctx->sched, t, req->task == t ? 1 : r->graceful);
+	Modal__Client__ContainerStopResponse resp = MODAL__CLIENT__CONTAINER_STOP_RESPONSE__INIT;
+	cove_api_reply(req->call, &resp.base);
 }

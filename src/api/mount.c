@@ -120,10 +120,10 @@ cmp_files(const void *a, const void *b)
 	return strcmp(x->filename, y->filename);
 }
 
+/* The checksum covers the sorted (path, content, mode) triples. */
 static void
-reply_mount(struct cove_api_req *req, const char *id, const Modal__Client__MountGetOrCreateRequest *def)
+mount_checksum(const Modal__Client__MountGetOrCreateRequest *def, char checksum[65])
 {
-	/* The checksum covers the sorted (path, content) pairs. */
 	Modal__Client__MountFile **sorted = xcalloc(def->n_files, sizeof(*sorted));
 	if (def->n_files)
 		memcpy(sorted, def->files, def->n_files * sizeof(*sorted));
@@ -131,17 +131,24 @@ reply_mount(struct cove_api_req *req, const char *id, const Modal__Client__Mount
 	size_t cap = 64, len = 0;
 	char *buf = xmalloc(cap);
 	for (size_t i = 0; i < def->n_files; i++) {
-		size_t need = strlen(sorted[i]->filename) + 66;
+		size_t need = strlen(sorted[i]->filename) + 80;
 		while (len + need > cap) {
 			cap *= 2;
 			buf = xrealloc(buf, cap);
 		}
-		len += (size_t)sprintf(buf + len, "%s\n%s\n", sorted[i]->filename, sorted[i]->sha256_hex);
+		len += (size_t)sprintf(buf + len, "%s\n%s\n%o\n", sorted[i]->filename, sorted[i]->sha256_hex,
+				       sorted[i]->_mode_case ? sorted[i]->mode : 0644);
 	}
-	char checksum[65];
 	cove_sha256_hex(buf, len, checksum);
 	free(buf);
 	free(sorted);
+}
+
+static void
+reply_mount(struct cove_api_req *req, const char *id, const Modal__Client__MountGetOrCreateRequest *def)
+{
+	char checksum[65];
+	mount_checksum(def, checksum);
 	Modal__Client__MountHandleMetadata meta = MODAL__CLIENT__MOUNT_HANDLE_METADATA__INIT;
 	meta.content_checksum_sha256_hex = checksum;
 	Modal__Client__MountGetOrCreateResponse resp = MODAL__CLIENT__MOUNT_GET_OR_CREATE_RESPONSE__INIT;
@@ -257,7 +264,22 @@ cove_api_MountGetOrCreate(struct cove_api_req *req)
 			return;
 		}
 	}
-	cleanup_free char *id = cove_id_new("mo");
+	/* An anonymous mount is its content: the same files get the same id (so redeploying unchanged code is a
+	 * no-op). A named one is a new object each time it is created. */
+	cleanup_free char *id = NULL;
+	if (name) {
+		id = cove_id_new("mo");
+	} else {
+		static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+		char checksum[65];
+		mount_checksum(r, checksum);
+		id = xstrdup("mo-0123456789012345678901");
+		for (int i = 0; i < 22; i++) {
+			unsigned v = (unsigned)(strchr("0123456789abcdef", checksum[2 * i]) - "0123456789abcdef") * 16 +
+				     (unsigned)(strchr("0123456789abcdef", checksum[2 * i + 1]) - "0123456789abcdef");
+			id[3 + i] = alphabet[v % 62];
+		}
+	}
 	/* Stored as the request itself: its files are the mount's definition. */
 	size_t len;
 	cleanup_free uint8_t *bytes = pb_pack(&r->base, &len);

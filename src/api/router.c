@@ -18,6 +18,7 @@
 static const struct cove_api_method methods[] = {
 	{"AppClientDisconnect", cove_api_AppClientDisconnect, 0},
 	{"AppCreate", cove_api_AppCreate, 0},
+	{"AppDeploymentHistory", cove_api_AppDeploymentHistory, 0},
 	{"AppGetByDeploymentName", cove_api_AppGetByDeploymentName, 0},
 	{"AppGetLayout", cove_api_AppGetLayout, 0},
 	{"AppGetLifecycle", cove_api_AppGetLifecycle, 0},
@@ -26,6 +27,7 @@ static const struct cove_api_method methods[] = {
 	{"AppHeartbeat", cove_api_AppHeartbeat, 0},
 	{"AppList", cove_api_AppList, 0},
 	{"AppPublish", cove_api_AppPublish, 0},
+	{"AppRollback", cove_api_AppRollback, 0},
 	{"AppStop", cove_api_AppStop, 0},
 	{"BlobCreate", cove_api_BlobCreate, 0},
 	{"BlobGet", cove_api_BlobGet, 0},
@@ -34,6 +36,7 @@ static const struct cove_api_method methods[] = {
 	{"ClientHello", cove_api_ClientHello, 0},
 	{"ContainerHeartbeat", cove_api_ContainerHeartbeat, COVE_API_CONTAINER_ONLY},
 	{"ContainerHello", cove_api_ContainerHello, COVE_API_CONTAINER_ONLY},
+	{"ContainerStop", cove_api_ContainerStop, 0},
 	{"DictClear", cove_api_DictClear, 0},
 	{"DictContains", cove_api_DictContains, 0},
 	{"DictContents", cove_api_DictContents, 0},
@@ -87,6 +90,7 @@ static const struct cove_api_method methods[] = {
 	{"SecretGetOrCreate", cove_api_SecretGetOrCreate, 0},
 	{"SecretList", cove_api_SecretList, 0},
 	{"SecretUpdate", cove_api_SecretUpdate, 0},
+	{"TaskList", cove_api_TaskList, 0},
 	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
 };
 

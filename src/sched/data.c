@@ -1,4 +1,7 @@
-/* Data streams of a function call: generator items (out) and web request bodies (in). */
+/* Data streams of a function call: generator items and web responses (out), web request bodies and
+ * WebSocket messages (in). Readers are containers and clients over gRPC (parked FunctionCallGetData*
+ * streams) and, inside the server, the web gateway (subscribers, which read chunks directly and release
+ * them once used, so that a long streamed response is not held in memory). */
 #include <event2/event.h>
 #include <string.h>
 
@@ -13,13 +16,45 @@
 #define MAX_CHUNKS_PER_PUT 10000
 #define MAX_AHEAD 100000
 
+struct cove_data_sub {
+	struct cove_data_sub *next, *prev;
+	struct cove_datachan *ch;
+	void (*notify)(void *arg);
+	void *arg;
+};
+
+static void
+release_upto(struct cove_datachan *ch, size_t upto)
+{
+	if (upto > ch->n)
+		upto = ch->n; /* only what has arrived contiguously can be done with */
+	for (size_t i = ch->released; i < upto; i++) {
+		free(ch->chunks[i]);
+		ch->chunks[i] = NULL;
+		ch->lens[i] = 0;
+	}
+	if (upto > ch->released)
+		ch->released = upto;
+}
+
 static void
 send_after(struct cove_datachan *ch, struct cove_waiter *w)
 {
+	if ((size_t)w->cursor < ch->released)
+		w->cursor = (int64_t)ch->released; /* released chunks are gone for every reader */
 	for (size_t i = (size_t)w->cursor; i < ch->n; i++) {
 		cove_call_send(w->call, ch->chunks[i], ch->lens[i]);
 		w->cursor = (int64_t)i + 1;
 	}
+	if (ch->release_delivered)
+		release_upto(ch, (size_t)w->cursor);
+}
+
+static void
+notify_subs(struct cove_datachan *ch)
+{
+	for (struct cove_data_sub *sub = ch->subs; sub; sub = sub->next)
+		sub->notify(sub->arg);
 }
 
 static void
@@ -53,18 +88,22 @@ cove_sched_data_put(struct cove_sched *s, struct cove_fcall *fc, int which, Moda
 			ch->chunks = xrealloc(ch->chunks, cap * sizeof(*ch->chunks));
 			ch->lens = xrealloc(ch->lens, cap * sizeof(*ch->lens));
 			memset(ch->chunks + ch->cap, 0, (cap - ch->cap) * sizeof(*ch->chunks));
+			memset(ch->lens + ch->cap, 0, (cap - ch->cap) * sizeof(*ch->lens));
 			ch->cap = cap;
 		}
-		if (ch->chunks[slot])
-			continue; /* a retry of what we have */
+		if (slot < ch->released || ch->chunks[slot])
+			continue; /* a retry of what we have (or had) */
 		ch->chunks[slot] = pb_pack(&chunks[i]->base, &ch->lens[slot]);
 		if (slot + 1 > ch->top)
 			ch->top = slot + 1;
 	}
+	size_t before = ch->n;
 	while (ch->n < ch->top && ch->chunks[ch->n])
 		ch->n++;
 	for (struct cove_waiter *w = ch->waiters.head; w; w = w->next)
 		send_after(ch, w);
+	if (ch->n > before)
+		notify_subs(ch);
 	return 0;
 }
 
@@ -87,9 +126,76 @@ cove_sched_data_free(struct cove_fcall *fc)
 			cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
 			cove_waiter_done(w);
 		}
+		while (ch->subs)
+			cove_sched_data_unsubscribe(ch->subs);
 		for (size_t i = 0; i < ch->top; i++)
 			free(ch->chunks[i]);
 		free(ch->chunks);
 		free(ch->lens);
 	}
+}
+
+struct cove_data_sub *
+cove_sched_data_subscribe(struct cove_fcall *fc, int which, void (*notify)(void *arg), void *arg)
+{
+	struct cove_datachan *ch = &fc->data[which];
+	struct cove_data_sub *sub = xcalloc(1, sizeof(*sub));
+	sub->ch = ch;
+	sub->notify = notify;
+	sub->arg = arg;
+	sub->next = ch->subs;
+	if (ch->subs)
+		ch->subs->prev = sub;
+	ch->subs = sub;
+	return sub;
+}
+
+void
+cove_sched_data_unsubscribe(struct cove_data_sub *sub)
+{
+	if (sub == NULL)
+		return;
+	struct cove_datachan *ch = sub->ch;
+	if (sub->prev)
+		sub->prev->next = sub->next;
+	else
+		ch->subs = sub->next;
+	if (sub->next)
+		sub->next->prev = sub->prev;
+	free(sub);
+}
+
+size_t
+cove_sched_data_count(const struct cove_fcall *fc, int which)
+{
+	return fc->data[which].n;
+}
+
+const uint8_t *
+cove_sched_data_chunk(const struct cove_fcall *fc, int which, size_t index, size_t *len)
+{
+	const struct cove_datachan *ch = &fc->data[which];
+	if (index == 0 || index > ch->top || index <= ch->released || ch->chunks[index - 1] == NULL)
+		return NULL;
+	*len = ch->lens[index - 1];
+	return ch->chunks[index - 1];
+}
+
+void
+cove_sched_data_release(struct cove_fcall *fc, int which, size_t upto)
+{
+	release_upto(&fc->data[which], upto);
+}
+
+void
+cove_sched_data_release_on_delivery(struct cove_fcall *fc, int which)
+{
+	fc->data[which].release_delivered = 1;
+}
+
+void
+cove_sched_data_output_recorded(struct cove_fcall *fc)
+{
+	for (int k = 0; k < 2; k++)
+		notify_subs(&fc->data[k]);
 }

@@ -1,5 +1,7 @@
 /* Deployed apps, classes, bound class instances, and bringing them back after a restart. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "sched/sched.h"
@@ -237,6 +239,19 @@ restore_function(void *arg, const char *id, const char *name, const uint8_t *dat
 }
 
 static int
+restore_deployment(void *arg, const char *id, const char *name, const uint8_t *data, size_t len)
+{
+	(void)id;
+	(void)data;
+	(void)len;
+	struct restore *r = arg;
+	uint32_t v = name ? (uint32_t)strtoul(name, NULL, 10) : 0;
+	if (v > r->app->version)
+		r->app->version = v;
+	return 0;
+}
+
+static int
 restore_class(void *arg, const char *id, const char *name, const uint8_t *data, size_t len)
 {
 	(void)data;
@@ -261,12 +276,14 @@ cove_sched_restore(struct cove_sched *s, struct cove_error **err)
 	while (cove_map_next(&s->apps, &it, NULL, &v)) {
 		r.app = v;
 		if (cove_store_each_object(s->ctx->store, "function", r.app->id, restore_function, &r, err) < 0 ||
-		    cove_store_each_object(s->ctx->store, "class", r.app->id, restore_class, &r, err) < 0)
+		    cove_store_each_object(s->ctx->store, "class", r.app->id, restore_class, &r, err) < 0 ||
+		    cove_store_each_object(s->ctx->store, "deployment", r.app->id, restore_deployment, &r, err) < 0)
 			goto out;
 	}
+	it = 0;
+	while (cove_map_next(&s->apps, &it, NULL, &v))
+		cove_sched_app_digest(s, v, ((struct cove_app *)v)->digest);
 	for (size_t i = 0; i < r.n_stale; i++) {
-		struct cove_store_app row = {.id = r.stale[i]};
-		(void)row;
 		if (cove_store_app_mark_stopped(s->ctx->store, r.stale[i], err) < 0)
 			goto out;
 	}
@@ -283,4 +300,231 @@ out:
 		free(r.stale[i]);
 	free(r.stale);
 	return rv;
+}
+
+/* ---- deployment history ---- */
+
+static double
+now_wall(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The rows of one deployment: every function's definition as of this version, and the history entry. */
+static int
+record_rows(struct cove_sched *s, struct cove_app *app, uint32_t version, double at, const char *client_version,
+	    const char *tag, const Modal__Client__CommitInfo *commit, uint32_t rollback_version, struct cove_error **err)
+{
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&app->functions, &it, NULL, &v)) {
+		struct cove_function *fn = v;
+		if (fn->def == NULL || fn->parent)
+			continue;
+		Modal__Client__FunctionCreateResponse rec = MODAL__CLIENT__FUNCTION_CREATE_RESPONSE__INIT;
+		rec.function_id = fn->id;
+		rec.function = fn->def;
+		rec.handle_metadata = fn->meta;
+		size_t len;
+		cleanup_free uint8_t *bytes = pb_pack(&rec.base, &len);
+		cleanup_free char *id = xasprintf("%s@%u", fn->id, version);
+		if (cove_store_object_put(s->ctx->store, id, "function_version", app->id, app->env, fn->tag, bytes, len,
+					  err) < 0)
+			return -1;
+	}
+	char vbuf[16];
+	snprintf(vbuf, sizeof(vbuf), "%u", version);
+	Modal__Client__AppDeploymentHistory h = MODAL__CLIENT__APP_DEPLOYMENT_HISTORY__INIT;
+	h.app_id = app->id;
+	h.version = version;
+	h.client_version = (char *)(client_version ? client_version : "");
+	h.deployed_at = at;
+	h.deployed_by = "";
+	h.tag = (char *)(tag ? tag : "");
+	h.rollback_version = rollback_version;
+	h.rollback_allowed = 1;
+	if (commit) {
+		h._commit_info_case = MODAL__CLIENT__APP_DEPLOYMENT_HISTORY___COMMIT_INFO_COMMIT_INFO;
+		h.commit_info = (Modal__Client__CommitInfo *)commit;
+	}
+	size_t len;
+	cleanup_free uint8_t *bytes = pb_pack(&h.base, &len);
+	cleanup_free char *id = xasprintf("%s#%u", app->id, version);
+	return cove_store_object_put(s->ctx->store, id, "deployment", app->id, app->env, vbuf, bytes, len, err);
+}
+
+int
+cove_sched_deployment_record(struct cove_sched *s, struct cove_app *app, const char *client_version, const char *tag,
+			     const Modal__Client__CommitInfo *commit, uint32_t rollback_version, struct cove_error **err)
+{
+	uint32_t version = app->version + 1;
+	double at = now_wall();
+	if (cove_store_begin(s->ctx->store, err) < 0)
+		return -1;
+	if (record_rows(s, app, version, at, client_version, tag, commit, rollback_version, err) < 0 ||
+	    cove_store_commit(s->ctx->store, err) < 0) {
+		cove_store_rollback(s->ctx->store);
+		return -1;
+	}
+	app->version = version;
+	app->deployed_at = at;
+	return 0;
+}
+
+struct history {
+	Modal__Client__AppDeploymentHistory **items;
+	size_t n;
+};
+
+static int
+history_one(void *arg, const char *id, const char *name, const uint8_t *data, size_t len)
+{
+	(void)id;
+	(void)name;
+	struct history *h = arg;
+	Modal__Client__AppDeploymentHistory *e = pb_unpack(&modal__client__app_deployment_history__descriptor, data, len);
+	if (e == NULL)
+		return 0;
+	h->items = xrealloc(h->items, (h->n + 1) * sizeof(*h->items));
+	h->items[h->n++] = e;
+	return 0;
+}
+
+int
+cove_sched_deployment_history(struct cove_sched *s, struct cove_app *app, Modal__Client__AppDeploymentHistory ***out,
+			      size_t *n, struct cove_error **err)
+{
+	struct history h = {0};
+	if (cove_store_each_object(s->ctx->store, "deployment", app->id, history_one, &h, err) < 0) {
+		for (size_t i = 0; i < h.n; i++)
+			pb_free(h.items[i]);
+		free(h.items);
+		return -1;
+	}
+	*out = h.items;
+	*n = h.n;
+	return 0;
+}
+
+struct rollback {
+	struct cove_sched *s;
+	struct cove_app *app;
+	const char *suffix; /* "@<version>" */
+	size_t n;
+	struct cove_error **err;
+	int failed;
+};
+
+static int
+rollback_function(void *arg, const char *id, const char *name, const uint8_t *data, size_t len)
+{
+	struct rollback *r = arg;
+	size_t il = strlen(id), sl = strlen(r->suffix);
+	if (r->failed || il <= sl || strcmp(id + il - sl, r->suffix) != 0 || name == NULL)
+		return 0;
+	Modal__Client__FunctionCreateResponse *rec = pb_unpack(&modal__client__function_create_response__descriptor, data, len);
+	if (rec == NULL || rec->function == NULL || rec->handle_metadata == NULL) {
+		pb_free(rec);
+		return 0;
+	}
+	struct cove_function *fn = cove_sched_function_get(r->s, rec->function_id);
+	if (fn == NULL)
+		fn = cove_sched_function_insert(r->s, r->app, rec->function_id, name);
+	pb_free(fn->meta);
+	fn->meta = rec->handle_metadata;
+	rec->handle_metadata = NULL;
+	Modal__Client__Function *def = rec->function;
+	rec->function = NULL;
+	pb_free(rec);
+	if (cove_sched_function_define(r->s, fn, def, r->err) < 0)
+		r->failed = 1;
+	r->n++;
+	return 0;
+}
+
+int
+cove_sched_deployment_rollback(struct cove_sched *s, struct cove_app *app, uint32_t version, struct cove_error **err)
+{
+	if (version == 0 || version >= app->version)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "app %s has no earlier version %u (current version is %u)",
+				      app->name, version, app->version);
+	cleanup_free char *suffix = xasprintf("@%u", version);
+	struct rollback r = {.s = s, .app = app, .suffix = suffix, .err = err};
+	if (cove_store_each_object(s->ctx->store, "function_version", app->id, rollback_function, &r, err) < 0 || r.failed)
+		return -1;
+	if (r.n == 0)
+		return cove_error_set(err, COVE_NOT_FOUND, "version %u of app %s has no recorded functions", version, app->name);
+	cove_sched_app_drain(s, app);
+	cove_sched_app_digest(s, app, app->digest);
+	return cove_sched_deployment_record(s, app, NULL, NULL, NULL, version, err);
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A secret by its content: from_dict secrets are new objects on every deploy, with the same variables. */
+static char *
+secret_content_id(struct cove_sched *s, const char *id)
+{
+	cleanup_free uint8_t *data = NULL;
+	size_t len = 0;
+	struct cove_error *err = NULL;
+	if (cove_store_object_get(s->ctx->store, id, NULL, &data, &len, &err) < 0) {
+		cove_error_free(err);
+		return xstrdup(id);
+	}
+	char hex[65];
+	cove_sha256_hex(data, len, hex);
+	return xasprintf("secret:%s", hex);
+}
+
+void
+cove_sched_app_digest(struct cove_sched *s, struct cove_app *app, char out[65])
+{
+	/* Tags sorted, so the digest does not depend on the map's layout. */
+	const char **tags = xcalloc(app->functions.len + 1, sizeof(char *));
+	size_t n = 0, it = 0;
+	const char *key;
+	void *v;
+	while (cove_map_next(&app->functions, &it, &key, &v))
+		if (((struct cove_function *)v)->def)
+			tags[n++] = key;
+	qsort(tags, n, sizeof(*tags), cmp_str);
+	struct cove_sha256_ctx *h = cove_sha256_new();
+	for (size_t i = 0; i < n; i++) {
+		struct cove_function *fn = cove_map_get(&app->functions, tags[i]);
+		/* The client lists mounts in the order its uploads finished: compare them as a set; secrets by
+		 * what they hold. */
+		Modal__Client__Function def = *fn->def;
+		char **mounts = xcalloc(def.n_mount_ids + 1, sizeof(char *));
+		if (def.n_mount_ids)
+			memcpy(mounts, def.mount_ids, def.n_mount_ids * sizeof(char *));
+		qsort(mounts, def.n_mount_ids, sizeof(char *), cmp_str);
+		char **secrets = xcalloc(def.n_secret_ids + 1, sizeof(char *));
+		for (size_t k = 0; k < def.n_secret_ids; k++)
+			secrets[k] = secret_content_id(s, def.secret_ids[k]);
+		qsort(secrets, def.n_secret_ids, sizeof(char *), cmp_str);
+		def.mount_ids = mounts;
+		def.secret_ids = secrets;
+		/* object_dependencies carry the same ids again. */
+		def.n_object_dependencies = 0;
+		def.object_dependencies = NULL;
+		size_t len;
+		cleanup_free uint8_t *bytes = pb_pack(&def.base, &len);
+		for (size_t k = 0; k < def.n_secret_ids; k++)
+			free(secrets[k]);
+		free(secrets);
+		free(mounts);
+		cove_sha256_update(h, tags[i], strlen(tags[i]) + 1);
+		cove_sha256_update(h, bytes, len);
+	}
+	uint8_t d[32];
+	cove_sha256_final(h, d);
+	cove_hex(d, 32, out);
+	free(tags);
 }

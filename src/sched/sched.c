@@ -260,6 +260,7 @@ cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cov
 }
 
 static void task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
+static void task_drain(struct cove_sched *s, struct cove_task *t);
 static size_t min_containers(const struct cove_function *fn);
 
 static void
@@ -678,6 +679,7 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 	}
 	output_append(fc, in, bytes, len);
 	outputs_wake(fc);
+	cove_sched_data_output_recorded(fc); /* in-server readers (the web gateway) */
 	return 0;
 }
 
@@ -800,6 +802,18 @@ cove_sched_task_by_secret(struct cove_sched *s, const char *secret)
 	return cove_map_get(&s->tasks, secret);
 }
 
+struct cove_task *
+cove_sched_task_by_id(struct cove_sched *s, const char *task_id)
+{
+	return task_id ? cove_map_get(&s->tasks_by_id, task_id) : NULL;
+}
+
+const struct cove_map *
+cove_sched_tasks(struct cove_sched *s)
+{
+	return &s->tasks;
+}
+
 static void
 task_on_output(void *owner, int fd, const char *data, size_t len)
 {
@@ -890,6 +904,7 @@ task_on_exit(void *owner, int status)
 				   t->result, t->result_len, t->id);
 	}
 	cove_map_del(&s->tasks, t->secret);
+	cove_map_del(&s->tasks_by_id, t->id);
 	if (ext(t)->starting)
 		fn->n_starting--;
 	fn->n_tasks--;
@@ -1027,10 +1042,13 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	argv[0] = (char *)ctx->cfg.python;
 	struct cove_container_spec spec = {.id = t->id, .workdir = root, .argv = argv, .envp = env};
 	cove_map_put(&s->tasks, t->secret, t);
+	cove_map_put(&s->tasks_by_id, t->id, t);
 	if (ctx->runtime->ops->start(ctx->runtime, &spec, t, &t->container, err) < 0) {
 		cove_map_del(&s->tasks, t->secret);
+		cove_map_del(&s->tasks_by_id, t->id);
 		goto out;
 	}
+	t->started_at = now_s();
 	fn->n_tasks++;
 	fn->n_starting++;
 	ext(t)->starting = 1;
@@ -1200,7 +1218,8 @@ cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_
 				   t->id);
 		return;
 	}
-	if (t->state == COVE_TASK_STOPPING || t->app->stopping) {
+	if (t->state == COVE_TASK_STOPPING || t->app->stopping || (t->draining && t->n_running == 0)) {
+		t->state = COVE_TASK_STOPPING;
 		reply_kill_switch(call);
 		return;
 	}
@@ -1393,6 +1412,47 @@ cove_sched_task_result(struct cove_sched *s, struct cove_task *t, const Modal__C
 	(void)s;
 	free(t->result);
 	t->result = pb_pack(&result->base, &t->result_len);
+}
+
+void
+cove_sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
+{
+	if (!graceful) {
+		task_stop(s, t, 0);
+		return;
+	}
+	task_drain(s, t);
+}
+
+void
+cove_sched_app_drain(struct cove_sched *s, struct cove_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
+		struct cove_task *t = v;
+		if (t->app == app)
+			task_drain(s, t);
+	}
+}
+
+/* Let a container finish what it runs, then stop it with the kill switch (so @exit runs). */
+static void
+task_drain(struct cove_sched *s, struct cove_task *t)
+{
+	t->draining = 1;
+	if (ext(t)->starting) {
+		task_stop(s, t, 1); /* nothing to finish yet */
+		return;
+	}
+	if (ext(t)->inputs_waiter && t->n_running == 0) {
+		struct cove_waiter *w = ext(t)->inputs_waiter;
+		ext(t)->inputs_waiter = NULL;
+		t->fn->n_idle--;
+		t->state = COVE_TASK_STOPPING;
+		reply_kill_switch(w->call);
+		cove_waiter_done(w);
+	}
 }
 
 static void
@@ -1592,6 +1652,7 @@ cove_sched_free(struct cove_sched *s)
 		task_free(t);
 	}
 	cove_map_clear(&s->tasks);
+	cove_map_clear(&s->tasks_by_id);
 	if (s->ctx->runtime)
 		s->ctx->runtime->ops->free(s->ctx->runtime);
 	s->ctx->runtime = NULL;

@@ -75,6 +75,9 @@ struct cove_app {
 	int64_t next_log_id;
 	struct cove_waitlist log_waiters;
 	size_t n_tasks; /* live tasks of this app */
+	uint32_t version;     /* deployments so far (the current one's number) */
+	char digest[65];      /* of the current deployment's definitions: a redeploy of the same is a no-op */
+	double deployed_at;   /* of the current deployment */
 };
 
 struct cove_input {
@@ -109,6 +112,10 @@ struct cove_datachan {
 	size_t top; /* highest index arrived */
 	size_t cap;
 	struct cove_waitlist waiters;
+	/* In-server readers (data.c, the web gateway): chunks 1..released have been freed after use. */
+	size_t released;
+	int release_delivered; /* free chunks as soon as a gRPC reader has been sent them */
+	struct cove_data_sub *subs;
 };
 
 enum { COVE_DATA_IN = 0, COVE_DATA_OUT = 1 };
@@ -166,6 +173,8 @@ struct cove_task {
 	size_t n_running;
 	uint8_t *result; /* serialized GenericResult from TaskResult */
 	size_t result_len;
+	double started_at;
+	int draining; /* finishes what it runs, then gets the kill switch (a newer deployment replaces it) */
 };
 
 struct cove_sched;
@@ -250,7 +259,47 @@ void cove_sched_data_get(struct cove_sched *s, struct cove_call *call, struct co
 void cove_sched_data_free(struct cove_fcall *fc);
 struct event_base *cove_sched_base(struct cove_sched *s);
 
+/* ---- In-server subscribers of a call's data streams (data.c; used by the web gateway) ----
+ * A subscriber's notify(arg) runs whenever chunks arrive on the stream it watches and when the call's output
+ * is recorded. It runs inside the scheduler's own processing, so it must only schedule work (e.g.
+ * event_active) and never free or unsubscribe anything itself. */
+struct cove_data_sub;
+struct cove_data_sub *cove_sched_data_subscribe(struct cove_fcall *fc, int which, void (*notify)(void *arg),
+						void *arg);
+void cove_sched_data_unsubscribe(struct cove_data_sub *sub);
+/* Chunks 1..n of a stream have arrived (some may have been released since). */
+size_t cove_sched_data_count(const struct cove_fcall *fc, int which);
+/* Chunk `index` (from 1) as a serialized DataChunk, borrowed until it is released; NULL if it has not
+ * arrived or was released. */
+const uint8_t *cove_sched_data_chunk(const struct cove_fcall *fc, int which, size_t index, size_t *len);
+/* Free chunks 1..upto: their reader is done with them (readers asking for them later get what follows). */
+void cove_sched_data_release(struct cove_fcall *fc, int which, size_t upto);
+/* Free each chunk once a gRPC reader has been sent it (a stream that is read once, like a request body). */
+void cove_sched_data_release_on_delivery(struct cove_fcall *fc, int which);
+/* The scheduler's hook (sched.c, input_complete): fc's output was recorded. */
+void cove_sched_data_output_recorded(struct cove_fcall *fc);
+/* ---- end of in-server subscribers ---- */
+
 /* Tasks (the container side). */
+struct cove_task *cove_sched_task_by_id(struct cove_sched *s, const char *task_id);
+/* Every live task: iterate with cove_map_next; values are struct cove_task*. */
+const struct cove_map *cove_sched_tasks(struct cove_sched *s);
+/* Stop a container: graceful lets it finish its inputs and run @exit (kill switch), else it is killed. */
+void cove_sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
+/* Replace an app's containers after a (re)deploy: idle ones stop now, busy ones after their inputs. */
+void cove_sched_app_drain(struct cove_sched *s, struct cove_app *app);
+
+/* Deployment history (deploy.c): record the app's current definitions as a new version; list versions;
+ * roll back to an earlier version's definitions (recorded as a new version). */
+int cove_sched_deployment_record(struct cove_sched *s, struct cove_app *app, const char *client_version,
+				 const char *tag, const Modal__Client__CommitInfo *commit, uint32_t rollback_version,
+				 struct cove_error **err);
+/* History entries, oldest first; caller frees the array and each entry with pb_free. */
+int cove_sched_deployment_history(struct cove_sched *s, struct cove_app *app, Modal__Client__AppDeploymentHistory ***out,
+				  size_t *n, struct cove_error **err);
+/* Digest of the app's function definitions (hex). */
+void cove_sched_app_digest(struct cove_sched *s, struct cove_app *app, char out[65]);
+int cove_sched_deployment_rollback(struct cove_sched *s, struct cove_app *app, uint32_t version, struct cove_error **err);
 struct cove_task *cove_sched_task_by_secret(struct cove_sched *s, const char *secret);
 /* FunctionGetInputs from a task: answer now or park. */
 void cove_sched_get_inputs(struct cove_sched *s, struct cove_call *call, struct cove_task *task,

@@ -24,6 +24,7 @@ struct cove_sched {
 	struct cove_map calls;     /* id -> struct cove_fcall* */
 	struct cove_map inputs;    /* id -> struct cove_input* */
 	struct cove_map tasks;     /* secret -> struct cove_task* */
+	struct cove_map tasks_by_id; /* task id -> struct cove_task* */
 	struct cove_map deployed;  /* "env/name" -> struct cove_app* */
 	struct cove_map classes;   /* class id -> struct cove_app* */
 	struct event *heartbeat_timer;

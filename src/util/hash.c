@@ -81,3 +81,34 @@ cove_md5_final(struct cove_md5_ctx *c, uint8_t out[16])
 	EVP_MD_CTX_free(c->ctx);
 	free(c);
 }
+
+struct cove_sha256_ctx {
+	EVP_MD_CTX *ctx;
+};
+
+struct cove_sha256_ctx *
+cove_sha256_new(void)
+{
+	struct cove_sha256_ctx *c = xmalloc(sizeof(*c));
+	c->ctx = EVP_MD_CTX_new();
+	if (c->ctx == NULL || EVP_DigestInit_ex(c->ctx, EVP_sha256(), NULL) != 1)
+		abort();
+	return c;
+}
+
+void
+cove_sha256_update(struct cove_sha256_ctx *c, const void *data, size_t len)
+{
+	if (EVP_DigestUpdate(c->ctx, data, len) != 1)
+		abort();
+}
+
+void
+cove_sha256_final(struct cove_sha256_ctx *c, uint8_t out[32])
+{
+	unsigned int n = 0;
+	if (EVP_DigestFinal_ex(c->ctx, out, &n) != 1)
+		abort();
+	EVP_MD_CTX_free(c->ctx);
+	free(c);
+}

@@ -20,4 +20,10 @@ struct cove_md5_ctx *cove_md5_new(void);
 void cove_md5_update(struct cove_md5_ctx *c, const void *data, size_t len);
 void cove_md5_final(struct cove_md5_ctx *c, uint8_t out[16]); /* frees c */
 
+/* Streaming sha256. */
+struct cove_sha256_ctx;
+struct cove_sha256_ctx *cove_sha256_new(void);
+void cove_sha256_update(struct cove_sha256_ctx *c, const void *data, size_t len);
+void cove_sha256_final(struct cove_sha256_ctx *c, uint8_t out[32]); /* frees c */
+
 #endif

@@ -69,3 +69,34 @@ def test_deploy_lookup_schedule_restart(fresh_cove, tmp_path):
 def test_lookup_of_missing_app_is_not_found(cove):
     r = cove.run_python("import modal\nmodal.Function.from_name('no-such-app', 'f').hydrate()\n")
     assert r.returncode != 0 and "NotFoundError" in r.stderr, cove.explain(r)
+
+
+def test_versions_noop_history_rollback_recreate(cove):
+    def deploy_with(factor, *extra):
+        r = cove.run_modal(["deploy", *extra, "versions.py"], env=dict(cove.env, COVE_TEST_FACTOR=str(factor)))
+        assert r.returncode == 0, cove.explain(r)
+        return r
+
+    def scale():
+        r = cove.run_python("import modal\nprint('SCALE', modal.Function.from_name('versions-app', 'scale').remote(5))\n")
+        assert r.returncode == 0, cove.explain(r)
+        return r.stdout.split("SCALE ")[1].strip()
+
+    deploy_with(2)
+    assert scale() == "10"
+    again = deploy_with(2)
+    assert "no changes" in again.output, cove.explain(again)  # a no-op redeploy keeps version 1
+    deploy_with(3)
+    assert scale() == "15"  # the warm container of version 1 was replaced
+
+    history = cove.run_modal(["app", "history", "versions-app"])
+    assert history.returncode == 0, cove.explain(history)
+    assert "v2" in history.stdout and "v1" in history.stdout and "v3" not in history.stdout, cove.explain(history)
+
+    rollback = cove.run_modal(["app", "rollback", "versions-app", "v1"])
+    assert rollback.returncode == 0, cove.explain(rollback)
+    assert scale() == "10"
+    assert "v3" in cove.run_modal(["app", "history", "versions-app"]).stdout
+
+    deploy_with(4, "--strategy", "recreate")
+    assert scale() == "20"
