@@ -58,6 +58,11 @@ accept_inputs(struct cove_api_req *req, struct cove_fcall *fc, Modal__Client__Fu
 	for (size_t i = 0; i < n; i++)
 		if (check_input(req, items[i]) < 0)
 			return -1;
+	/* Over the limits: RESOURCE_EXHAUSTED, which the client retries for FunctionPutInputs (backpressure). */
+	if (cove_sched_inputs_fit(fc, n, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return -1;
+	}
 	if (cove_store_begin(req->ctx->store, &err) < 0) {
 		cove_api_fail(req->call, err);
 		return -1;

@@ -524,6 +524,27 @@ pending_remove(struct cove_function *fn, struct cove_input *in)
 	fn->n_pending--;
 }
 
+#define MAX_PENDING_INPUTS 2000
+#define MAX_PENDING_SPAWNED_INPUTS 1000000
+#define MAX_TOTAL_INPUTS 25000
+
+int
+cove_sched_inputs_fit(struct cove_fcall *fc, size_t n, struct cove_error **err)
+{
+	struct cove_function *fn = fc->fn;
+	int spawned = fc->invocation_type == MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_ASYNC;
+	size_t max_pending = spawned ? MAX_PENDING_SPAWNED_INPUTS : MAX_PENDING_INPUTS;
+	if (fn->n_pending + n > max_pending)
+		return cove_error_set(err, COVE_RESOURCE_EXHAUSTED,
+				      "Function %s has %zu pending inputs, the limit is %zu: retry later", fn->tag,
+				      fn->n_pending, max_pending);
+	if (!spawned && fn->n_pending + fn->n_running + n > MAX_TOTAL_INPUTS)
+		return cove_error_set(err, COVE_RESOURCE_EXHAUSTED,
+				      "Function %s has %zu inputs pending or running, the limit is %d: retry later", fn->tag,
+				      fn->n_pending + fn->n_running, MAX_TOTAL_INPUTS);
+	return 0;
+}
+
 struct cove_input *
 cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx, const uint8_t *data, size_t len,
 		     struct cove_error **err)
@@ -887,6 +908,10 @@ task_on_exit(void *owner, int status)
 	for (struct cove_input *in = t->running_head; in; in = next) {
 		next = in->next;
 		in->next = in->prev = NULL;
+		fn->n_running--;
+		t->n_running--;
+		in->task = NULL;
+		input_clear_timer(in);
 		if (in->state != COVE_INPUT_RUNNING || s->shutting_down)
 			continue;
 		cleanup_free char *msg = xasprintf("container %s for function %s %s while running this input", t->id,
@@ -1082,6 +1107,7 @@ running_remove(struct cove_task *t, struct cove_input *in)
 		in->next->prev = in->prev;
 	in->next = in->prev = NULL;
 	t->n_running--;
+	t->fn->n_running--;
 	if (t->n_running == 0)
 		ext(t)->idle_since = now_s();
 }
@@ -1139,6 +1165,7 @@ give_inputs(struct cove_sched *s, struct cove_task *t, struct cove_call *call, s
 			t->running_head->prev = in;
 		t->running_head = in;
 		t->n_running++;
+		fn->n_running++;
 		items[i] = input_item(in);
 		uint32_t secs = fn->def->timeout_secs ? fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
 		in->timer = evtimer_new(s->ctx->base, input_timed_out, in);

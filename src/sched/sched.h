@@ -143,6 +143,7 @@ struct cove_function {
 	Modal__Client__FunctionHandleMetadata *meta;
 	struct cove_input *pending_head, *pending_tail;
 	size_t n_pending;
+	size_t n_running; /* inputs handed to its containers and not finished */
 	size_t n_tasks;
 	size_t n_starting; /* tasks that have not asked for inputs yet */
 	size_t n_idle;     /* tasks parked in FunctionGetInputs */
@@ -243,6 +244,9 @@ struct cove_fcall *cove_sched_call_get(struct cove_sched *s, const char *call_id
 /* Accept one input (serialized FunctionInput), durable before return. The returned input is borrowed. */
 struct cove_input *cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx,
 					const uint8_t *data, size_t len, struct cove_error **err);
+/* Whether n more inputs fit under the documented limits (2,000 pending and 25,000 in all per function;
+ * 1,000,000 pending for spawned calls); -1 + RESOURCE_EXHAUSTED if not. */
+int cove_sched_inputs_fit(struct cove_fcall *fc, size_t n, struct cove_error **err);
 /* After a batch of input_add calls: start containers / wake waiting ones. */
 void cove_sched_kick(struct cove_sched *s, struct cove_function *fn);
 /* FunctionGetOutputs: answer now or park. */

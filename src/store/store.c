@@ -54,6 +54,16 @@ static const char *const migrations[] = {
 	"CREATE UNIQUE INDEX queue_partitions_key ON queue_partitions(queue_seq, pkey);"
 	"CREATE TABLE queue_items(id INTEGER PRIMARY KEY AUTOINCREMENT, part_id INTEGER NOT NULL, value BLOB NOT NULL);"
 	"CREATE INDEX queue_items_part ON queue_items(part_id, id);",
+	/* 3: Volumes (src/store/volume.c): one row per volume, one per entry of its tree (paths relative to its root;
+	 * parent indexed for directory listings; data: a file's block hashes or a symlink's target). */
+	"CREATE TABLE volumes(seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, env TEXT NOT NULL, name TEXT,"
+	"  app_id TEXT, fs_version INTEGER NOT NULL, created_at REAL NOT NULL, generation INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX volumes_named ON volumes(env, name) WHERE name IS NOT NULL;"
+	"CREATE TABLE volume_files(vol INTEGER NOT NULL, path TEXT NOT NULL, parent TEXT NOT NULL,"
+	"  type INTEGER NOT NULL, mode INTEGER NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,"
+	"  data BLOB NOT NULL);"
+	"CREATE UNIQUE INDEX volume_files_path ON volume_files(vol, path);"
+	"CREATE INDEX volume_files_parent ON volume_files(vol, parent, path);",
 };
 
 static double
