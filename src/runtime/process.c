@@ -1,10 +1,18 @@
-/* The process runtime: each container is a child process in its own process group. */
+/* The process runtime: each container is a child process in its own process group. A container with mounts
+ * (volumes) also gets a mount namespace of its own, made in the child between fork and exec: the bind mounts
+ * are visible to it and its children only. */
 #include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <event2/bufferevent.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,6 +116,106 @@ reap(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* What a child reports through its error pipe when setting up its mounts fails before exec. */
+struct setup_failure {
+	int step; /* enum setup_step */
+	int err;  /* errno */
+	int index; /* the mount */
+};
+
+enum setup_step { STEP_UNSHARE = 1, STEP_PRIVATE, STEP_MKDIR, STEP_BIND, STEP_READONLY };
+
+/* mkdir -p in the child: no allocation (async-signal-safe calls only). */
+static int
+child_mkdirs(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -1;
+		buf[i] = c;
+	}
+	return 0;
+}
+
+static void
+child_fail(int fd, int step, int index)
+{
+	struct setup_failure f = {.step = step, .err = errno, .index = index};
+	ssize_t w = write(fd, &f, sizeof(f));
+	(void)w;
+	_exit(125);
+}
+
+/* In the child: a private mount namespace with the spec's bind mounts. Returns only on success. */
+static void
+child_mounts(const struct cove_container_spec *spec, int errfd)
+{
+	if (unshare(CLONE_NEWNS) < 0)
+		child_fail(errfd, STEP_UNSHARE, -1);
+	/* Nothing mounted here may propagate back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_fail(errfd, STEP_PRIVATE, -1);
+	for (size_t i = 0; i < spec->n_mounts; i++) {
+		const struct cove_container_mount *m = &spec->mounts[i];
+		if (child_mkdirs(m->target) < 0)
+			child_fail(errfd, STEP_MKDIR, (int)i);
+		if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) < 0)
+			child_fail(errfd, STEP_BIND, (int)i);
+		if (m->read_only &&
+		    mount(NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+			child_fail(errfd, STEP_READONLY, (int)i);
+	}
+}
+
+/* Wait for the child to exec (the pipe closes) or to report a failed mount (and reap it then). */
+static int
+await_setup(const struct cove_container_spec *spec, pid_t pid, int fd, struct cove_error **err)
+{
+	struct setup_failure f;
+	ssize_t n;
+	do
+		n = read(fd, &f, sizeof(f));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(f))
+		return 0;
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	const struct cove_container_mount *m = f.index >= 0 && (size_t)f.index < spec->n_mounts ? &spec->mounts[f.index]
+											     : NULL;
+	const char *hint = f.err == EPERM ? " (mounting volumes needs root, or CAP_SYS_ADMIN: run Cove as root)" : "";
+	switch (f.step) {
+	case STEP_UNSHARE:
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "container %s: volumes need a mount namespace of its own, and unshare(CLONE_NEWNS) "
+				      "failed: %s%s",
+				      spec->id, strerror(f.err), hint);
+	case STEP_PRIVATE:
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "container %s: cannot make its mounts private: %s%s", spec->id, strerror(f.err), hint);
+	case STEP_MKDIR:
+		return cove_error_set(err, COVE_FAILED_PRECONDITION, "container %s: cannot create mount point %s: %s",
+				      spec->id, m ? m->target : "?", strerror(f.err));
+	case STEP_BIND:
+		return cove_error_set(err, COVE_FAILED_PRECONDITION, "container %s: cannot bind-mount %s at %s: %s%s",
+				      spec->id, m ? m->source : "?", m ? m->target : "?", strerror(f.err), hint);
+	default:
+		return cove_error_set(err, COVE_FAILED_PRECONDITION, "container %s: cannot make %s read-only: %s%s",
+				      spec->id, m ? m->target : "?", strerror(f.err), hint);
+	}
+}
+
 static int
 process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, void *owner,
 	      struct cove_container **out, struct cove_error **err)
@@ -122,6 +230,16 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 		close(outp[1]);
 		return cove_error_set_errno(err, e, "container %s: pipe", spec->id);
 	}
+	/* Containers with mounts report a failed setup through this pipe; exec closes it (CLOEXEC). */
+	int setupp[2] = {-1, -1};
+	if (spec->n_mounts > 0 && pipe2(setupp, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(outp[0]);
+		close(outp[1]);
+		close(errp[0]);
+		close(errp[1]);
+		return cove_error_set_errno(err, e, "container %s: pipe", spec->id);
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		int e = errno;
@@ -129,11 +247,20 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 		close(outp[1]);
 		close(errp[0]);
 		close(errp[1]);
+		if (setupp[0] >= 0) {
+			close(setupp[0]);
+			close(setupp[1]);
+		}
 		return cove_error_set_errno(err, e, "container %s: fork", spec->id);
 	}
 	if (pid == 0) {
 		/* Child: only async-signal-safe calls from here to exec. */
 		setpgid(0, 0);
+		/* If Cove dies (even kill -9), its containers die with it: they could not reach it again anyway,
+		 * and their inputs run again after the restart. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(125);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -145,6 +272,8 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 			dup2(devnull, 0);
 		dup2(outp[1], 1);
 		dup2(errp[1], 2);
+		if (spec->n_mounts > 0)
+			child_mounts(spec, setupp[1]);
 		if (chdir(spec->workdir) < 0)
 			_exit(126);
 		execve(spec->argv[0], spec->argv, spec->envp);
@@ -153,6 +282,16 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 	setpgid(pid, pid);
 	close(outp[1]);
 	close(errp[1]);
+	if (spec->n_mounts > 0) {
+		close(setupp[1]);
+		int r = await_setup(spec, pid, setupp[0], err);
+		close(setupp[0]);
+		if (r < 0) {
+			close(outp[0]);
+			close(errp[0]);
+			return -1;
+		}
+	}
 	struct cove_container *c = xcalloc(1, sizeof(*c));
 	c->rt = rt;
 	c->id = xstrdup(spec->id);

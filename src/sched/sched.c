@@ -262,6 +262,10 @@ cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cov
 static void task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
 static void task_drain(struct cove_sched *s, struct cove_task *t);
 static size_t min_containers(const struct cove_function *fn);
+static struct cove_input *pending_pop(struct cove_function *fn);
+static void input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message,
+		       const uint8_t *result_bytes, size_t result_len, const char *task_id);
+static unsigned startup_timeout(const struct cove_function *fn);
 
 static void
 app_check_done(struct cove_sched *s, struct cove_app *app)
@@ -286,9 +290,21 @@ cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reas
 	app->stopping = 1;
 	app->state = MODAL__CLIENT__APP_STATE__APP_STATE_STOPPED;
 	cove_sched_app_undeploy(s, app);
-	/* Fail what was never started; stop every container. */
+	/* What never started ends TERMINATED (its callers must not wait forever); every container stops, and
+	 * the inputs they were running end the same way as they exit. */
+	cleanup_free char *msg = xasprintf("app %s was stopped (%s)", app->name[0] ? app->name : app->id, reason);
 	size_t it = 0;
 	void *v;
+	while (cove_map_next(&s->functions, &it, NULL, &v)) {
+		struct cove_function *fn = v;
+		if (fn->app != app)
+			continue;
+		struct cove_input *in;
+		while ((in = pending_pop(fn)) != NULL)
+			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED, msg, NULL,
+				   0, NULL);
+	}
+	it = 0;
 	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
 		struct cove_task *t = v;
 		if (t->app == app)
@@ -873,6 +889,8 @@ task_drop_waiters(struct cove_task *t, const char *why)
 static void
 task_free(struct cove_task *t)
 {
+	if (ext(t)->startup_timer)
+		event_free(ext(t)->startup_timer);
 	free(t->id);
 	free(t->secret);
 	free(t->dir);
@@ -914,15 +932,26 @@ task_on_exit(void *owner, int status)
 		input_clear_timer(in);
 		if (in->state != COVE_INPUT_RUNNING || s->shutting_down)
 			continue;
+		if (app->stopping) {
+			cleanup_free char *msg = xasprintf("app %s was stopped while this input ran",
+							   app->name[0] ? app->name : app->id);
+			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED, msg, NULL,
+				   0, t->id);
+			continue;
+		}
 		cleanup_free char *msg = xasprintf("container %s for function %s %s while running this input", t->id,
 						   fn->tag, why);
 		input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE, msg, t->result,
 			   t->result_len, t->id);
 	}
 	/* A container that died before taking any input would die again: fail what waits instead of looping. */
-	if (!ext(t)->got_inputs && t->state != COVE_TASK_STOPPING && fn->n_pending > 0) {
-		cleanup_free char *msg = xasprintf("container %s for function %s %s during startup; see the logs above",
-						   t->id, fn->tag, why);
+	if (!ext(t)->got_inputs && (t->state != COVE_TASK_STOPPING || ext(t)->startup_timed_out) && fn->n_pending > 0) {
+		cleanup_free char *msg =
+			ext(t)->startup_timed_out
+				? xasprintf("container %s for function %s did not start within its startup timeout (%u s)", t->id,
+					    fn->tag, startup_timeout(fn))
+				: xasprintf("container %s for function %s %s during startup; see the logs above", t->id, fn->tag,
+					    why);
 		struct cove_input *in;
 		while ((in = pending_pop(fn)) != NULL)
 			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE, msg,
@@ -998,6 +1027,28 @@ secret_env(struct cove_sched *s, const char *secret_id, char ***env, size_t *n, 
 		(*env)[(*n)++] = xasprintf("%s=%s", sec->env_dict[i]->key, sec->env_dict[i]->value);
 	pb_free(sec);
 	return 0;
+}
+
+static unsigned
+startup_timeout(const struct cove_function *fn)
+{
+	if (fn->def->startup_timeout_secs)
+		return fn->def->startup_timeout_secs;
+	return fn->def->timeout_secs ? fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
+}
+
+/* A container that has not asked for inputs within its startup timeout is killed. */
+static void
+task_startup_timed_out(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_task *t = arg;
+	if (!ext(t)->starting)
+		return;
+	log_info("container %s (%s) did not start within %u s; stopping it", t->id, t->fn->tag, startup_timeout(t->fn));
+	ext(t)->startup_timed_out = 1;
+	task_stop(the_sched, t, 0);
 }
 
 static int
@@ -1077,6 +1128,9 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	fn->n_tasks++;
 	fn->n_starting++;
 	ext(t)->starting = 1;
+	ext(t)->startup_timer = evtimer_new(ctx->base, task_startup_timed_out, t);
+	struct timeval stv = {(time_t)startup_timeout(fn), 0};
+	evtimer_add(ext(t)->startup_timer, &stv);
 	fn->app->n_tasks++;
 	ext(t)->idle_since = now_s();
 	log_debug("container %s: started for %s (%s)", t->id, fn->tag, fn->id);

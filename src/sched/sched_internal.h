@@ -10,6 +10,8 @@ struct task_ext {
 	double idle_since;
 	int got_inputs; /* called FunctionGetInputs at least once */
 	int starting;   /* counted in its function's n_starting */
+	int startup_timed_out;
+	struct event *startup_timer;
 	struct cove_waiter *inputs_waiter;
 	struct cove_waiter *heartbeat_waiter;
 	struct cove_waitlist heartbeats;
