@@ -15,11 +15,23 @@ struct event_base;
 struct cove_runtime;
 struct cove_container;
 
+/* A host directory that appears at an absolute path inside the container, and there only (volumes). */
+struct cove_container_mount {
+	const char *source; /* host directory (exists) */
+	const char *target; /* absolute, normalized path in the container; created if missing */
+	int read_only;      /* writes through it fail with EROFS, whoever makes them */
+};
+
 struct cove_container_spec {
 	const char *id;      /* the task id, for logs */
 	const char *workdir; /* host directory the container starts in (exists) */
 	char *const *argv;   /* argv[0] is looked up in PATH of envp if not absolute */
 	char *const *envp;   /* the complete environment */
+	/* Bind mounts, in order (a parent before what is mounted below it). With any, the container gets a mount
+	 * namespace of its own; that needs root (CAP_SYS_ADMIN), and start fails with FAILED_PRECONDITION naming the
+	 * reason when the namespace or a mount cannot be made. */
+	const struct cove_container_mount *mounts;
+	size_t n_mounts;
 };
 
 struct cove_runtime_callbacks {
