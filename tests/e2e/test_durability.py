@@ -1,0 +1,84 @@
+"""Crash safety and scaling that can be observed from outside: kill -9 with spawned inputs pending, a map
+spread over max_containers, startup timeouts, and inputs of a stopped app."""
+
+import json
+import signal
+import time
+
+
+def test_kill_9_with_spawned_inputs_pending(fresh_cove, tmp_path):
+    cove = fresh_cove
+    r = cove.run_modal(["deploy", "durable.py"])
+    assert r.returncode == 0, cove.explain(r)
+    ids_file = tmp_path / "ids.json"
+    r = cove.run_python(
+        "import json, modal\n"
+        "f = modal.Function.from_name('durable-app', 'slow_echo')\n"
+        f"json.dump([f.spawn(i).object_id for i in range(100)], open({str(ids_file)!r}, 'w'))\n"
+    )
+    assert r.returncode == 0, cove.explain(r)
+    # Every spawn was acknowledged, and most are still pending (2 containers, 50 ms each): crash now.
+    cove.stop(sig=signal.SIGKILL)
+    cove.start()
+    r = cove.run_python(
+        "import json, modal\n"
+        f"ids = json.load(open({str(ids_file)!r}))\n"
+        "print('RESULTS', json.dumps([modal.FunctionCall.from_id(i).get(timeout=120) for i in ids]))\n",
+        timeout=180,
+    )
+    assert r.returncode == 0, cove.explain(r)
+    results = json.loads(r.stdout.split("RESULTS ")[1])
+    assert results == list(range(100)), cove.explain(r)
+
+
+def test_map_spreads_over_max_containers(cove):
+    r = cove.run_python(
+        "import modal\n"
+        "from durable import app, where\n"
+        "with modal.enable_output(), app.run():\n"
+        "    print('TASKS', len(set(where.map(range(20)))))\n",
+        timeout=120,
+    )
+    assert r.returncode == 0, cove.explain(r)
+    # 20 one-second inputs, max_containers=4: four containers, not one and not twenty.
+    assert "TASKS 4" in r.stdout, cove.explain(r)
+
+
+def test_startup_timeout_fails_the_input(cove):
+    t = time.time()
+    r = cove.run_python(
+        "import modal\n"
+        "from durable import app, SlowStart\n"
+        "with app.run():\n"
+        "    try:\n"
+        "        SlowStart().go.remote()\n"
+        "    except Exception as exc:\n"
+        "        print('FAILED', type(exc).__name__, exc)\n",
+        timeout=60,
+    )
+    assert r.returncode == 0, cove.explain(r)
+    assert "FAILED" in r.stdout and "startup timeout" in r.stdout, cove.explain(r)
+    assert time.time() - t < 30, cove.explain(r)
+
+
+def test_stopping_an_app_ends_its_pending_inputs(cove):
+    r = cove.run_python(
+        "import modal, time\n"
+        "from durable import app, where\n"
+        "with app.run() as running:\n"
+        "    calls = [where.spawn(i) for i in range(12)]\n"
+        "    time.sleep(1.5)\n"
+        "    import subprocess, sys, os\n"
+        "    subprocess.run([os.path.join(os.path.dirname(sys.executable), 'modal'), 'app', 'stop', running.app_id, '--yes'], check=True)\n"
+        "    ended = 0\n"
+        "    for c in calls:\n"
+        "        try:\n"
+        "            c.get(timeout=30)\n"
+        "        except Exception as exc:\n"
+        "            ended += 'stopped' in str(exc)\n"
+        "    print('ENDED', ended)\n",
+        timeout=90,
+    )
+    ended = int(r.stdout.split("ENDED ")[1].split()[0]) if "ENDED " in r.stdout else -1
+    # Four ran (max_containers=4) or finished; the rest never started and end with the app.
+    assert ended >= 4, cove.explain(r)
