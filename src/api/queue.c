@@ -3,6 +3,7 @@
  * (cove_waiter_park) and QueuePut answers it the moment an item arrives. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,12 +170,14 @@ answer_get(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *call, s
 	cove_kv_items_free(items, n);
 }
 
-/* The poll ran out, or the queue is going away: nothing arrived in time. */
+/* The poll ran out, or the queue is going away: nothing arrived in time. Waiters are always dropped
+ * before their call is answered, because answering may free the call. */
 static void
 getter_timeout(struct cove_waiter *w)
 {
-	reply_values(w->call, NULL, 0);
+	struct cove_call *call = w->call;
 	cove_waiter_done(w);
+	reply_values(call, NULL, 0);
 }
 
 static struct cove_waiter *
@@ -209,19 +212,24 @@ iterator_reply(struct cove_call *call, struct cove_kv_item *items, size_t n)
 	free(ids);
 }
 
-/* Peek past cursor and answer if there is anything (or on error). Returns 1 if the call was answered. */
+/* Peek past cursor and answer if there is anything (or on error): returns 1 if the call was answered.
+ * A waiter, if given, is dropped just before its call is answered. */
 static int
-try_answer_next(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *call, int64_t cursor)
+try_answer_next(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *call, int64_t cursor,
+		struct cove_waiter *w)
 {
 	struct cove_error *err = NULL;
 	struct cove_kv_item *items;
 	size_t n;
-	if (cove_kv_queue_peek(kv, p, cursor, NEXT_MAX_ITEMS, NEXT_MAX_BYTES, &items, &n, &err) < 0) {
+	int rc = cove_kv_queue_peek(kv, p, cursor, NEXT_MAX_ITEMS, NEXT_MAX_BYTES, &items, &n, &err);
+	if (rc == 0 && n == 0)
+		return 0;
+	if (w)
+		cove_waiter_done(w);
+	if (rc < 0) {
 		cove_api_fail(call, err);
 		return 1;
 	}
-	if (n == 0)
-		return 0;
 	iterator_reply(call, items, n);
 	cove_kv_items_free(items, n);
 	return 1;
@@ -230,8 +238,9 @@ try_answer_next(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *ca
 static void
 iterator_timeout(struct cove_waiter *w)
 {
-	iterator_reply(w->call, NULL, 0);
+	struct cove_call *call = w->call;
 	cove_waiter_done(w);
+	iterator_reply(call, NULL, 0);
 }
 
 /* Items arrived in p: iterators see them first (they only read), then waiting getters take them, oldest
@@ -242,13 +251,14 @@ wake(struct cove_kv *kv, struct cove_kv_part *p)
 	struct cove_waiter *next;
 	for (struct cove_waiter *w = p->iterators.head; w; w = next) {
 		next = w->next;
-		if (try_answer_next(kv, p, w->call, w->cursor))
-			cove_waiter_done(w);
+		try_answer_next(kv, p, w->call, w->cursor, w);
 	}
 	while (p->n_items > 0 && p->getters.head) {
 		struct cove_waiter *w = oldest(&p->getters);
-		answer_get(kv, p, w->call, (size_t)w->cursor);
+		struct cove_call *call = w->call;
+		size_t max = (size_t)w->cursor;
 		cove_waiter_done(w);
+		answer_get(kv, p, call, max);
 	}
 }
 
@@ -453,7 +463,7 @@ cove_api_QueueNextItems(struct cove_api_req *req)
 	}
 	double timeout = poll_seconds(r->item_poll_timeout, MAX_NEXT_POLL_S);
 	struct cove_kv_part *p = cove_kv_part(kv, q, r->partition_key.data, r->partition_key.len, timeout > 0);
-	if (p && try_answer_next(kv, p, req->call, after))
+	if (p && try_answer_next(kv, p, req->call, after, NULL))
 		return;
 	if (p == NULL || timeout <= 0) {
 		iterator_reply(req->call, NULL, 0);

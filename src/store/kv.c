@@ -830,6 +830,10 @@ cove_kv_queue_take(struct cove_kv *kv, struct cove_kv_part *p, size_t max, struc
 	}
 	qsort(items, n, sizeof(*items), cmp_item);
 	part_account(p, -(int64_t)n, -bytes);
+	if (n == 0) {
+		free(items);
+		return 0;
+	}
 	*out = items;
 	*n_out = n;
 	return 0;
@@ -862,6 +866,10 @@ cove_kv_queue_peek(struct cove_kv *kv, struct cove_kv_part *p, int64_t after, si
 	if (n < cap && bytes < max_bytes && rc != SQLITE_DONE) {
 		cove_kv_items_free(items, n);
 		return db_error(kv, err, "read queue items");
+	}
+	if (n == 0) {
+		free(items);
+		return 0;
 	}
 	*out = items;
 	*n_out = n;
@@ -1018,13 +1026,30 @@ sweep(evutil_socket_t fd, short what, void *arg)
 		free(doomed[i]);
 	}
 	free(doomed);
+	/* One transaction for the whole pass: a statement per dict, but one lock and one commit. */
+	struct cove_error *err = NULL;
+	if (cove_store_begin(kv->ctx->store, &err) < 0) {
+		log_warn("kv: sweep: %s", err->msg);
+		cove_error_free(err);
+		return;
+	}
 	int64_t budget = SWEEP_BUDGET;
 	it = 0;
 	while (cove_map_next(&kv->by_id, &it, NULL, &v)) {
 		struct cove_kv_obj *o = v;
 		if (o->kind == COVE_KV_DICT)
 			sweep_dict(kv, o, now, &budget);
-		else
+	}
+	if (cove_store_commit(kv->ctx->store, &err) < 0) {
+		log_warn("kv: sweep: %s", err->msg);
+		cove_error_free(err);
+		cove_store_rollback(kv->ctx->store);
+	}
+	/* Partitions change memory as they go, so each change commits on its own (they are rare). */
+	it = 0;
+	while (cove_map_next(&kv->by_id, &it, NULL, &v)) {
+		struct cove_kv_obj *o = v;
+		if (o->kind == COVE_KV_QUEUE)
 			sweep_queue(kv, o, now);
 	}
 }
@@ -1167,9 +1192,10 @@ cove_kv_stop(struct cove_ctx *ctx)
 			struct cove_waitlist *lists[] = {&p->getters, &p->iterators};
 			for (int i = 0; i < 2; i++) {
 				while (lists[i]->head) {
-					struct cove_waiter *w = lists[i]->head;
-					cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
-					cove_waiter_done(w);
+					/* Detach first: finishing may free the call. */
+					struct cove_call *call = lists[i]->head->call;
+					cove_waiter_done(lists[i]->head);
+					cove_call_finish(call, COVE_UNAVAILABLE, "server shutting down");
 				}
 			}
 		}
