@@ -170,14 +170,13 @@ answer_get(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *call, s
 	cove_kv_items_free(items, n);
 }
 
-/* The poll ran out, or the queue is going away: nothing arrived in time. Waiters are always dropped
- * before their call is answered, because answering may free the call. */
+/* The poll ran out, or the queue is going away: nothing arrived in time. (A waiter's call is answered
+ * first, which drops its cancel hook, then the waiter: cove_waiter_done never touches the call.) */
 static void
 getter_timeout(struct cove_waiter *w)
 {
-	struct cove_call *call = w->call;
+	reply_values(w->call, NULL, 0);
 	cove_waiter_done(w);
-	reply_values(call, NULL, 0);
 }
 
 static struct cove_waiter *
@@ -213,7 +212,7 @@ iterator_reply(struct cove_call *call, struct cove_kv_item *items, size_t n)
 }
 
 /* Peek past cursor and answer if there is anything (or on error): returns 1 if the call was answered.
- * A waiter, if given, is dropped just before its call is answered. */
+ * A waiter, if given, is dropped once its call is answered. */
 static int
 try_answer_next(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *call, int64_t cursor,
 		struct cove_waiter *w)
@@ -224,23 +223,22 @@ try_answer_next(struct cove_kv *kv, struct cove_kv_part *p, struct cove_call *ca
 	int rc = cove_kv_queue_peek(kv, p, cursor, NEXT_MAX_ITEMS, NEXT_MAX_BYTES, &items, &n, &err);
 	if (rc == 0 && n == 0)
 		return 0;
-	if (w)
-		cove_waiter_done(w);
 	if (rc < 0) {
 		cove_api_fail(call, err);
-		return 1;
+	} else {
+		iterator_reply(call, items, n);
+		cove_kv_items_free(items, n);
 	}
-	iterator_reply(call, items, n);
-	cove_kv_items_free(items, n);
+	if (w)
+		cove_waiter_done(w);
 	return 1;
 }
 
 static void
 iterator_timeout(struct cove_waiter *w)
 {
-	struct cove_call *call = w->call;
+	iterator_reply(w->call, NULL, 0);
 	cove_waiter_done(w);
-	iterator_reply(call, NULL, 0);
 }
 
 /* Items arrived in p: iterators see them first (they only read), then waiting getters take them, oldest
@@ -255,10 +253,8 @@ wake(struct cove_kv *kv, struct cove_kv_part *p)
 	}
 	while (p->n_items > 0 && p->getters.head) {
 		struct cove_waiter *w = oldest(&p->getters);
-		struct cove_call *call = w->call;
-		size_t max = (size_t)w->cursor;
+		answer_get(kv, p, w->call, (size_t)w->cursor);
 		cove_waiter_done(w);
-		answer_get(kv, p, call, max);
 	}
 }
 

@@ -1192,10 +1192,9 @@ cove_kv_stop(struct cove_ctx *ctx)
 			struct cove_waitlist *lists[] = {&p->getters, &p->iterators};
 			for (int i = 0; i < 2; i++) {
 				while (lists[i]->head) {
-					/* Detach first: finishing may free the call. */
-					struct cove_call *call = lists[i]->head->call;
-					cove_waiter_done(lists[i]->head);
-					cove_call_finish(call, COVE_UNAVAILABLE, "server shutting down");
+					struct cove_waiter *w = lists[i]->head;
+					cove_call_finish(w->call, COVE_UNAVAILABLE, "server shutting down");
+					cove_waiter_done(w);
 				}
 			}
 		}
