@@ -604,49 +604,108 @@ output_matches(const struct cove_output *o, const struct cove_waiter *w, int is_
 	return 1;
 }
 
-/* Answer a FunctionGetOutputs if anything matches; returns 1 if answered. */
+/* Append one length-delimited field to buf (grown as needed). */
+static void
+wire_field(uint8_t **buf, size_t *len, size_t *cap, uint32_t field, const uint8_t *data, size_t n)
+{
+	while (*len + n + 20 > *cap) {
+		*cap = *cap ? *cap * 2 : 4096;
+		*buf = xrealloc(*buf, *cap);
+	}
+	uint64_t vs[2] = {((uint64_t)field << 3) | 2 /* length-delimited */, n};
+	for (int k = 0; k < 2; k++) {
+		uint64_t v = vs[k];
+		do {
+			uint8_t b = v & 0x7f;
+			v >>= 7;
+			(*buf)[(*len)++] = b | (v ? 0x80 : 0);
+		} while (v);
+	}
+	memcpy(*buf + *len, data, n);
+	*len += n;
+}
+
+/* An output's bytes: in memory, or read back from the store once a map delivered and dropped them. */
+static const uint8_t *
+output_bytes(struct cove_output *o, uint8_t **loaded, size_t *len)
+{
+	*loaded = NULL;
+	if (o->item) {
+		*len = o->len;
+		return o->item;
+	}
+	struct cove_error *err = NULL;
+	if (cove_store_output_get(the_sched->ctx->store, o->in->id, loaded, len, &err) < 0) {
+		log_error("output of input %s: %s", o->in->id, err->msg);
+		cove_error_free(err);
+		return NULL;
+	}
+	return *loaded;
+}
+
+/* Answer a FunctionGetOutputs if anything matches; returns 1 if answered. The stored items are copied into
+ * the response as they are (no decode and re-encode), and a map only looks at outputs after its cursor. */
 static int
 outputs_try_answer(struct cove_fcall *fc, struct cove_waiter *w, int answer_empty)
 {
 	int is_map = fc->call_type == MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_MAP;
-	size_t n = 0;
-	for (size_t i = 0; i < fc->n_outputs; i++)
-		n += output_matches(&fc->outputs[i], w, is_map);
-	if (n == 0 && !answer_empty)
-		return 0;
-	Modal__Client__FunctionGetOutputsItem **items = xcalloc(n, sizeof(*items));
-	size_t k = 0;
+	size_t first = 0;
+	if (is_map && !w->has_range && w->cursor > 0)
+		first = (size_t)w->cursor < fc->n_outputs ? (size_t)w->cursor : fc->n_outputs;
+	static uint32_t outputs_field;
+	if (outputs_field == 0)
+		outputs_field = protobuf_c_message_descriptor_get_field_by_name(
+					&modal__client__function_get_outputs_response__descriptor, "outputs")
+					->id;
+	uint8_t *body = NULL;
+	size_t len = 0, cap = 0, k = 0;
 	int64_t last = w->cursor;
-	for (size_t i = 0; i < fc->n_outputs && k < n; i++) {
+	for (size_t i = first; i < fc->n_outputs; i++) {
 		struct cove_output *o = &fc->outputs[i];
 		if (!output_matches(o, w, is_map))
 			continue;
-		items[k] = pb_unpack(&modal__client__function_get_outputs_item__descriptor, o->item, o->len);
-		if (items[k] == NULL)
-			abort(); /* we packed it */
+		uint8_t *loaded;
+		size_t n;
+		const uint8_t *bytes = output_bytes(o, &loaded, &n);
+		if (bytes == NULL)
+			continue;
+		wire_field(&body, &len, &cap, outputs_field, bytes, n);
+		free(loaded);
 		k++;
 		if (o->entry > last)
 			last = o->entry;
 	}
+	if (k == 0 && !answer_empty) {
+		free(body);
+		return 0;
+	}
 	char lastbuf[32];
 	snprintf(lastbuf, sizeof(lastbuf), "%lld", (long long)(last < 0 ? 0 : last));
 	Modal__Client__FunctionGetOutputsResponse resp = MODAL__CLIENT__FUNCTION_GET_OUTPUTS_RESPONSE__INIT;
-	resp.n_outputs = k;
-	resp.outputs = items;
 	resp.last_entry_id = lastbuf;
 	resp.num_unfinished_inputs = (int32_t)(fc->n_inputs - fc->n_done);
-	cove_api_reply(w->call, &resp.base);
-	for (size_t i = 0; i < k; i++)
-		pb_free(items[i]);
-	free(items);
-	if (w->clear_on_success) {
-		for (size_t i = 0; i < fc->n_outputs; i++) {
-			struct cove_output *o = &fc->outputs[i];
-			if (output_matches(o, w, is_map)) {
-				o->consumed = 1;
-				free(o->item);
-				o->item = NULL;
-			}
+	/* Fields may come in any order: the scalar fields, then the outputs. */
+	size_t head_len;
+	uint8_t *head = pb_pack(&resp.base, &head_len);
+	uint8_t *msg = xmalloc(head_len + len + 1);
+	memcpy(msg, head, head_len);
+	if (len)
+		memcpy(msg + head_len, body, len);
+	cove_call_send(w->call, msg, head_len + len);
+	cove_call_finish(w->call, COVE_OK, NULL);
+	free(msg);
+	free(head);
+	free(body);
+	for (size_t i = first; i < fc->n_outputs; i++) {
+		struct cove_output *o = &fc->outputs[i];
+		if (!output_matches(o, w, is_map) || o->entry > last)
+			continue;
+		if (w->clear_on_success)
+			o->consumed = 1;
+		/* Delivered: a map's memory stays flat however long it runs (the store still has them). */
+		if (w->clear_on_success || is_map) {
+			free(o->item);
+			o->item = NULL;
 		}
 	}
 	return 1;
@@ -734,6 +793,7 @@ output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_
 	o->idx = in->idx;
 	o->item = item;
 	o->len = len;
+	o->in = in;
 	in->state = COVE_INPUT_DONE;
 	free(in->data);
 	in->data = NULL;

@@ -97,11 +97,12 @@ struct cove_input {
 enum { COVE_INPUT_PENDING, COVE_INPUT_RUNNING, COVE_INPUT_DONE };
 
 struct cove_output {
-	int64_t entry;  /* 1, 2, ... per call */
+	int64_t entry;  /* 1, 2, ... per call: outputs[entry - 1] */
 	int32_t idx;
-	uint8_t *item;  /* serialized FunctionGetOutputsItem */
+	uint8_t *item;  /* serialized FunctionGetOutputsItem; NULL once delivered for a map (the store keeps it) */
 	size_t len;
 	int consumed;
+	struct cove_input *in;
 };
 
 /* A call's data stream (generator items out; web request bodies in): chunks by index from 1. */

@@ -545,3 +545,21 @@ cove_store_object_delete(struct cove_store *s, const char *id, struct cove_error
 	bind_text(st, 1, id);
 	return step_done(s, st, err);
 }
+
+int
+cove_store_output_get(struct cove_store *s, const char *input_id, uint8_t **data, size_t *len, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT data FROM outputs WHERE input_id = ?", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, input_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		return cove_error_set(err, COVE_NOT_FOUND, "output of input %s not found", input_id);
+	if (rc != SQLITE_ROW)
+		return db_error(s, err, "read output");
+	size_t n = (size_t)sqlite3_column_bytes(st, 0);
+	*data = xmemdup(sqlite3_column_blob(st, 0), n);
+	*len = n;
+	return 0;
+}
