@@ -618,7 +618,8 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 					(size_t)call->prefix[3] << 8 | call->prefix[4];
 			call->msg_got = 0;
 			if (call->msg_len > max) {
-				call_reject(call, "200", COVE_RESOURCE_EXHAUSTED,
+				/* HTTP 413 as Modal's front answers: the client turns it into RequestSizeError. */
+				call_reject(call, "413", COVE_RESOURCE_EXHAUSTED,
 					    "message of %zu bytes exceeds the limit of %zu bytes", call->msg_len, max);
 				return -1;
 			}

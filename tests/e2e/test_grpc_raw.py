@@ -53,9 +53,11 @@ def test_malformed_message_gets_an_error_status(cove, body):
 
 def test_oversized_length_prefix_is_refused_early(cove):
     # The prefix claims 200 MiB; we send 16 KiB and keep the stream open. Cove must not wait for (or buffer)
-    # the rest: it answers RESOURCE_EXHAUSTED (which the client raises as ResourceExhaustedError) right away.
+    # the rest: it answers right away with HTTP 413, as Modal's front does (the client raises RequestSizeError
+    # for it), and grpc-status RESOURCE_EXHAUSTED for other gRPC clients.
     body = struct.pack(">BI", 0, 200 * 1024 * 1024) + os.urandom(16 * 1024)
     reply = call(cove, "EnvironmentGetOrCreate", body, end_stream=False, timeout=15)
+    assert reply.headers.get(":status") == "413", reply.describe() + "\n" + cove.log_tail()
     assert reply.grpc_status == h2raw.RESOURCE_EXHAUSTED, reply.describe() + "\n" + cove.log_tail()
     assert_healthy(cove)
 

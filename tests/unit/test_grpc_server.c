@@ -629,6 +629,7 @@ test_oversized_message(void **state)
 	(void)state;
 	free(big);
 	PUMP_UNTIL(s->closed);
+	assert_string_equal(s->http_status, "413");
 	assert_int_equal(s->grpc_status, COVE_RESOURCE_EXHAUSTED);
 	assert_int_equal(n_routed, 0);
 	assert_echo_ok(c, "next");
