@@ -73,3 +73,8 @@ def test_classes_enter_methods_parameters_options(cove):
     assert value(r, "GREET") == "hello ada! hello bob?"
     assert value(r, "OPTIONS") == "10"
     assert r.output.count("ENTER ran once") >= 1
+
+
+def test_a_container_that_dies_fails_its_input_instead_of_hanging(cove):
+    r = run(cove, "crash", timeout=60)
+    assert "exited with status 3" in value(r, "CRASH"), cove.explain(r)

@@ -113,3 +113,13 @@ def test_modal_run_still_works_after_the_abuse(cove):
     r = cove.run_modal(["run", "spine.py::hello"])
     assert r.returncode == 0, cove.explain(r)
     assert "RESULT 'hello cove'" in r.stdout, cove.explain(r)
+
+
+def test_a_client_of_another_version_is_told_which_version_cove_serves(cove):
+    from harness import CLIENT_VERSION
+
+    headers = [(k, "1.0.0" if k == "x-modal-client-version" else v) for k, v in cove.grpc_headers()]
+    with h2raw.H2Client(*cove.address) as client:
+        reply = client.call("EnvironmentGetOrCreate", VALID, headers)
+    assert reply.grpc_status == 9, reply.describe()  # FAILED_PRECONDITION: the client raises ConflictError
+    assert CLIENT_VERSION in reply.grpc_message and "1.0.0" in reply.grpc_message, reply.grpc_message

@@ -187,3 +187,18 @@ def classes():
     print("SAME_CONTAINER", m.where.remote() == m.where.remote())
     print("GREET", Greeter(name="ada").greet.remote(), Greeter(name="bob", punctuation="?").greet.remote())
     print("OPTIONS", Model.with_options(timeout=30)().predict.remote(1))
+
+
+@app.function()
+def dies(code):
+    print("about to exit", flush=True)
+    os._exit(code)
+
+
+@app.local_entrypoint()
+def crash():
+    try:
+        dies.remote(3)
+        print("CRASH no error")
+    except Exception as exc:
+        print("CRASH", type(exc).__name__, exc)
