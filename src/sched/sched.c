@@ -266,6 +266,7 @@ static struct cove_input *pending_pop(struct cove_function *fn);
 static void input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message,
 		       const uint8_t *result_bytes, size_t result_len, const char *task_id);
 static unsigned startup_timeout(const struct cove_function *fn);
+static void input_clear_timer(struct cove_input *in);
 
 static void
 app_check_done(struct cove_sched *s, struct cove_app *app)
@@ -313,6 +314,58 @@ cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reas
 	app_check_done(s, app);
 }
 
+/* Results stay fetchable for 7 days after a call completes (COVE_OUTPUT_TTL_S overrides, for tests); then
+ * its inputs and outputs go, from memory and from the store, and the call answers as expired. */
+#define OUTPUT_TTL_S (7.0 * 24 * 3600)
+
+static double
+output_ttl(void)
+{
+	const char *v = getenv("COVE_OUTPUT_TTL_S");
+	return v && atof(v) > 0 ? atof(v) : OUTPUT_TTL_S;
+}
+
+static void
+call_expire(struct cove_sched *s, struct cove_fcall *fc)
+{
+	struct cove_error *err = NULL;
+	if (cove_store_call_expire(s->ctx->store, fc->id, &err) < 0) {
+		log_warn("expire call %s: %s", fc->id, err->msg);
+		cove_error_free(err);
+		return;
+	}
+	for (size_t i = 0; i < fc->n_inputs; i++) {
+		struct cove_input *in = fc->inputs[i];
+		cove_map_del(&s->inputs, in->id);
+		input_clear_timer(in);
+		free(in->id);
+		free(in->data);
+		free(in);
+	}
+	for (size_t i = 0; i < fc->n_outputs; i++)
+		free(fc->outputs[i].item);
+	free(fc->inputs);
+	free(fc->outputs);
+	fc->inputs = NULL;
+	fc->outputs = NULL;
+	fc->n_inputs = fc->cap_inputs = fc->n_done = 0;
+	fc->n_outputs = fc->cap_outputs = 0;
+	fc->expired = 1;
+}
+
+static void
+expire_outputs(struct cove_sched *s, double now)
+{
+	double ttl = output_ttl();
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&s->calls, &it, NULL, &v)) {
+		struct cove_fcall *fc = v;
+		if (!fc->expired && fc->completed_at > 0 && now - fc->completed_at > ttl && fc->waiters.head == NULL)
+			call_expire(s, fc);
+	}
+}
+
 static void
 heartbeat_check(evutil_socket_t fd, short what, void *arg)
 {
@@ -322,6 +375,10 @@ heartbeat_check(evutil_socket_t fd, short what, void *arg)
 	double now = now_s();
 	size_t it = 0;
 	void *v;
+	if (now - s->last_expiry >= (output_ttl() < 3600 ? output_ttl() / 2 : 3600)) {
+		s->last_expiry = now;
+		expire_outputs(s, now);
+	}
 	/* Warm pools: bring functions with min_containers back up after containers exit. */
 	while (cove_map_next(&s->functions, &it, NULL, &v)) {
 		struct cove_function *fn = v;
@@ -588,6 +645,7 @@ input_insert(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_
 		fc->inputs = xrealloc(fc->inputs, fc->cap_inputs * sizeof(*fc->inputs));
 	}
 	fc->inputs[fc->n_inputs++] = in;
+	fc->completed_at = 0;
 	cove_map_put(&s->inputs, in->id, in);
 	return in;
 }
@@ -799,6 +857,8 @@ output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_
 	in->data = NULL;
 	in->len = 0;
 	fc->n_done++;
+	if (fc->n_done == fc->n_inputs)
+		fc->completed_at = now_s();
 }
 
 void

@@ -134,6 +134,8 @@ struct cove_fcall {
 	size_t n_outputs, cap_outputs;
 	struct cove_waitlist waiters;
 	int cancelled;
+	double completed_at; /* when its last input finished; 0 while unfinished */
+	int expired;         /* past the results' lifetime: inputs and outputs are gone */
 };
 
 struct cove_function {

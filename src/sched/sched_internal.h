@@ -31,6 +31,7 @@ struct cove_sched {
 	struct cove_map classes;   /* class id -> struct cove_app* */
 	struct event *heartbeat_timer;
 	int shutting_down;
+	double last_expiry;
 	struct event *schedule_timer;
 };
 

@@ -563,3 +563,22 @@ cove_store_output_get(struct cove_store *s, const char *input_id, uint8_t **data
 	*len = n;
 	return 0;
 }
+
+int
+cove_store_call_expire(struct cove_store *s, const char *call_id, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *a = NULL;
+	cleanup_stmt sqlite3_stmt *b = NULL;
+	if (prepare(s, "DELETE FROM outputs WHERE call_id = ?", &a, err) < 0 ||
+	    prepare(s, "DELETE FROM inputs WHERE call_id = ?", &b, err) < 0)
+		return -1;
+	bind_text(a, 1, call_id);
+	bind_text(b, 1, call_id);
+	if (cove_store_begin(s, err) < 0)
+		return -1;
+	if (step_done(s, a, err) < 0 || step_done(s, b, err) < 0) {
+		cove_store_rollback(s);
+		return -1;
+	}
+	return cove_store_commit(s, err);
+}

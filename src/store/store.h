@@ -69,6 +69,8 @@ int cove_store_call_put(struct cove_store *s, const char *call_id, const char *f
 			int invocation_type, struct cove_error **err);
 int cove_store_input_put(struct cove_store *s, const char *input_id, const char *call_id, int idx,
 			 const void *data, size_t len, struct cove_error **err);
+/* A call's results outlived their lifetime: delete its inputs and outputs (the call row stays). */
+int cove_store_call_expire(struct cove_store *s, const char *call_id, struct cove_error **err);
 /* NOT_FOUND if the input has no output. *data malloc'd. */
 int cove_store_output_get(struct cove_store *s, const char *input_id, uint8_t **data, size_t *len,
 			  struct cove_error **err);

@@ -82,3 +82,25 @@ def test_stopping_an_app_ends_its_pending_inputs(cove):
     ended = int(r.stdout.split("ENDED ")[1].split()[0]) if "ENDED " in r.stdout else -1
     # Four ran (max_containers=4) or finished; the rest never started and end with the app.
     assert ended >= 4, cove.explain(r)
+
+
+def test_results_expire_after_their_lifetime(fresh_cove, monkeypatch):
+    # The documented lifetime is 7 days; the server takes a shorter one from its environment for this test.
+    cove = fresh_cove
+    cove.stop()
+    monkeypatch.setenv("COVE_OUTPUT_TTL_S", "2")
+    cove.start()
+    r = cove.run_modal(["deploy", "durable.py"])
+    assert r.returncode == 0, cove.explain(r)
+    r = cove.run_python(
+        "import modal, time\n"
+        "fc = modal.Function.from_name('durable-app', 'slow_echo').spawn(7)\n"
+        "print('FIRST', fc.get(timeout=60))\n"
+        "time.sleep(12)\n"
+        "try:\n"
+        "    print('SECOND', modal.FunctionCall.from_id(fc.object_id).get(timeout=5))\n"
+        "except modal.exception.OutputExpiredError:\n"
+        "    print('SECOND expired')\n",
+        timeout=90,
+    )
+    assert "FIRST 7" in r.stdout and "SECOND expired" in r.stdout, cove.explain(r)
