@@ -14,6 +14,7 @@
 #include "sched/sched.h"
 #include "server.h"
 #include "store/store.h"
+#include "store/volume.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -30,6 +31,9 @@ usage(FILE *f)
 		"  serve          run the server (API on --address:--port, blobs on --blob-port)\n"
 		"  token create   create a new client token and print it\n"
 		"  env            print MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET for this state dir\n"
+		"  gc             remove volume blocks that no volume refers to and that nobody touched for\n"
+		"                 --grace SECONDS (default 3600); safe while the server runs\n"
+		"  status         each volume's files, size and disk use\n"
 		"  version        print versions\n"
 		"\n"
 		"options:\n"
@@ -49,6 +53,7 @@ struct opts {
 	int blob_port;
 	const char *python;
 	const char *log_level;
+	double grace_s;
 };
 
 static int
@@ -70,6 +75,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"state-dir", required_argument, NULL, 's'}, {"address", required_argument, NULL, 'a'},
 		{"port", required_argument, NULL, 'p'},      {"blob-port", required_argument, NULL, 'b'},
 		{"python", required_argument, NULL, 'y'},    {"log-level", required_argument, NULL, 'l'},
+		{"grace", required_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -90,6 +96,15 @@ parse_opts(int argc, char **argv, struct opts *o)
 				return -1;
 			}
 			break;
+		case 'g': {
+			char *end;
+			o->grace_s = strtod(optarg, &end);
+			if (*end || !(o->grace_s >= 0)) {
+				fprintf(stderr, "cove: --grace: '%s' is not a number of seconds\n", optarg);
+				return -1;
+			}
+			break;
+		}
 		case 'y': o->python = optarg; break;
 		case 'l': o->log_level = optarg; break;
 		case 'h': usage(stdout); exit(0);
@@ -265,6 +280,24 @@ cmd_token_create(struct opts *o)
 	return rv;
 }
 
+/* gc and status read the store and the block files; both are safe beside a running server. */
+static int
+cmd_volumes(struct opts *o, int gc)
+{
+	struct cove_store *store = open_store(o->state_dir);
+	if (store == NULL)
+		return 1;
+	struct cove_error *err = NULL;
+	int rv = gc ? cove_volume_gc(store, o->state_dir, o->grace_s, stdout, &err)
+		    : cove_volume_report(store, o->state_dir, stdout, &err);
+	if (rv < 0) {
+		fprintf(stderr, "cove: %s\n", err->msg);
+		cove_error_free(err);
+	}
+	cove_store_close(store);
+	return rv < 0 ? 1 : 0;
+}
+
 static int
 cmd_env(struct opts *o)
 {
@@ -289,7 +322,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	struct opts o = {.state_dir = ".cove", .address = "127.0.0.1", .port = 0, .blob_port = 0};
+	struct opts o = {.state_dir = ".cove", .address = "127.0.0.1", .port = 0, .blob_port = 0, .grace_s = 3600};
 	const char *cmd = argv[1];
 	int sub = 1;
 	if (strcmp(cmd, "token") == 0) {
@@ -328,6 +361,8 @@ main(int argc, char **argv)
 		return cmd_token_create(&o);
 	if (strcmp(cmd, "env") == 0)
 		return cmd_env(&o);
+	if (strcmp(cmd, "gc") == 0 || strcmp(cmd, "status") == 0)
+		return cmd_volumes(&o, strcmp(cmd, "gc") == 0);
 	fprintf(stderr, "cove: unknown command '%s'\n", cmd);
 	usage(stderr);
 	return 2;

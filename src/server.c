@@ -12,6 +12,8 @@
 #include "sched/sched.h"
 #include "store/kv.h"
 #include "store/store.h"
+#include "store/volume.h"
+#include "store/volview.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
 #include "util/ids.h"
@@ -40,6 +42,8 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		goto fail;
 	if (cove_kv_start(ctx, err) < 0)
 		goto fail;
+	if (cove_volume_start(ctx, err) < 0 || cove_volview_start(ctx, err) < 0)
+		goto fail;
 	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
 		goto fail;
 	struct cove_grpc_options opts = {
@@ -66,6 +70,8 @@ cove_server_free(struct cove_ctx *ctx)
 	if (ctx == NULL)
 		return;
 	cove_grpc_server_free(ctx->grpc);
+	cove_volview_stop(ctx); /* before the stores its last commits write to */
+	cove_volume_stop(ctx);
 	cove_sched_free(ctx->sched);
 	cove_api_free(ctx->api);
 	cove_blob_http_free(ctx->blob_http);

@@ -152,6 +152,24 @@ COVE_HANDLER(QueueClear);
 COVE_HANDLER(QueueNextItems);
 COVE_HANDLER(QueueDelete);
 COVE_HANDLER(QueueList);
+/* volume.c */
+COVE_HANDLER(VolumeGetOrCreate);
+COVE_HANDLER(VolumeGetById);
+COVE_HANDLER(VolumeList);
+COVE_HANDLER(VolumeDelete);
+COVE_HANDLER(VolumeRename);
+COVE_HANDLER(VolumeHeartbeat);
+COVE_HANDLER(VolumeCommit);
+COVE_HANDLER(VolumeReload);
+COVE_HANDLER(VolumeGetFile2);
+COVE_HANDLER(VolumeListFiles);
+COVE_HANDLER(VolumeListFiles2);
+COVE_HANDLER(VolumePutFiles);
+COVE_HANDLER(VolumePutFiles2);
+COVE_HANDLER(VolumeRemoveFile);
+COVE_HANDLER(VolumeRemoveFile2);
+COVE_HANDLER(VolumeCopyFiles);
+COVE_HANDLER(VolumeCopyFiles2);
 /* blob.c */
 COVE_HANDLER(BlobCreate);
 COVE_HANDLER(BlobGet);

@@ -92,6 +92,23 @@ static const struct cove_api_method methods[] = {
 	{"SecretUpdate", cove_api_SecretUpdate, 0},
 	{"TaskList", cove_api_TaskList, 0},
 	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
+	{"VolumeCommit", cove_api_VolumeCommit, 0},
+	{"VolumeCopyFiles", cove_api_VolumeCopyFiles, 0},
+	{"VolumeCopyFiles2", cove_api_VolumeCopyFiles2, 0},
+	{"VolumeDelete", cove_api_VolumeDelete, 0},
+	{"VolumeGetById", cove_api_VolumeGetById, 0},
+	{"VolumeGetFile2", cove_api_VolumeGetFile2, 0},
+	{"VolumeGetOrCreate", cove_api_VolumeGetOrCreate, 0},
+	{"VolumeHeartbeat", cove_api_VolumeHeartbeat, 0},
+	{"VolumeList", cove_api_VolumeList, 0},
+	{"VolumeListFiles", cove_api_VolumeListFiles, 0},
+	{"VolumeListFiles2", cove_api_VolumeListFiles2, 0},
+	{"VolumePutFiles", cove_api_VolumePutFiles, 0},
+	{"VolumePutFiles2", cove_api_VolumePutFiles2, 0},
+	{"VolumeReload", cove_api_VolumeReload, 0},
+	{"VolumeRemoveFile", cove_api_VolumeRemoveFile, 0},
+	{"VolumeRemoveFile2", cove_api_VolumeRemoveFile2, 0},
+	{"VolumeRename", cove_api_VolumeRename, 0},
 };
 
 struct route {

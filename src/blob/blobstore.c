@@ -5,6 +5,8 @@
  *   blobs/.staging/<id>/<n>     part n of blob id's multipart upload: a 4 KiB header holding the part's md5,
  *                               then its data
  *   files/<sha256 hex>          a content-addressed file
+ *   volumes/blocks/<xx>/<hex>   a volume block (xx: its first two hex digits), see blobstore.h
+ *   volumes/blocks/.lock        flock'd shared by block writers, exclusively by gc while it removes blocks
  *   .../.tmp-<random>           a file being written (never a valid id or sha256, so never served)
  * Every name comes from a validated id, sha256 hex or part number, so no request can reach outside the root.
  */
@@ -20,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include "util/alloc.h"
 #include "util/fsutil.h"
@@ -45,6 +49,11 @@ struct cove_blobstore {
 	char *blobs_dir;
 	char *files_dir;
 	char *staging_dir;
+	char *blocks_dir;
+	/* Block writes counted (atomically: any thread writes blocks) and the count the last sync covered. */
+	uint64_t blocks_written;
+	uint64_t blocks_synced;
+	pthread_mutex_t sync_mu;
 };
 
 struct cove_blob_writer {
@@ -202,6 +211,8 @@ sweep_staging(const char *staging_dir)
 	closedir(d);
 }
 
+static int blocks_open(struct cove_blobstore *bs, struct cove_error **err);
+
 struct cove_blobstore *
 cove_blobstore_open(const char *root, struct cove_error **err)
 {
@@ -209,7 +220,10 @@ cove_blobstore_open(const char *root, struct cove_error **err)
 	bs->blobs_dir = xasprintf("%s/blobs", root);
 	bs->files_dir = xasprintf("%s/files", root);
 	bs->staging_dir = xasprintf("%s/blobs/.staging", root);
-	if (cove_mkdirs(bs->staging_dir, err) < 0 || cove_mkdirs(bs->files_dir, err) < 0) {
+	bs->blocks_dir = xasprintf("%s/volumes/blocks", root);
+	pthread_mutex_init(&bs->sync_mu, NULL);
+	if (cove_mkdirs(bs->staging_dir, err) < 0 || cove_mkdirs(bs->files_dir, err) < 0 ||
+	    blocks_open(bs, err) < 0) {
 		cove_error_wrap(err, "open blob store %s", root);
 		cove_blobstore_free(bs);
 		return NULL;
@@ -228,6 +242,8 @@ cove_blobstore_free(struct cove_blobstore *bs)
 	free(bs->blobs_dir);
 	free(bs->files_dir);
 	free(bs->staging_dir);
+	free(bs->blocks_dir);
+	pthread_mutex_destroy(&bs->sync_mu);
 	free(bs);
 }
 
@@ -773,4 +789,389 @@ cove_blobstore_file_from_blob(struct cove_blobstore *bs, const char *sha256_hex,
 	if (cove_blob_writer_commit(w, NULL, NULL, err) < 0)
 		return cove_error_wrap(err, "file %s from blob %s", sha256_hex, id);
 	return 0;
+}
+
+/* ---- volume blocks ---- */
+
+const uint8_t cove_block_empty_hash[COVE_BLOCK_HASH] = {
+	0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+	0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+};
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+cove_block_hash_parse(const char *hex, uint8_t hash[COVE_BLOCK_HASH])
+{
+	if (hex == NULL || strlen(hex) != 2 * COVE_BLOCK_HASH)
+		return -1;
+	for (size_t i = 0; i < COVE_BLOCK_HASH; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		hash[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static int
+is_empty_block(const uint8_t hash[COVE_BLOCK_HASH])
+{
+	return memcmp(hash, cove_block_empty_hash, COVE_BLOCK_HASH) == 0;
+}
+
+/* "<dir>/<xx>/<hex>" into a caller buffer. */
+#define BLOCK_PATH_MAX 4200
+static int
+block_path(const char *dir, const uint8_t hash[COVE_BLOCK_HASH], char out[BLOCK_PATH_MAX])
+{
+	char hex[2 * COVE_BLOCK_HASH + 1];
+	cove_hex(hash, COVE_BLOCK_HASH, hex);
+	int n = snprintf(out, BLOCK_PATH_MAX, "%s/%.2s/%s", dir, hex, hex);
+	return n > 0 && n < BLOCK_PATH_MAX ? 0 : -1;
+}
+
+/* The lock gc takes exclusively; block writers and probes take it shared for the span in which they decide that
+ * a block exists and refresh its clock. A fresh open file description per use, so that threads never share one
+ * (an flock belongs to the description). */
+static int
+blocks_lock(const char *dir, int how)
+{
+	char path[BLOCK_PATH_MAX];
+	snprintf(path, sizeof(path), "%s/.lock", dir);
+	int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	while (flock(fd, how) < 0) {
+		if (errno != EINTR) {
+			int e = errno;
+			close(fd);
+			errno = e;
+			return -1;
+		}
+	}
+	return fd;
+}
+
+static int
+blocks_open(struct cove_blobstore *bs, struct cove_error **err)
+{
+	if (cove_mkdirs(bs->blocks_dir, err) < 0)
+		return -1;
+	for (int i = 0; i < 256; i++) {
+		char sub[BLOCK_PATH_MAX];
+		snprintf(sub, sizeof(sub), "%s/%02x", bs->blocks_dir, i);
+		if (mkdir(sub, 0755) < 0 && errno != EEXIST)
+			return io_error(err, errno, "create %s", sub);
+		sweep_temp_files(sub);
+	}
+	int fd = blocks_lock(bs->blocks_dir, LOCK_SH);
+	if (fd < 0)
+		return io_error(err, errno, "lock %s", bs->blocks_dir);
+	close(fd);
+	return 0;
+}
+
+/* Refresh the clock of a stored block: gc keeps what was touched within its grace period. */
+static int
+touch(const char *path)
+{
+	return utimensat(AT_FDCWD, path, NULL, 0);
+}
+
+int
+cove_blobstore_block_probe(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], uint64_t *len,
+			   struct cove_error **err)
+{
+	if (is_empty_block(hash)) {
+		*len = 0;
+		return 1;
+	}
+	char path[BLOCK_PATH_MAX];
+	if (block_path(bs->blocks_dir, hash, path) < 0)
+		return cove_error_set(err, COVE_INTERNAL, "block path too long");
+	cleanup_close int lock = blocks_lock(bs->blocks_dir, LOCK_SH);
+	if (lock < 0)
+		return io_error(err, errno, "lock %s", bs->blocks_dir);
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return io_error(err, errno, "stat block %s", path);
+	}
+	if (touch(path) < 0 && errno != ENOENT)
+		return io_error(err, errno, "touch block %s", path);
+	*len = (uint64_t)st.st_size;
+	return 1;
+}
+
+static void
+sha256_iov(const struct iovec *iov, int iovcnt, uint8_t out[32])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		abort();
+	for (int i = 0; i < iovcnt; i++)
+		if (iov[i].iov_len && EVP_DigestUpdate(ctx, iov[i].iov_base, iov[i].iov_len) != 1)
+			abort();
+	unsigned int n = 0;
+	if (EVP_DigestFinal_ex(ctx, out, &n) != 1)
+		abort();
+	EVP_MD_CTX_free(ctx);
+}
+
+static int
+writev_all(int fd, const struct iovec *iov, int iovcnt)
+{
+	for (int i = 0; i < iovcnt; i++)
+		if (write_all(fd, iov[i].iov_base, iov[i].iov_len) < 0)
+			return -1;
+	return 0;
+}
+
+static int
+block_store(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const struct iovec *iov, int iovcnt,
+	    int verify, struct cove_error **err)
+{
+	size_t total = 0;
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (total > COVE_BLOCK_SIZE)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "a block holds at most %zu bytes, not %zu",
+				      COVE_BLOCK_SIZE, total);
+	if (verify) {
+		uint8_t actual[32];
+		sha256_iov(iov, iovcnt, actual);
+		if (memcmp(actual, hash, COVE_BLOCK_HASH) != 0) {
+			char want[65], got[65];
+			cove_hex(hash, 32, want);
+			cove_hex(actual, 32, got);
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "block content hashes to %s, not %s", got, want);
+		}
+	}
+	if (is_empty_block(hash))
+		return 0;
+	char path[BLOCK_PATH_MAX];
+	if (block_path(bs->blocks_dir, hash, path) < 0)
+		return cove_error_set(err, COVE_INTERNAL, "block path too long");
+	cleanup_close int lock = blocks_lock(bs->blocks_dir, LOCK_SH);
+	if (lock < 0)
+		return io_error(err, errno, "lock %s", bs->blocks_dir);
+	if (touch(path) == 0)
+		return 0; /* already stored: its name is its content */
+	if (errno != ENOENT)
+		return io_error(err, errno, "touch block %s", path);
+	char dir[BLOCK_PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = '\0';
+	cleanup_free char *tmp = NULL;
+	cleanup_close int fd = open_temp(dir, &tmp, err);
+	if (fd < 0)
+		return -1;
+	if (writev_all(fd, iov, iovcnt) < 0 || rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return io_error(err, e, "write block %s", path);
+	}
+	__atomic_add_fetch(&bs->blocks_written, 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+int
+cove_blobstore_block_writev(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const struct iovec *iov,
+			    int iovcnt, struct cove_error **err)
+{
+	return block_store(bs, hash, iov, iovcnt, 1, err);
+}
+
+int
+cove_blobstore_block_write_hashed(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const void *data,
+				  size_t len, struct cove_error **err)
+{
+	struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+	return block_store(bs, hash, &iov, 1, 0, err);
+}
+
+int
+cove_blobstore_block_open(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], int *fd_out, uint64_t *len,
+			  struct cove_error **err)
+{
+	if (is_empty_block(hash)) {
+		*fd_out = -1;
+		*len = 0;
+		return 0;
+	}
+	char path[BLOCK_PATH_MAX];
+	if (block_path(bs->blocks_dir, hash, path) < 0)
+		return cove_error_set(err, COVE_INTERNAL, "block path too long");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		char hex[65];
+		cove_hex(hash, 32, hex);
+		if (errno == ENOENT)
+			return cove_error_set(err, COVE_NOT_FOUND, "block %s is not stored", hex);
+		return io_error(err, errno, "open block %s", hex);
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return io_error(err, e, "stat block");
+	}
+	*fd_out = fd;
+	*len = (uint64_t)st.st_size;
+	return 0;
+}
+
+int
+cove_blobstore_sync_blocks(struct cove_blobstore *bs, struct cove_error **err)
+{
+	/* Every write counted before this call is durable when it returns, even if another thread's sync is the one
+	 * that covered it: syncs take turns, and each records how many writes it started after. */
+	uint64_t target = __atomic_load_n(&bs->blocks_written, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&bs->sync_mu);
+	int rv = 0;
+	if (bs->blocks_synced < target) {
+		uint64_t covers = __atomic_load_n(&bs->blocks_written, __ATOMIC_SEQ_CST);
+		cleanup_close int fd = open(bs->blocks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || syncfs(fd) < 0)
+			rv = io_error(err, errno, "sync %s", bs->blocks_dir);
+		else
+			bs->blocks_synced = covers;
+	}
+	pthread_mutex_unlock(&bs->sync_mu);
+	return rv;
+}
+
+int64_t
+cove_blocks_stored_size(const char *root, const uint8_t hash[COVE_BLOCK_HASH])
+{
+	if (is_empty_block(hash))
+		return 0;
+	char dir[BLOCK_PATH_MAX], path[BLOCK_PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/volumes/blocks", root);
+	if (block_path(dir, hash, path) < 0)
+		return -1;
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -1;
+	return (int64_t)st.st_size;
+}
+
+/* Candidates: blocks untouched since before the cutoff, collected per subdirectory. */
+struct gc_candidate {
+	uint8_t hash[COVE_BLOCK_HASH];
+	uint64_t size;
+};
+
+#define GC_BATCH 512
+
+int
+cove_blocks_gc(const char *root, double grace_s, int (*referenced)(void *arg, const uint8_t hash[COVE_BLOCK_HASH]),
+	       void *arg, struct cove_blocks_gc_stats *stats, struct cove_error **err)
+{
+	memset(stats, 0, sizeof(*stats));
+	cleanup_free char *dir = xasprintf("%s/volumes/blocks", root);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	double cutoff = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - grace_s;
+	/* First every old block, then the references: a block referred to after this scan began was touched (by the
+	 * probe or write that preceded the reference) and is no longer old when it is checked again below. */
+	struct gc_candidate *cands = NULL;
+	size_t n = 0, cap = 0;
+	int rv = -1;
+	for (int i = 0; i < 256; i++) {
+		char sub[BLOCK_PATH_MAX];
+		snprintf(sub, sizeof(sub), "%s/%02x", dir, i);
+		DIR *d = opendir(sub);
+		if (d == NULL) {
+			if (errno == ENOENT)
+				continue;
+			io_error(err, errno, "open %s", sub);
+			goto out;
+		}
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			uint8_t h[COVE_BLOCK_HASH];
+			if (cove_block_hash_parse(de->d_name, h) < 0)
+				continue;
+			struct stat st;
+			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			stats->scanned++;
+			double mtime = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+			if (mtime >= cutoff) {
+				stats->kept_recent++;
+				stats->kept_bytes += (uint64_t)st.st_size;
+				continue;
+			}
+			if (n == cap) {
+				cap = cap ? cap * 2 : 1024;
+				cands = xrealloc(cands, cap * sizeof(*cands));
+			}
+			memcpy(cands[n].hash, h, COVE_BLOCK_HASH);
+			cands[n].size = (uint64_t)st.st_size;
+			n++;
+		}
+		closedir(d);
+	}
+	/* Referenced ones stay; the references are read once the old blocks are known (see above). */
+	size_t keep = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r = referenced(arg, cands[i].hash);
+		if (r < 0) {
+			cove_error_set(err, COVE_INTERNAL, "gc: cannot read the volumes' references");
+			goto out;
+		}
+		if (r > 0) {
+			stats->kept_referenced++;
+			stats->kept_bytes += cands[i].size;
+			continue;
+		}
+		cands[keep++] = cands[i];
+	}
+	n = keep;
+	for (size_t i = 0; i < n;) {
+		/* Batches under the exclusive lock, so that writers wait briefly at most. A block touched since the scan
+		 * is about to be referred to: it stays. */
+		cleanup_close int lock = blocks_lock(dir, LOCK_EX);
+		if (lock < 0) {
+			io_error(err, errno, "lock %s", dir);
+			goto out;
+		}
+		for (size_t end = i + GC_BATCH < n ? i + GC_BATCH : n; i < end; i++) {
+			char path[BLOCK_PATH_MAX];
+			struct stat st;
+			if (block_path(dir, cands[i].hash, path) < 0 || stat(path, &st) < 0)
+				continue;
+			double mtime = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+			if (mtime >= cutoff) {
+				stats->kept_recent++;
+				stats->kept_bytes += (uint64_t)st.st_size;
+				continue;
+			}
+			if (unlink(path) < 0) {
+				if (errno == ENOENT)
+					continue;
+				io_error(err, errno, "remove %s", path);
+				goto out;
+			}
+			stats->removed++;
+			stats->removed_bytes += (uint64_t)st.st_size;
+		}
+	}
+	rv = 0;
+out:
+	free(cands);
+	return rv;
 }

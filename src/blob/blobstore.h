@@ -91,4 +91,55 @@ int cove_blobstore_file_from_blob(struct cove_blobstore *bs, const char *sha256_
 /* Path of a content file (caller frees); the file may not exist. NULL if sha256_hex is not valid. */
 char *cove_blobstore_file_path(struct cove_blobstore *bs, const char *sha256_hex);
 
+/* Volume blocks: the content of volume files, cut into COVE_BLOCK_SIZE pieces as the v2 client cuts them, each
+ * stripped of its trailing zero bytes and named by the sha256 of what is left (32 raw bytes). Stored once under
+ * <root>/volumes/blocks/<first two hex digits>/<64 hex digits>; the empty block (sha256 of nothing) always
+ * exists and is never stored.
+ *
+ * Durability: block writes are not fsynced one by one (4 ms each would cap small-file uploads at ~250 files/s).
+ * They survive a crash of Cove as soon as the call returns (the page cache outlives the process), and
+ * cove_blobstore_sync_blocks makes every block written so far durable against power loss; callers run it before
+ * committing metadata that refers to new blocks, so that no committed file ever refers to a lost block.
+ *
+ * Garbage collection (cove_blocks_gc, e.g. `cove gc` while the server runs) removes blocks that no volume refers
+ * to and that nobody touched for its grace period. Every call here that reports a block as present or writes it
+ * refreshes its modification time under a shared lock, and gc re-checks that time under an exclusive lock before
+ * removing a block: a block a caller is about to refer to is never removed under it.
+ * All block functions are safe to call from any thread. */
+#define COVE_BLOCK_SIZE ((size_t)8 << 20)
+#define COVE_BLOCK_HASH 32
+/* 1 if the block is stored (its stored length in *len; its clock refreshed), 0 if not, -1 + *err on I/O errors. */
+int cove_blobstore_block_probe(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], uint64_t *len,
+			       struct cove_error **err);
+/* Store a block given as iovecs (at most COVE_BLOCK_SIZE bytes in all): the data must hash to `hash`
+ * (-1 + INVALID_ARGUMENT otherwise). Already stored: only its clock is refreshed. I/O errors as for writers. */
+int cove_blobstore_block_writev(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const struct iovec *iov,
+				int iovcnt, struct cove_error **err);
+/* The same for a block whose hash the caller computed from these very bytes (no second hashing). */
+int cove_blobstore_block_write_hashed(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const void *data,
+				      size_t len, struct cove_error **err);
+/* Open a block for reading: *fd (caller closes; -1 for the empty block) and its stored length. -1 + NOT_FOUND if
+ * it is not stored. */
+int cove_blobstore_block_open(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], int *fd, uint64_t *len,
+			      struct cove_error **err);
+/* Make every block written so far durable (one syncfs). No-op when nothing was written since the last call. */
+int cove_blobstore_sync_blocks(struct cove_blobstore *bs, struct cove_error **err);
+/* Parse 64 lower- or upper-case hex digits into a hash; 0 or -1. */
+int cove_block_hash_parse(const char *hex, uint8_t hash[COVE_BLOCK_HASH]);
+
+/* The sha256 of the empty block. */
+extern const uint8_t cove_block_empty_hash[COVE_BLOCK_HASH];
+
+struct cove_blocks_gc_stats {
+	uint64_t scanned, kept_referenced, kept_recent, removed, removed_bytes, kept_bytes;
+};
+/* Remove the unreferenced blocks of the state directory `root` that nobody touched for grace_s seconds.
+ * referenced(arg, hash) says whether some volume refers to a block; it is asked only about candidates, after they
+ * were found old, so that a block referred to after the scan began was touched and is kept. Works on the files
+ * alone (no open blob store needed), so it may run in another process while the server runs. */
+int cove_blocks_gc(const char *root, double grace_s, int (*referenced)(void *arg, const uint8_t hash[COVE_BLOCK_HASH]),
+		   void *arg, struct cove_blocks_gc_stats *stats, struct cove_error **err);
+/* Stored bytes of a block (0 for the empty block), or -1 if it is not stored. For disk usage reports. */
+int64_t cove_blocks_stored_size(const char *root, const uint8_t hash[COVE_BLOCK_HASH]);
+
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -387,6 +388,189 @@ handle_complete(struct cove_blob_http *h, struct evhttp_request *req, const char
 	evbuffer_free(b);
 }
 
+/* ---- volume blocks: /block/<sha256 hex> ---- */
+
+/* The v2 client PUTs a block's bytes (trailing zeros stripped) to the put_url VolumePutFiles2 gave it; the body of
+ * our answer is opaque to it and comes back as put_response, so it is the block's name. */
+static void
+handle_block_put(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	if (len > COVE_BLOCK_SIZE) {
+		reply_error(req, 413, "EntityTooLarge", "a block holds at most 8 MiB");
+		return;
+	}
+	/* The body is already in memory (evhttp); its chains become the iovecs. */
+	int n = evbuffer_peek(in, -1, NULL, NULL, 0);
+	struct evbuffer_iovec *vec = xcalloc((size_t)(n > 0 ? n : 1), sizeof(*vec));
+	if (n > 0)
+		evbuffer_peek(in, -1, NULL, vec, n);
+	struct cove_error *err = NULL;
+	int rc = cove_blobstore_block_writev(h->bs, hash, (const struct iovec *)vec, n > 0 ? n : 0, &err);
+	free(vec);
+	if (rc < 0) {
+		reply_store_error(req, err, "BadDigest", "NoSuchKey");
+		cove_error_free(err);
+		return;
+	}
+	evbuffer_drain(in, len);
+	char hex[2 * COVE_BLOCK_HASH + 1];
+	cove_hex(hash, COVE_BLOCK_HASH, hex);
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL)
+		abort();
+	evbuffer_add(b, hex, 2 * COVE_BLOCK_HASH);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
+	evhttp_send_reply(req, 200, NULL, b);
+	evbuffer_free(b);
+}
+
+/* Query parameters of a block GET: off and len (a slice of the block as the file holds it, zeros included) and
+ * pad=1 (send the zeros the stored block leaves out; clients that pad blocks themselves leave it off). */
+static int
+block_query(struct evhttp_request *req, uint64_t *off, uint64_t *len, int *pad)
+{
+	*off = 0;
+	*len = COVE_BLOCK_SIZE;
+	*pad = 0;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+	if (q == NULL || *q == '\0')
+		return 0;
+	struct evkeyvalq params;
+	TAILQ_INIT(&params);
+	if (evhttp_parse_query_str(q, &params) < 0)
+		return -1;
+	int rv = 0;
+	struct evkeyval *kv;
+	TAILQ_FOREACH(kv, &params, next)
+	{
+		uint64_t v;
+		if (parse_u64(kv->value, strlen(kv->value), &v) < 0) {
+			rv = -1;
+			break;
+		}
+		if (strcmp(kv->key, "off") == 0)
+			*off = v;
+		else if (strcmp(kv->key, "len") == 0)
+			*len = v;
+		else if (strcmp(kv->key, "pad") == 0)
+			*pad = v != 0;
+		else
+			rv = -1;
+	}
+	evhttp_clear_headers(&params);
+	if (rv == 0 && (*off > COVE_BLOCK_SIZE || *len > COVE_BLOCK_SIZE - *off))
+		rv = -1;
+	return rv;
+}
+
+static const uint8_t zeros64k[64 << 10];
+
+static void
+handle_block_get(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
+{
+	uint64_t off, want;
+	int pad;
+	if (block_query(req, &off, &want, &pad) < 0) {
+		reply_error(req, 400, "InvalidArgument", "block query must be off=N&len=N&pad=0|1 within 8 MiB");
+		return;
+	}
+	int fd = -1;
+	uint64_t stored = 0;
+	struct cove_error *err = NULL;
+	if (cove_blobstore_block_open(h->bs, hash, &fd, &stored, &err) < 0) {
+		reply_store_error(req, err, "InvalidArgument", "NoSuchKey");
+		cove_error_free(err);
+		return;
+	}
+	/* What the block stores of the slice, then (pad) the zeros after it. */
+	uint64_t from_file = off >= stored ? 0 : (stored - off < want ? stored - off : want);
+	uint64_t zeros = pad ? want - from_file : 0;
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	char cl[24];
+	snprintf(cl, sizeof(cl), "%llu", (unsigned long long)(from_file + zeros));
+	evhttp_add_header(out, "Content-Type", "application/octet-stream");
+	evhttp_add_header(out, "Content-Length", cl);
+	if (off == 0 && from_file == stored && zeros == 0) {
+		/* The whole stored block: its name is the sha256 of the body, which the client checks (RFC 9530). */
+		static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		char digest[64] = "sha-256=:";
+		size_t o = strlen(digest);
+		for (size_t i = 0; i < COVE_BLOCK_HASH; i += 3) {
+			uint32_t v = (uint32_t)hash[i] << 16 | (i + 1 < COVE_BLOCK_HASH ? (uint32_t)hash[i + 1] << 8 : 0) |
+				     (i + 2 < COVE_BLOCK_HASH ? hash[i + 2] : 0);
+			digest[o++] = b64[(v >> 18) & 63];
+			digest[o++] = b64[(v >> 12) & 63];
+			digest[o++] = i + 1 < COVE_BLOCK_HASH ? b64[(v >> 6) & 63] : '=';
+			digest[o++] = i + 2 < COVE_BLOCK_HASH ? b64[v & 63] : '=';
+		}
+		digest[o++] = ':';
+		digest[o] = '\0';
+		evhttp_add_header(out, "Repr-Digest", digest);
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || from_file + zeros == 0) {
+		if (fd >= 0)
+			close(fd);
+		evhttp_send_reply(req, 200, NULL, NULL);
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL)
+		abort();
+	evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD);
+	if (from_file > 0) {
+		/* The segment owns fd from here on. */
+		if (evbuffer_add_file(b, fd, (ev_off_t)off, (ev_off_t)from_file) < 0) {
+			close(fd);
+			evbuffer_free(b);
+			evhttp_remove_header(out, "Content-Length");
+			evhttp_remove_header(out, "Content-Type");
+			evhttp_remove_header(out, "Repr-Digest");
+			reply_error(req, 500, "InternalError", "cannot send the block");
+			return;
+		}
+		fd = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	for (uint64_t left = zeros; left > 0;) {
+		size_t n = left < sizeof(zeros64k) ? (size_t)left : sizeof(zeros64k);
+		evbuffer_add_reference(b, zeros64k, n, NULL, NULL);
+		left -= n;
+	}
+	evhttp_send_reply(req, 200, NULL, b);
+	evbuffer_free(b);
+}
+
+/* "/block/<64 hex>": 1 (hash filled), 0 (not a block path), -1 (a block path with a bad name). */
+static int
+parse_block_path(const char *path, uint8_t hash[COVE_BLOCK_HASH])
+{
+	static const char prefix[] = "/block/";
+	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	return cove_block_hash_parse(path + sizeof(prefix) - 1, hash) < 0 ? -1 : 1;
+}
+
+static void
+handle_block(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
+{
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:
+	case EVHTTP_REQ_HEAD:
+		handle_block_get(h, req, hash);
+		return;
+	case EVHTTP_REQ_PUT:
+		handle_block_put(h, req, hash);
+		return;
+	default:
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD, PUT");
+		reply_error(req, 405, "MethodNotAllowed", "The specified method is not allowed against this resource.");
+	}
+}
+
 /* Dispatch table: (path kind, method) -> handler. A known path with an unlisted method is 405. */
 static const struct route {
 	enum route_kind kind;
@@ -461,6 +645,16 @@ handle_request(struct evhttp_request *req, void *arg)
 	struct cove_blob_http *h = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	uint8_t hash[COVE_BLOCK_HASH];
+	int is_block = parse_block_path(path, hash);
+	if (is_block < 0) {
+		reply_error(req, 400, "InvalidArgument", "a block is named by the 64 hex digits of its sha256");
+		return;
+	}
+	if (is_block > 0) {
+		handle_block(h, req, hash);
+		return;
+	}
 	char id[80];
 	enum route_kind kind;
 	int part;
@@ -597,6 +791,24 @@ char *
 cove_blob_http_complete_url(const struct cove_blob_http *h, const char *id)
 {
 	return xasprintf("%s/blob/%s/complete", h->base_url, id);
+}
+
+char *
+cove_blob_http_block_url(const struct cove_blob_http *h, const uint8_t hash[32])
+{
+	char hex[65];
+	cove_hex(hash, 32, hex);
+	return xasprintf("%s/block/%s", h->base_url, hex);
+}
+
+char *
+cove_blob_http_block_slice_url(const struct cove_blob_http *h, const uint8_t hash[32], uint64_t off, uint64_t len,
+			       int pad)
+{
+	char hex[65];
+	cove_hex(hash, 32, hex);
+	return xasprintf("%s/block/%s?off=%llu&len=%llu%s", h->base_url, hex, (unsigned long long)off,
+			 (unsigned long long)len, pad ? "&pad=1" : "");
 }
 
 /* ---- CompleteMultipartUpload parser ---- */

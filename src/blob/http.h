@@ -5,6 +5,12 @@
  *                                   the blob; body contains the ETag md5(concat(part md5 digests))-N
  *   GET  /blob/<id>                 the blob's bytes (Content-Length); HEAD too; a single "Range: bytes=a-b",
  *                                   "a-" or "-n" gets 206 (416 if unsatisfiable); other Range forms are ignored
+ *   PUT  /block/<sha256 hex>        a volume block (at most 8 MiB, hashing to its name: 400 otherwise); the body
+ *                                   of the 200 is the name (the v2 client echoes it as put_response)
+ *   GET  /block/<sha256 hex>[?off=N&len=N&pad=1]
+ *                                   a slice of a volume block (default: what is stored of all of it); pad=1 adds
+ *                                   the trailing zeros the stored block leaves out; the whole stored block comes
+ *                                   with a Repr-Digest (sha-256) header; HEAD too
  * Bad ids, unknown blobs and malformed requests get 4xx (S3-style XML error bodies), other methods 405, a full
  * disk or I/O error 503 (the client retries). Runs on libevent's evhttp in the caller's event loop; evhttp holds
  * a whole request body in memory before the handler runs (there is no server-side body streaming in libevent
@@ -14,6 +20,7 @@
 #define COVE_BLOB_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/error.h"
 
@@ -35,6 +42,11 @@ void cove_blob_http_free(struct cove_blob_http *h);
 char *cove_blob_http_url(const struct cove_blob_http *h, const char *id);
 char *cove_blob_http_part_url(const struct cove_blob_http *h, const char *id, int part_number);
 char *cove_blob_http_complete_url(const struct cove_blob_http *h, const char *id);
+/* Volume block URLs: <base>/block/<hex> (PUT) and a GET of bytes [off, off + len) of the block as its file holds
+ * it (pad: with the zeros the stored block leaves out). */
+char *cove_blob_http_block_url(const struct cove_blob_http *h, const uint8_t hash[32]);
+char *cove_blob_http_block_slice_url(const struct cove_blob_http *h, const uint8_t hash[32], uint64_t off, uint64_t len,
+				     int pad);
 
 /* Largest request body accepted: a single PUT may carry the client's whole 1 GiB single-part maximum. */
 #define COVE_BLOB_HTTP_MAX_BODY ((size_t)1100 << 20)

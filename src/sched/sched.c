@@ -18,6 +18,7 @@
 #include "runtime/runtime.h"
 #include "server.h"
 #include "store/store.h"
+#include "store/volview.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
 #include "util/ids.h"
@@ -1083,6 +1084,7 @@ task_on_exit(void *owner, int status)
 		fn->n_starting--;
 	fn->n_tasks--;
 	app->n_tasks--;
+	cove_volview_task_exit(t->id); /* a last commit of its volumes, whatever way it exited */
 	if (t->dir) {
 		struct cove_error *err = NULL;
 		if (cove_remove_tree(t->dir, &err) < 0) {
@@ -1190,12 +1192,17 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	char *argv[4] = {NULL, "-m", "modal._container_entrypoint", NULL};
 	cleanup_free uint8_t *abytes = NULL;
 	cleanup_free char *args_path = NULL;
+	struct cove_container_mount *vmounts = NULL;
+	size_t n_vmounts = 0;
 	int rv = -1;
 	if (cove_mkdirs(root, err) < 0)
 		goto out;
 	for (size_t i = 0; i < fn->def->n_mount_ids; i++)
 		if (layout_mount(s, t->dir, fn->def->mount_ids[i], err) < 0)
 			goto out;
+	/* Volumes (store/volview.c): a view of each, bind-mounted at its path by the runtime. */
+	if (cove_volume_mounts_for_task(ctx, t->id, fn->def, &vmounts, &n_vmounts, err) < 0)
+		goto out;
 
 	Modal__Client__ContainerArguments args = MODAL__CLIENT__CONTAINER_ARGUMENTS__INIT;
 	args.task_id = t->id;
@@ -1206,6 +1213,7 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	args.serialized_params.data = fn->params;
 	args.serialized_params.len = fn->params_len;
 	args.app_layout = cove_sched_app_layout(s, fn->app);
+	cove_volume_fill_layout(args.app_layout);
 	size_t alen;
 	abytes = pb_pack(&args.base, &alen);
 	cove_sched_layout_free(args.app_layout);
@@ -1236,7 +1244,8 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	env[n_env] = NULL;
 
 	argv[0] = (char *)ctx->cfg.python;
-	struct cove_container_spec spec = {.id = t->id, .workdir = root, .argv = argv, .envp = env};
+	struct cove_container_spec spec = {
+		.id = t->id, .workdir = root, .argv = argv, .envp = env, .mounts = vmounts, .n_mounts = n_vmounts};
 	cove_map_put(&s->tasks, t->secret, t);
 	cove_map_put(&s->tasks_by_id, t->id, t);
 	if (ctx->runtime->ops->start(ctx->runtime, &spec, t, &t->container, err) < 0) {
@@ -1260,7 +1269,10 @@ out:
 	for (size_t i = 0; env && i < n_env; i++)
 		free(env[i]);
 	free(env);
+	cove_volume_mounts_free(vmounts, n_vmounts);
 	if (t) {
+		if (vmounts)
+			cove_volview_task_exit(t->id);
 		struct cove_error *ignored = NULL;
 		if (t->dir)
 			cove_remove_tree(t->dir, &ignored);
