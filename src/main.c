@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gateway/gateway.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
 #include "server.h"
@@ -29,7 +30,8 @@ usage(FILE *f)
 		"\n"
 		"commands:\n"
 		"  serve          run the server (API on --address:--port, blobs on --blob-port)\n"
-		"  token create   create a new client token and print it\n"
+		"  token create   create a new client token and print it (--proxy: a proxy auth token for web\n"
+		"                 endpoints with requires_proxy_auth=True, sent as Modal-Key / Modal-Secret)\n"
 		"  env            print MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET for this state dir\n"
 		"  gc             remove volume blocks that no volume refers to and that nobody touched for\n"
 		"                 --grace SECONDS (default 3600); safe while the server runs\n"
@@ -41,6 +43,7 @@ usage(FILE *f)
 		"  --address ADDR    address to listen on (default 127.0.0.1)\n"
 		"  --port N          gRPC API port (default 0: pick a free one)\n"
 		"  --blob-port N     blob HTTP port (default 0: pick a free one)\n"
+		"  --web-port N      web endpoints' HTTP port (default 0: the previous run's if free, else a free one)\n"
 		"  --python PATH     interpreter containers run (default: $COVE_PYTHON, else .venv/bin/python beside\n"
 		"                    the build directory, else python3 on PATH)\n"
 		"  --log-level L     debug, info, warn or error (default info)\n");
@@ -51,6 +54,8 @@ struct opts {
 	const char *address;
 	int port;
 	int blob_port;
+	int web_port;
+	int proxy;
 	const char *python;
 	const char *log_level;
 	double grace_s;
@@ -75,6 +80,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"state-dir", required_argument, NULL, 's'}, {"address", required_argument, NULL, 'a'},
 		{"port", required_argument, NULL, 'p'},      {"blob-port", required_argument, NULL, 'b'},
 		{"python", required_argument, NULL, 'y'},    {"log-level", required_argument, NULL, 'l'},
+		{"web-port", required_argument, NULL, 'w'},  {"proxy", no_argument, NULL, 'P'},
 		{"grace", required_argument, NULL, 'g'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
@@ -105,6 +111,13 @@ parse_opts(int argc, char **argv, struct opts *o)
 			}
 			break;
 		}
+		case 'w':
+			if (parse_port(optarg, &o->web_port) < 0) {
+				fprintf(stderr, "cove: --web-port: '%s' is not a port number\n", optarg);
+				return -1;
+			}
+			break;
+		case 'P': o->proxy = 1; break;
 		case 'y': o->python = optarg; break;
 		case 'l': o->log_level = optarg; break;
 		case 'h': usage(stdout); exit(0);
@@ -206,6 +219,7 @@ cmd_serve(struct opts *o)
 		.address = o->address,
 		.port = o->port,
 		.blob_port = o->blob_port,
+		.web_port = o->web_port,
 		.python = python,
 	};
 	struct event_base *base = event_base_new();
@@ -227,8 +241,10 @@ cmd_serve(struct opts *o)
 	struct event *sigint = evsignal_new(base, SIGINT, on_signal, &st);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	log_info("ready: API %s, state in %s, containers run %s (process runtime); client settings in %s/client.env",
-		 st.ctx->server_url, cfg.state_dir, python, cfg.state_dir);
+	log_info("ready: API %s, web endpoints %s (http://<label>.localhost:%d), state in %s, containers run %s "
+		 "(process runtime); client settings in %s/client.env",
+		 st.ctx->server_url, cove_gateway_base_url(st.ctx->gateway), cove_gateway_port(st.ctx->gateway),
+		 cfg.state_dir, python, cfg.state_dir);
 	event_base_dispatch(base);
 	event_free(sigterm);
 	event_free(sigint);
@@ -267,10 +283,13 @@ cmd_token_create(struct opts *o)
 	struct cove_error *err = NULL;
 	char *id = NULL, *secret = NULL;
 	int rv = 0;
-	if (cove_token_create(store, &id, &secret, &err) < 0) {
+	if ((o->proxy ? cove_gateway_proxy_token_create(store, &id, &secret, &err)
+		      : cove_token_create(store, &id, &secret, &err)) < 0) {
 		fprintf(stderr, "cove: %s\n", err->msg);
 		cove_error_free(err);
 		rv = 1;
+	} else if (o->proxy) {
+		printf("PROXY_TOKEN_ID=%s\nPROXY_TOKEN_SECRET=%s\n", id, secret);
 	} else {
 		printf("MODAL_TOKEN_ID=%s\nMODAL_TOKEN_SECRET=%s\n", id, secret);
 	}
@@ -327,7 +346,7 @@ main(int argc, char **argv)
 	int sub = 1;
 	if (strcmp(cmd, "token") == 0) {
 		if (argc < 3 || strcmp(argv[2], "create") != 0) {
-			fprintf(stderr, "cove: usage: cove token create [--state-dir DIR]\n");
+			fprintf(stderr, "cove: usage: cove token create [--proxy] [--state-dir DIR]\n");
 			return 2;
 		}
 		sub = 2;

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "blob/blobstore.h"
 #include "blob/http.h"
+#include "gateway/gateway.h"
 #include "grpc/server.h"
 #include "sched/sched.h"
 #include "store/kv.h"
@@ -54,9 +55,12 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
+	if ((ctx->gateway = cove_gateway_new(ctx, cfg->web_port, err)) == NULL)
+		goto fail;
 	/* Last: restoring may start containers, which dial server_url. */
 	if (cove_sched_restore(ctx->sched, err) < 0)
 		goto fail;
+	cove_gateway_restore(ctx->gateway);
 	return ctx;
 fail:
 	cove_error_wrap(err, "start server in %s", cfg->state_dir);
@@ -69,6 +73,7 @@ cove_server_free(struct cove_ctx *ctx)
 {
 	if (ctx == NULL)
 		return;
+	cove_gateway_free(ctx->gateway); /* first: its requests hold on to the scheduler's calls */
 	cove_grpc_server_free(ctx->grpc);
 	cove_volview_stop(ctx); /* before the stores its last commits write to */
 	cove_volume_stop(ctx);

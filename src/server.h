@@ -11,6 +11,7 @@ struct cove_config {
 	const char *address; /* "127.0.0.1" */
 	int port;            /* gRPC API; 0 picks a free port */
 	int blob_port;       /* blob HTTP; 0 picks a free port */
+	int web_port;        /* web endpoints' HTTP gateway; 0 picks one (the previous run's if free) */
 	const char *python;  /* the interpreter containers run */
 };
 
@@ -24,6 +25,7 @@ struct cove_ctx {
 	struct cove_sched *sched;
 	struct cove_runtime *runtime;
 	struct cove_api *api;
+	struct cove_gateway *gateway; /* web endpoints */
 	char *server_url; /* what clients and containers dial: http://address:port */
 	char *tasks_dir;  /* <state>/tasks, one working directory per container */
 	int shutting_down;

@@ -133,6 +133,13 @@ cove_api_AppPublish(struct cove_api_req *req)
 		cove_api_fail(req->call, err);
 		return;
 	}
+	/* `modal serve` publishes its app again after each edit: containers running the previous code are
+	 * replaced as they finish their inputs. */
+	char digest[65];
+	cove_sched_app_digest(req->ctx->sched, app, digest);
+	if (app->digest[0] && strcmp(digest, app->digest) != 0)
+		cove_sched_app_drain(req->ctx->sched, app);
+	memcpy(app->digest, digest, sizeof(digest));
 	Modal__Client__AppPublishResponse resp = MODAL__CLIENT__APP_PUBLISH_RESPONSE__INIT;
 	resp.url = "";
 	cove_api_reply(req->call, &resp.base);

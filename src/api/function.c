@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "gateway/gateway.h"
 #include "sched/sched.h"
 #include "server.h"
 #include "util/alloc.h"
@@ -135,6 +136,9 @@ cove_api_FunctionPrecreate(struct cove_api_req *req)
 		cove_api_fail(req->call, err);
 		return;
 	}
+	/* Web endpoints: the function's URL, and its methods' (filled into the request's definitions). */
+	cleanup_free char *web_url =
+		cove_gateway_precreate_url(req->ctx->gateway, app, (Modal__Client__FunctionPrecreateRequest *)r);
 	struct meta_src src = {
 		.app_id = app->id,
 		.function_name = r->function_name,
@@ -144,6 +148,7 @@ cove_api_FunctionPrecreate(struct cove_api_req *req)
 		.n_out = r->n_supported_output_formats,
 		.out = r->supported_output_formats,
 		.function_schema = r->function_schema,
+		.web_url = web_url,
 		.n_methods = r->n_method_definitions,
 	};
 	src.method_names = xcalloc(r->n_method_definitions, sizeof(char *));
@@ -206,6 +211,7 @@ cove_api_FunctionCreate(struct cove_api_req *req)
 		}
 	}
 	Modal__Client__Function *def = pb_dup(&given->base);
+	cove_gateway_assign_urls(req->ctx->gateway, app, def); /* web endpoints' URLs */
 	struct meta_src src = {
 		.app_id = app->id,
 		.function_name = def->function_name,
