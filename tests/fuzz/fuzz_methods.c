@@ -1,6 +1,6 @@
 /* libFuzzer target: arbitrary bytes as request messages to every handler in the method table.
- * Input: byte 0 picks the method (of every method in the client's service), byte 1 picks the caller
- * (valid token, no token, container), the rest is the message. The handlers run against a real store,
+ * Input: bytes 0-1 pick the method (of every method in the client's service: there are more than 256),
+ * byte 2 picks the caller (valid token, no token, container), the rest is the message. The handlers run against a real store,
  * blob store and scheduler in a temporary state directory; only the HTTP/2 transport is replaced. */
 #include <event2/event.h>
 #include <stdint.h>
@@ -45,19 +45,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (ctx == NULL)
 		setup();
-	if (size < 2)
+	if (size < 3)
 		return 0;
 	const ProtobufCServiceDescriptor *svc = &modal__client__modal_client__descriptor;
-	const ProtobufCMethodDescriptor *m = &svc->methods[data[0] % svc->n_methods];
+	const ProtobufCMethodDescriptor *m = &svc->methods[((unsigned)data[0] << 8 | data[1]) % svc->n_methods];
 	char path[256];
 	snprintf(path, sizeof(path), "/modal.client.ModalClient/%s", m->name);
 	const char *client[] = {"x-modal-client-version", COVE_CLIENT_VERSION, "x-modal-client-type", "1",
 				"x-modal-token-id", token_id, "x-modal-token-secret", token_secret, NULL};
 	const char *anonymous[] = {"x-modal-client-type", "1", NULL};
 	const char *container[] = {"x-modal-client-type", "3", "x-cove-task", "nope", NULL};
-	const char *const *headers = data[1] % 3 == 0 ? client : data[1] % 3 == 1 ? anonymous : container;
+	const char *const *headers = data[2] % 3 == 0 ? client : data[2] % 3 == 1 ? anonymous : container;
 	struct cove_call *call = fake_front_call(path, headers);
-	cove_api_route(call, path, data + 2, size - 2, 1, ctx->api);
+	cove_api_route(call, path, data + 3, size - 3, 1, ctx->api);
 	/* Let timers that are due run, then hang up on whatever is still parked. */
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	fake_front_cancel_all();
