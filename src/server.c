@@ -10,6 +10,7 @@
 #include "blob/http.h"
 #include "gateway/gateway.h"
 #include "grpc/server.h"
+#include "sandbox/sandbox.h"
 #include "sched/sched.h"
 #include "store/kv.h"
 #include "store/store.h"
@@ -45,6 +46,8 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		goto fail;
 	if (cove_volume_start(ctx, err) < 0 || cove_volview_start(ctx, err) < 0)
 		goto fail;
+	if ((ctx->sandboxes = cove_sandbox_new(ctx, err)) == NULL)
+		goto fail;
 	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
 		goto fail;
 	struct cove_grpc_options opts = {
@@ -54,6 +57,7 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	};
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
+	cove_grpc_server_set_message_hook(ctx->grpc, cove_api_stream_message, ctx->api);
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
 	if ((ctx->gateway = cove_gateway_new(ctx, cfg->web_port, err)) == NULL)
 		goto fail;
@@ -77,6 +81,7 @@ cove_server_free(struct cove_ctx *ctx)
 	cove_grpc_server_free(ctx->grpc);
 	cove_volview_stop(ctx); /* before the stores its last commits write to */
 	cove_volume_stop(ctx);
+	cove_sandbox_free(ctx->sandboxes); /* before the runtime, which the scheduler frees */
 	cove_sched_free(ctx->sched);
 	cove_api_free(ctx->api);
 	cove_blob_http_free(ctx->blob_http);

@@ -25,6 +25,7 @@ struct cove_ctx {
 	struct cove_sched *sched;
 	struct cove_runtime *runtime;
 	struct cove_api *api;
+	struct cove_sandboxes *sandboxes; /* sandboxes and the processes run in containers (sb.exec) */
 	struct cove_gateway *gateway; /* web endpoints */
 	char *server_url; /* what clients and containers dial: http://address:port */
 	char *tasks_dir;  /* <state>/tasks, one working directory per container */

@@ -28,19 +28,25 @@ struct cove_api_req {
 	int client_type;
 	struct cove_task *task; /* the calling container, for container calls */
 	const char *method;     /* "AppCreate" */
+	const char *router_task_id; /* task command router calls: the task the caller's bearer token is for */
 };
 
 typedef void (*cove_api_fn)(struct cove_api_req *req);
+/* Client streaming: one message of the request (index from 0) as it arrives, decoded into req->msg (NULL if
+ * it does not parse); req->call may not be answered here, only when fn runs at the end of the request. */
+typedef void (*cove_api_stream_fn)(struct cove_api_req *req, size_t index);
 
 enum {
 	COVE_API_CONTAINER_ONLY = 1 << 0, /* only containers may call it */
 	COVE_API_NO_AUTH = 1 << 1,        /* answered without credentials (ClientHello) */
+	COVE_API_CLIENT_STREAMING = 1 << 2, /* many request messages: stream gets each, fn answers at the end */
 };
 
 struct cove_api_method {
 	const char *name;
 	cove_api_fn fn;
 	unsigned flags;
+	cove_api_stream_fn stream; /* COVE_API_CLIENT_STREAMING only */
 };
 
 struct cove_api;
@@ -49,6 +55,9 @@ void cove_api_free(struct cove_api *api);
 /* The router the gRPC front calls (ctx is the struct cove_api). */
 void cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, size_t len, size_t n_messages,
 		    void *ctx);
+/* The front's message hook (client-streaming requests; ctx is the struct cove_api). */
+void cove_api_stream_message(struct cove_call *call, const char *path, size_t index, const uint8_t *msg, size_t len,
+			     void *ctx);
 
 /* Answering. reply: pack, send, finish OK. send: one message of a stream. fail: finish with err's code and
  * message (err is consumed). fail_code: finish with a formatted message. */
@@ -59,6 +68,9 @@ void cove_api_fail_code(struct cove_call *call, int code, const char *fmt, ...) 
 
 /* Authentication (auth.c). Fills req->client_type and req->task; 0 or -1 + UNAUTHENTICATED. */
 int cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error **err);
+/* The task command router's authentication (command_router.c): the bearer token Cove issued for a task, still
+ * valid. Fills req->router_task_id (valid for the call's life); 0 or -1 + UNAUTHENTICATED. */
+int cove_tcr_auth(struct cove_api_req *req, struct cove_error **err);
 /* Drop cached token decisions (after `cove token` changes). */
 void cove_auth_reset(void);
 
@@ -179,5 +191,48 @@ COVE_HANDLER(ContainerHeartbeat);
 COVE_HANDLER(FunctionGetInputs);
 COVE_HANDLER(FunctionPutOutputs);
 COVE_HANDLER(TaskResult);
+/* sandbox.c */
+COVE_HANDLER(AuthTokenGet);
+COVE_HANDLER(SandboxCreate);
+COVE_HANDLER(SandboxCreateV2);
+COVE_HANDLER(SandboxGetTaskId);
+COVE_HANDLER(SandboxGetTaskIdV2);
+COVE_HANDLER(SandboxWait);
+COVE_HANDLER(SandboxWaitV2);
+COVE_HANDLER(SandboxTerminate);
+COVE_HANDLER(SandboxTerminateV2);
+COVE_HANDLER(SandboxGetLogs);
+COVE_HANDLER(SandboxStdinWrite);
+COVE_HANDLER(SandboxGetTunnels);
+COVE_HANDLER(SandboxGetTunnelsV2);
+COVE_HANDLER(SandboxList);
+COVE_HANDLER(SandboxListV2);
+COVE_HANDLER(SandboxTagsGet);
+COVE_HANDLER(SandboxTagsGetV2);
+COVE_HANDLER(SandboxTagsSet);
+COVE_HANDLER(SandboxTagsSetV2);
+COVE_HANDLER(SandboxGetFromName);
+COVE_HANDLER(SandboxGetFromNameV2);
+COVE_HANDLER(SandboxSetName);
+COVE_HANDLER(SandboxSnapshotFs);
+COVE_HANDLER(SandboxGetCommandRouterAccess);
+COVE_HANDLER(TaskGetCommandRouterAccess);
+COVE_HANDLER(TaskGetInfo);
+/* logs.c */
+COVE_HANDLER(AppFetchLogs);
+COVE_HANDLER(AppCountLogs);
+/* command_router.c: the TaskCommandRouter service (the path prefix /modal.task_command_router.TaskCommandRouter/) */
+#define COVE_TCR_HANDLER(name) void cove_tcr_##name(struct cove_api_req *req)
+COVE_TCR_HANDLER(SandboxStdinWriteV2);
+COVE_TCR_HANDLER(SandboxStdioReadV2);
+COVE_TCR_HANDLER(TaskExecStart);
+COVE_TCR_HANDLER(TaskExecStdioRead);
+COVE_TCR_HANDLER(TaskExecStdinWrite);
+COVE_TCR_HANDLER(TaskExecStdinWriteStream);
+void cove_tcr_TaskExecStdinWriteStream_message(struct cove_api_req *req, size_t index);
+COVE_TCR_HANDLER(TaskExecStdinStatus);
+COVE_TCR_HANDLER(TaskExecPoll);
+COVE_TCR_HANDLER(TaskExecWait);
+COVE_TCR_HANDLER(TaskSnapshotFilesystem);
 
 #endif

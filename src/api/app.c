@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "sandbox/sandbox.h"
 #include "sched/sched.h"
 #include "server.h"
 #include "util/alloc.h"
@@ -387,8 +388,9 @@ cove_api_TaskList(struct cove_api_req *req)
 		}
 	}
 	const struct cove_map *tasks = cove_sched_tasks(req->ctx->sched);
-	Modal__Client__TaskStats *items = xcalloc(tasks->len + 1, sizeof(*items));
-	Modal__Client__TaskStats **ptrs = xcalloc(tasks->len + 1, sizeof(*ptrs));
+	size_t n_sandboxes = cove_sandbox_running(req->ctx->sandboxes);
+	Modal__Client__TaskStats *items = xcalloc(tasks->len + n_sandboxes + 1, sizeof(*items));
+	Modal__Client__TaskStats **ptrs = xcalloc(tasks->len + n_sandboxes + 1, sizeof(*ptrs));
 	size_t n = 0, it = 0;
 	void *v;
 	while (cove_map_next(tasks, &it, NULL, &v)) {
@@ -405,6 +407,11 @@ cove_api_TaskList(struct cove_api_req *req)
 		ptrs[n] = &items[n];
 		n++;
 	}
+	/* Sandboxes' containers too. */
+	size_t first = n;
+	n += cove_sandbox_task_stats(req->ctx->sandboxes, env, r->app_id, items + n, n_sandboxes);
+	for (size_t i = first; i < n; i++)
+		ptrs[i] = &items[i];
 	Modal__Client__TaskListResponse resp = MODAL__CLIENT__TASK_LIST_RESPONSE__INIT;
 	resp.n_tasks = n;
 	resp.tasks = ptrs;
@@ -421,7 +428,15 @@ cove_api_ContainerStop(struct cove_api_req *req)
 	struct cove_task *t = (r->task_id == NULL || *r->task_id == '\0') ? req->task
 										 : cove_sched_task_by_id(req->ctx->sched, r->task_id);
 	if (t == NULL) {
-		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Container %s not found (it may have exited)", r->task_id);
+		/* A sandbox's container stops its sandbox. */
+		struct cove_error *err = NULL;
+		if (cove_sandbox_stop_task(req->ctx->sandboxes, r->task_id, &err) < 0) {
+			cove_error_free(err);
+			cove_api_fail_code(req->call, COVE_NOT_FOUND, "Container %s not found (it may have exited)", r->task_id);
+			return;
+		}
+		Modal__Client__ContainerStopResponse resp = MODAL__CLIENT__CONTAINER_STOP_RESPONSE__INIT;
+		cove_api_reply(req->call, &resp.base);
 		return;
 	}
 	cove_sched_task_stop(req->ctx->sched, t, req->task == t ? 1 : r->graceful);

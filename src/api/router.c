@@ -5,6 +5,7 @@
 
 #include "api/api.h"
 #include "config.h"
+#include "task_command_router.pb-c.h"
 #include "server.h"
 #include "store/store.h"
 #include "util/alloc.h"
@@ -13,12 +14,15 @@
 #include "util/pb.h"
 
 #define SERVICE_PREFIX "/modal.client.ModalClient/"
+#define TCR_PREFIX "/modal.task_command_router.TaskCommandRouter/"
 
 /* Every RPC Cove answers. Anything else in the client's service answers UNIMPLEMENTED by name. */
 static const struct cove_api_method methods[] = {
 	{"AppClientDisconnect", cove_api_AppClientDisconnect, 0},
+	{"AppCountLogs", cove_api_AppCountLogs, 0},
 	{"AppCreate", cove_api_AppCreate, 0},
 	{"AppDeploymentHistory", cove_api_AppDeploymentHistory, 0},
+	{"AppFetchLogs", cove_api_AppFetchLogs, 0},
 	{"AppGetByDeploymentName", cove_api_AppGetByDeploymentName, 0},
 	{"AppGetLayout", cove_api_AppGetLayout, 0},
 	{"AppGetLifecycle", cove_api_AppGetLifecycle, 0},
@@ -29,6 +33,7 @@ static const struct cove_api_method methods[] = {
 	{"AppPublish", cove_api_AppPublish, 0},
 	{"AppRollback", cove_api_AppRollback, 0},
 	{"AppStop", cove_api_AppStop, 0},
+	{"AuthTokenGet", cove_api_AuthTokenGet, 0},
 	{"BlobCreate", cove_api_BlobCreate, 0},
 	{"BlobGet", cove_api_BlobGet, 0},
 	{"ClassCreate", cove_api_ClassCreate, 0},
@@ -85,11 +90,36 @@ static const struct cove_api_method methods[] = {
 	{"QueueList", cove_api_QueueList, 0},
 	{"QueueNextItems", cove_api_QueueNextItems, 0},
 	{"QueuePut", cove_api_QueuePut, 0},
+	{"SandboxCreate", cove_api_SandboxCreate, 0},
+	{"SandboxCreateV2", cove_api_SandboxCreateV2, 0},
+	{"SandboxGetCommandRouterAccess", cove_api_SandboxGetCommandRouterAccess, 0},
+	{"SandboxGetFromName", cove_api_SandboxGetFromName, 0},
+	{"SandboxGetFromNameV2", cove_api_SandboxGetFromNameV2, 0},
+	{"SandboxGetLogs", cove_api_SandboxGetLogs, 0},
+	{"SandboxGetTaskId", cove_api_SandboxGetTaskId, 0},
+	{"SandboxGetTaskIdV2", cove_api_SandboxGetTaskIdV2, 0},
+	{"SandboxGetTunnels", cove_api_SandboxGetTunnels, 0},
+	{"SandboxGetTunnelsV2", cove_api_SandboxGetTunnelsV2, 0},
+	{"SandboxList", cove_api_SandboxList, 0},
+	{"SandboxListV2", cove_api_SandboxListV2, 0},
+	{"SandboxSetName", cove_api_SandboxSetName, 0},
+	{"SandboxSnapshotFs", cove_api_SandboxSnapshotFs, 0},
+	{"SandboxStdinWrite", cove_api_SandboxStdinWrite, 0},
+	{"SandboxTagsGet", cove_api_SandboxTagsGet, 0},
+	{"SandboxTagsGetV2", cove_api_SandboxTagsGetV2, 0},
+	{"SandboxTagsSet", cove_api_SandboxTagsSet, 0},
+	{"SandboxTagsSetV2", cove_api_SandboxTagsSetV2, 0},
+	{"SandboxTerminate", cove_api_SandboxTerminate, 0},
+	{"SandboxTerminateV2", cove_api_SandboxTerminateV2, 0},
+	{"SandboxWait", cove_api_SandboxWait, 0},
+	{"SandboxWaitV2", cove_api_SandboxWaitV2, 0},
 	{"SecretDelete", cove_api_SecretDelete, 0},
 	{"SecretGetInfo", cove_api_SecretGetInfo, 0},
 	{"SecretGetOrCreate", cove_api_SecretGetOrCreate, 0},
 	{"SecretList", cove_api_SecretList, 0},
 	{"SecretUpdate", cove_api_SecretUpdate, 0},
+	{"TaskGetCommandRouterAccess", cove_api_TaskGetCommandRouterAccess, 0},
+	{"TaskGetInfo", cove_api_TaskGetInfo, 0},
 	{"TaskList", cove_api_TaskList, 0},
 	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
 	{"VolumeCommit", cove_api_VolumeCommit, 0},
@@ -111,9 +141,26 @@ static const struct cove_api_method methods[] = {
 	{"VolumeRename", cove_api_VolumeRename, 0},
 };
 
+/* The task command router (sb.exec, sandbox stdio), on the same port. Its callers carry a bearer token that
+ * Cove issued for one task (cove_tcr_auth) instead of Modal credentials. */
+static const struct cove_api_method tcr_methods[] = {
+	{"SandboxStdinWriteV2", cove_tcr_SandboxStdinWriteV2, 0},
+	{"SandboxStdioReadV2", cove_tcr_SandboxStdioReadV2, 0},
+	{"TaskExecPoll", cove_tcr_TaskExecPoll, 0},
+	{"TaskExecStart", cove_tcr_TaskExecStart, 0},
+	{"TaskExecStdinStatus", cove_tcr_TaskExecStdinStatus, 0},
+	{"TaskExecStdinWrite", cove_tcr_TaskExecStdinWrite, 0},
+	{"TaskExecStdinWriteStream", cove_tcr_TaskExecStdinWriteStream, COVE_API_CLIENT_STREAMING,
+	 cove_tcr_TaskExecStdinWriteStream_message},
+	{"TaskExecStdioRead", cove_tcr_TaskExecStdioRead, 0},
+	{"TaskExecWait", cove_tcr_TaskExecWait, 0},
+	{"TaskSnapshotFilesystem", cove_tcr_TaskSnapshotFilesystem, 0},
+};
+
 struct route {
 	const struct cove_api_method *method; /* NULL: in the service but not served */
 	const ProtobufCMethodDescriptor *desc;
+	int tcr; /* in the task command router's service */
 };
 
 struct cove_api {
@@ -122,33 +169,52 @@ struct cove_api {
 	struct route *route_mem;
 };
 
+/* Route every method of svc under prefix; a table entry whose name is not in svc is a typo: fail loudly. */
+static void
+add_service(struct cove_api *api, struct route *mem, const ProtobufCServiceDescriptor *svc, const char *prefix,
+	    const struct cove_api_method *table, size_t n_table, int tcr)
+{
+	for (unsigned i = 0; i < svc->n_methods; i++) {
+		struct route *r = &mem[i];
+		r->desc = &svc->methods[i];
+		r->tcr = tcr;
+		for (size_t j = 0; j < n_table; j++)
+			if (strcmp(table[j].name, r->desc->name) == 0)
+				r->method = &table[j];
+		cleanup_free char *path = xasprintf("%s%s", prefix, r->desc->name);
+		cove_map_put(&api->routes, path, r);
+	}
+	for (size_t j = 0; j < n_table; j++) {
+		cleanup_free char *path = xasprintf("%s%s", prefix, table[j].name);
+		struct route *r = cove_map_get(&api->routes, path);
+		if (r == NULL || r->method != &table[j]) {
+			log_error("api: method %s is not in the client's protocol", table[j].name);
+			abort();
+		}
+	}
+}
+
+static int
+route_auth(const struct route *r, struct cove_api_req *req, struct cove_error **err)
+{
+	if (r->tcr)
+		return cove_tcr_auth(req, err);
+	return cove_auth_check(req, r->method ? r->method->flags : 0, err);
+}
+
 struct cove_api *
 cove_api_new(struct cove_ctx *ctx, struct cove_error **err)
 {
 	const ProtobufCServiceDescriptor *svc = &modal__client__modal_client__descriptor;
+	const ProtobufCServiceDescriptor *tcr = &modal__task_command_router__task_command_router__descriptor;
 	if (cove_env_load(ctx->store, err) < 0)
 		return NULL;
 	struct cove_api *api = xcalloc(1, sizeof(*api));
 	api->ctx = ctx;
-	api->route_mem = xcalloc(svc->n_methods, sizeof(struct route));
-	for (unsigned i = 0; i < svc->n_methods; i++) {
-		struct route *r = &api->route_mem[i];
-		r->desc = &svc->methods[i];
-		for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++)
-			if (strcmp(methods[j].name, r->desc->name) == 0)
-				r->method = &methods[j];
-		cleanup_free char *path = xasprintf(SERVICE_PREFIX "%s", r->desc->name);
-		cove_map_put(&api->routes, path, r);
-	}
-	/* A handler whose name is not in the client's service is a typo: fail loudly at start. */
-	for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++) {
-		cleanup_free char *path = xasprintf(SERVICE_PREFIX "%s", methods[j].name);
-		struct route *r = cove_map_get(&api->routes, path);
-		if (r == NULL || r->method != &methods[j]) {
-			log_error("api: method %s is not in the client's protocol", methods[j].name);
-			abort();
-		}
-	}
+	api->route_mem = xcalloc(svc->n_methods + tcr->n_methods, sizeof(struct route));
+	add_service(api, api->route_mem, svc, SERVICE_PREFIX, methods, sizeof(methods) / sizeof(methods[0]), 0);
+	add_service(api, api->route_mem + svc->n_methods, tcr, TCR_PREFIX, tcr_methods,
+		    sizeof(tcr_methods) / sizeof(tcr_methods[0]), 1);
 	return api;
 }
 
@@ -177,7 +243,7 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 	/* Credentials first: a caller without them learns nothing else, not even what Cove implements. */
 	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = name};
 	struct cove_error *err = NULL;
-	if (cove_auth_check(&req, r->method ? r->method->flags : 0, &err) < 0) {
+	if (route_auth(r, &req, &err) < 0) {
 		cove_api_fail(call, err);
 		return;
 	}
@@ -185,7 +251,7 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 		cove_api_fail_code(call, COVE_UNIMPLEMENTED, "%s is not supported by Cove yet", name);
 		return;
 	}
-	if (n_messages != 1) {
+	if (r->method->flags & COVE_API_CLIENT_STREAMING ? n_messages == 0 : n_messages != 1) {
 		cove_api_fail_code(call, COVE_INVALID_ARGUMENT, "%s: expected exactly one request message, got %zu",
 				   name, n_messages);
 		return;
@@ -199,6 +265,28 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 	req.msg = m;
 	r->method->fn(&req);
 	pb_free(m);
+}
+
+void
+cove_api_stream_message(struct cove_call *call, const char *path, size_t index, const uint8_t *msg, size_t len,
+			void *vctx)
+{
+	struct cove_api *api = vctx;
+	struct route *r = cove_map_get(&api->routes, path);
+	if (r == NULL || r->method == NULL || !(r->method->flags & COVE_API_CLIENT_STREAMING))
+		return;
+	/* Unauthenticated messages are dropped; the router answers the call at its end. */
+	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = r->desc->name};
+	struct cove_error *err = NULL;
+	if (route_auth(r, &req, &err) < 0) {
+		cove_error_free(err);
+		return;
+	}
+	ProtobufCMessage *m = pb_unpack(r->desc->input, msg, len);
+	req.msg = m;
+	r->method->stream(&req, index);
+	if (m)
+		pb_free(m);
 }
 
 void

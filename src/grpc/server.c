@@ -85,6 +85,8 @@ struct cove_call {
 	uint8_t *first; /* the first message, kept whole */
 	size_t first_len, first_cap;
 	size_t n_messages;
+	uint8_t *cur; /* a later message being received, for the message hook (client streaming) */
+	size_t cur_cap;
 
 	/* Response. */
 	struct evbuffer *out; /* framed messages not yet handed to nghttp2 */
@@ -118,6 +120,8 @@ struct cove_grpc_server {
 	struct evconnlistener *listener;
 	cove_grpc_router_fn router;
 	void *router_ctx;
+	cove_grpc_message_fn message_hook;
+	void *message_hook_ctx;
 	size_t max_message_bytes;
 	int port;
 	nghttp2_session_callbacks *callbacks;
@@ -425,6 +429,7 @@ call_free(struct cove_call *call)
 	}
 	free(call->headers);
 	free(call->first);
+	free(call->cur);
 	free(call->status_msg);
 	if (call->out)
 		evbuffer_free(call->out);
@@ -508,6 +513,11 @@ call_reject(struct cove_call *call, const char *http_status, int code, const cha
 	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	log_debug("grpc: %s: stream %d: %s", call->conn->peer, call->stream_id, msg);
+	/* A message hook may have given a streaming request state of its own: it goes with the call. */
+	cove_call_cancel_fn fn = call->cancel_fn;
+	call->cancel_fn = NULL;
+	if (fn)
+		fn(call, call->cancel_arg);
 	call->state = CALL_FINISHED;
 	call_stop_deadline(call);
 	free(call->first);
@@ -586,11 +596,21 @@ call_headers_done(struct cove_call *call)
 	}
 }
 
+/* Client streaming: hand message `index` to the message hook. */
+static void
+call_deliver(struct cove_call *call, size_t index, const uint8_t *msg, size_t len)
+{
+	struct cove_grpc_server *srv = call->conn->srv;
+	const char *path = call_header(call, ":path");
+	srv->message_hook(call, path ? path : "", index, msg, len, srv->message_hook_ctx);
+}
+
 /* DATA payload: de-frame incrementally. Returns -1 once the call was rejected. */
 static int
 call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 {
 	size_t max = call->conn->srv->max_message_bytes;
+	bool hook = call->conn->srv->message_hook != NULL;
 
 	while (len > 0) {
 		size_t n;
@@ -628,9 +648,21 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 				call->first_len = call->msg_len;
 				call->first_cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
 				call->first = xmalloc(call->first_cap);
+			} else if (hook) {
+				/* A second message: the request streams, so the hook gets every message from now on. */
+				if (call->n_messages == 2)
+					call_deliver(call, 0, call->first, call->first_len);
+				call->cur_cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
+				call->cur = xmalloc(call->cur_cap ? call->cur_cap : 1);
 			}
-			if (call->msg_len == 0)
+			if (call->msg_len == 0) {
 				call->prefix_got = 0;
+				if (call->n_messages > 1 && hook) {
+					call_deliver(call, call->n_messages - 1, call->cur, 0);
+					free(call->cur);
+					call->cur = NULL;
+				}
+			}
 			continue;
 		}
 		n = call->msg_len - call->msg_got;
@@ -647,12 +679,29 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 				call->first_cap = cap;
 			}
 			memcpy(call->first + call->msg_got, data, n);
+		} else if (hook) {
+			if (call->msg_got + n > call->cur_cap) {
+				size_t cap = call->cur_cap * 2;
+				if (cap < call->msg_got + n)
+					cap = call->msg_got + n;
+				if (cap > call->msg_len)
+					cap = call->msg_len;
+				call->cur = xrealloc(call->cur, cap);
+				call->cur_cap = cap;
+			}
+			memcpy(call->cur + call->msg_got, data, n);
 		}
 		call->msg_got += n;
 		data += n;
 		len -= n;
-		if (call->msg_got == call->msg_len)
+		if (call->msg_got == call->msg_len) {
 			call->prefix_got = 0;
+			if (call->n_messages > 1 && hook) {
+				call_deliver(call, call->n_messages - 1, call->cur, call->msg_len);
+				free(call->cur);
+				call->cur = NULL;
+			}
+		}
 	}
 	return 0;
 }
@@ -786,7 +835,7 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code
 	(void)user_data;
 	if (call == NULL)
 		return 0;
-	if (call->state == CALL_ACTIVE) {
+	if (call->state == CALL_ACTIVE || (call->state == CALL_READING && call->cancel_fn)) {
 		log_debug("grpc: %s: stream %d closed before the call finished (%s)", call->conn->peer, stream_id,
 			  nghttp2_http2_strerror(error_code));
 		call_cancel(call);
@@ -848,7 +897,7 @@ conn_free(struct conn *conn)
 	/* Hooks may finish other calls of this connection: with closing set that only marks them finished,
 	 * frees nothing and submits nothing, so walking the list is safe. */
 	for (struct cove_call *call = conn->calls; call; call = call->next)
-		if (call->state == CALL_ACTIVE)
+		if (call->state == CALL_ACTIVE || (call->state == CALL_READING && call->cancel_fn))
 			call_cancel(call);
 	while (conn->calls)
 		call_free(conn->calls);
@@ -1108,6 +1157,19 @@ cove_call_send(struct cove_call *call, const uint8_t *msg, size_t len)
 		call_resume(call);
 	}
 	conn_flush(conn);
+}
+
+size_t
+cove_call_pending_bytes(const struct cove_call *call)
+{
+	return call->out ? evbuffer_get_length(call->out) : 0;
+}
+
+void
+cove_grpc_server_set_message_hook(struct cove_grpc_server *srv, cove_grpc_message_fn fn, void *ctx)
+{
+	srv->message_hook = fn;
+	srv->message_hook_ctx = ctx;
 }
 
 void

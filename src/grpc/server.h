@@ -37,6 +37,14 @@ struct cove_grpc_options {
 /* Bind and listen. Returns NULL and fills *err on failure (address in use, ...). */
 struct cove_grpc_server *cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *opts,
 					      cove_grpc_router_fn router, void *router_ctx, struct cove_error **err);
+/* Client streaming. With a hook set, a request that carries more than one message has each of its messages
+ * handed to the hook as it arrives (index 0, 1, ...; message 0 when message 1 begins), before the router is
+ * called at the end of the request as usual (with message 0 and the count). A request of one message never
+ * reaches the hook. The hook runs while the request is still arriving: it may set the call's data and cancel
+ * hook, but must not send or finish; the router answers the call. */
+typedef void (*cove_grpc_message_fn)(struct cove_call *call, const char *path, size_t index, const uint8_t *msg,
+				     size_t len, void *ctx);
+void cove_grpc_server_set_message_hook(struct cove_grpc_server *srv, cove_grpc_message_fn fn, void *ctx);
 /* The port actually bound (useful with port 0). */
 int cove_grpc_server_port(const struct cove_grpc_server *srv);
 /* Close the listener and every connection (cancel hooks run for open calls), then free. */
@@ -51,6 +59,9 @@ int64_t cove_call_remaining_ms(const struct cove_call *call);
 
 /* Queue one response message (framed by the front). Response headers go out with the first one. */
 void cove_call_send(struct cove_call *call, const uint8_t *msg, size_t len);
+/* Response bytes queued and not yet taken by the connection: a streaming handler keeps this small so that a
+ * slow reader holds the producer back instead of piling up memory. */
+size_t cove_call_pending_bytes(const struct cove_call *call);
 /* End the call: grpc-status `code` and, when non-empty, grpc-message `message` (percent-encoded by the
  * front) in trailers, after every queued message. With no message sent, a trailers-only response. */
 void cove_call_finish(struct cove_call *call, int code, const char *message);

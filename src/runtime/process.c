@@ -1,6 +1,7 @@
 /* The process runtime: each container is a child process in its own process group. A container with mounts
  * (volumes) also gets a mount namespace of its own, made in the child between fork and exec: the bind mounts
- * are visible to it and its children only. */
+ * are visible to it and its children only. A process started inside another container (exec) joins that
+ * container's process group; one with a terminal leads a session of its own. */
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
@@ -12,8 +13,10 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <string.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,7 +29,9 @@ struct cove_container {
 	struct cove_container *next, *prev;
 	char *id;
 	void *owner;
+	struct cove_runtime_callbacks cb;
 	pid_t pid;
+	pid_t pgid;  /* its process group: its own (pid) unless it joined another container's */
 	int exited; /* waitpid reaped it */
 	int status;
 	struct bufferevent *out[2]; /* stdout, stderr pipes; NULL once at EOF */
@@ -60,8 +65,9 @@ maybe_finish(struct cove_container *c)
 	int status = c->status;
 	void *owner = c->owner;
 	free(c->id);
+	void (*on_exit)(void *, int) = c->cb.on_exit;
 	free(c);
-	rt->cb.on_exit(owner, status);
+	on_exit(owner, status);
 }
 
 static void
@@ -74,7 +80,7 @@ pipe_read(struct bufferevent *bev, void *arg)
 	if (len == 0)
 		return;
 	char *data = (char *)evbuffer_pullup(in, (ssize_t)len);
-	c->rt->cb.on_output(c->owner, fd, data, len);
+	c->cb.on_output(c->owner, fd, data, len);
 	evbuffer_drain(in, len);
 }
 
@@ -108,8 +114,10 @@ reap(evutil_socket_t sig, short what, void *arg)
 				continue;
 			c->exited = 1;
 			c->status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-			/* Kill what the container left behind in its process group. */
-			kill(-pid, SIGKILL);
+			/* Kill what the container left behind in its process group (a process that joined another
+			 * container's group leaves its children to that container). */
+			if (c->pgid == c->pid)
+				kill(-pid, SIGKILL);
 			maybe_finish(c);
 			break;
 		}
@@ -216,46 +224,117 @@ await_setup(const struct cove_container_spec *spec, pid_t pid, int fd, struct co
 	}
 }
 
+/* The descriptors a new container's standard streams come from: pipes, or a terminal. -1 where unused. */
+struct stdio_fds {
+	int out[2];  /* stdout pipe (read, write), or the terminal's master and slave */
+	int err[2];  /* stderr pipe; -1 with a terminal */
+	int in[2];   /* stdin pipe when the caller wants one; -1 with a terminal (the slave is stdin) */
+	int setup[2]; /* reports a failed mount setup; exec closes it (CLOEXEC) */
+};
+
+static void
+close_fds(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+static void
+stdio_close_all(struct stdio_fds *f)
+{
+	close_fds(f->out, 2);
+	close_fds(f->err, 2);
+	close_fds(f->in, 2);
+	close_fds(f->setup, 2);
+}
+
+/* A pseudo-terminal: master in f->out[0], slave in f->out[1], sized as the spec asks. */
+static int
+open_pty(const struct cove_container_spec *spec, struct stdio_fds *f, struct cove_error **err)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		return cove_error_set_errno(err, errno, "container %s: open a pseudo-terminal", spec->id);
+	char name[64];
+	if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof(name)) != 0) {
+		int e = errno;
+		close(master);
+		return cove_error_set_errno(err, e, "container %s: set up a pseudo-terminal", spec->id);
+	}
+	int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0) {
+		int e = errno;
+		close(master);
+		return cove_error_set_errno(err, e, "container %s: open %s", spec->id, name);
+	}
+	if (spec->pty_rows && spec->pty_cols) {
+		struct winsize ws = {.ws_row = spec->pty_rows, .ws_col = spec->pty_cols};
+		ioctl(master, TIOCSWINSZ, &ws);
+	}
+	f->out[0] = master;
+	f->out[1] = slave;
+	return 0;
+}
+
+static int
+open_stdio(const struct cove_container_spec *spec, struct stdio_fds *f, struct cove_error **err)
+{
+	if (spec->pty) {
+		if (open_pty(spec, f, err) < 0)
+			return -1;
+	} else {
+		if (pipe2(f->out, O_CLOEXEC) < 0 || pipe2(f->err, O_CLOEXEC) < 0)
+			return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
+		if (spec->stdin_fd && pipe2(f->in, O_CLOEXEC) < 0)
+			return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
+	}
+	if (spec->n_mounts > 0 && pipe2(f->setup, O_CLOEXEC) < 0)
+		return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
+	return 0;
+}
+
 static int
 process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, void *owner,
 	      struct cove_container **out, struct cove_error **err)
 {
 	struct process_rt *p = rt->impl;
-	int outp[2], errp[2];
-	if (pipe2(outp, O_CLOEXEC) < 0)
-		return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
-	if (pipe2(errp, O_CLOEXEC) < 0) {
-		int e = errno;
-		close(outp[0]);
-		close(outp[1]);
-		return cove_error_set_errno(err, e, "container %s: pipe", spec->id);
+	struct stdio_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+	if (open_stdio(spec, &f, err) < 0) {
+		stdio_close_all(&f);
+		return -1;
 	}
-	/* Containers with mounts report a failed setup through this pipe; exec closes it (CLOEXEC). */
-	int setupp[2] = {-1, -1};
-	if (spec->n_mounts > 0 && pipe2(setupp, O_CLOEXEC) < 0) {
-		int e = errno;
-		close(outp[0]);
-		close(outp[1]);
-		close(errp[0]);
-		close(errp[1]);
-		return cove_error_set_errno(err, e, "container %s: pipe", spec->id);
+	/* The caller's end of stdin: the pipe's write end, or a second descriptor of the terminal's master. */
+	int in_fd = -1;
+	if (spec->stdin_fd) {
+		in_fd = spec->pty ? fcntl(f.out[0], F_DUPFD_CLOEXEC, 0) : f.in[1];
+		if (in_fd < 0) {
+			int e = errno;
+			stdio_close_all(&f);
+			return cove_error_set_errno(err, e, "container %s: dup", spec->id);
+		}
+		if (spec->pty == 0)
+			f.in[1] = -1;
 	}
+	pid_t join_pgid = spec->join && !spec->pty ? spec->join->pgid : 0;
 	pid_t pid = fork();
 	if (pid < 0) {
 		int e = errno;
-		close(outp[0]);
-		close(outp[1]);
-		close(errp[0]);
-		close(errp[1]);
-		if (setupp[0] >= 0) {
-			close(setupp[0]);
-			close(setupp[1]);
-		}
+		stdio_close_all(&f);
+		if (in_fd >= 0)
+			close(in_fd);
 		return cove_error_set_errno(err, e, "container %s: fork", spec->id);
 	}
 	if (pid == 0) {
 		/* Child: only async-signal-safe calls from here to exec. */
-		setpgid(0, 0);
+		if (spec->pty) {
+			setsid();
+			ioctl(f.out[1], TIOCSCTTY, 0);
+		} else if (join_pgid == 0 || setpgid(0, join_pgid) < 0) {
+			setpgid(0, 0);
+		}
 		/* If Cove dies (even kill -9), its containers die with it: they could not reach it again anyway,
 		 * and their inputs run again after the restart. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -267,28 +346,41 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(outp[1], 1);
-		dup2(errp[1], 2);
+		if (spec->pty) {
+			dup2(f.out[1], 0);
+			dup2(f.out[1], 1);
+			dup2(f.out[1], 2);
+		} else {
+			if (f.in[0] >= 0) {
+				dup2(f.in[0], 0);
+			} else {
+				int devnull = open("/dev/null", O_RDONLY);
+				if (devnull >= 0)
+					dup2(devnull, 0);
+			}
+			dup2(f.out[1], 1);
+			dup2(f.err[1], 2);
+		}
 		if (spec->n_mounts > 0)
-			child_mounts(spec, setupp[1]);
+			child_mounts(spec, f.setup[1]);
 		if (chdir(spec->workdir) < 0)
 			_exit(126);
 		execve(spec->argv[0], spec->argv, spec->envp);
 		_exit(127);
 	}
-	setpgid(pid, pid);
-	close(outp[1]);
-	close(errp[1]);
+	if (!spec->pty)
+		setpgid(pid, join_pgid ? join_pgid : pid);
+	close_fds(&f.out[1], 1);
+	close_fds(&f.err[1], 1);
+	close_fds(&f.in[0], 1);
 	if (spec->n_mounts > 0) {
-		close(setupp[1]);
-		int r = await_setup(spec, pid, setupp[0], err);
-		close(setupp[0]);
+		close_fds(&f.setup[1], 1);
+		int r = await_setup(spec, pid, f.setup[0], err);
+		close_fds(&f.setup[0], 1);
 		if (r < 0) {
-			close(outp[0]);
-			close(errp[0]);
+			stdio_close_all(&f);
+			if (in_fd >= 0)
+				close(in_fd);
 			return -1;
 		}
 	}
@@ -296,13 +388,22 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 	c->rt = rt;
 	c->id = xstrdup(spec->id);
 	c->owner = owner;
+	c->cb = spec->cb ? *spec->cb : rt->cb;
 	c->pid = pid;
-	int fds[2] = {outp[0], errp[0]};
+	/* A process that could not join keeps a group of its own; either way kill(-pgid) reaches its group. */
+	c->pgid = spec->pty ? pid : (join_pgid && getpgid(pid) == join_pgid ? join_pgid : pid);
+	int fds[2] = {f.out[0], f.err[0]};
 	for (int i = 0; i < 2; i++) {
+		if (fds[i] < 0)
+			continue;
 		evutil_make_socket_nonblocking(fds[i]);
 		c->out[i] = bufferevent_socket_new(rt->base, fds[i], BEV_OPT_CLOSE_ON_FREE);
 		bufferevent_setcb(c->out[i], pipe_read, NULL, pipe_event, c);
 		bufferevent_enable(c->out[i], EV_READ);
+	}
+	if (in_fd >= 0) {
+		evutil_make_socket_nonblocking(in_fd);
+		*spec->stdin_fd = in_fd;
 	}
 	c->next = p->head;
 	if (p->head)
@@ -314,6 +415,13 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 	return 0;
 }
 
+/* Signal the container: its whole process group, or only its process if it joined another container's. */
+static void
+signal_container(struct cove_container *c, int sig)
+{
+	kill(c->pgid == c->pid ? -c->pid : c->pid, sig);
+}
+
 static void
 kill_now(evutil_socket_t fd, short what, void *arg)
 {
@@ -321,7 +429,7 @@ kill_now(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct cove_container *c = arg;
 	if (!c->exited)
-		kill(-c->pid, SIGKILL);
+		signal_container(c, SIGKILL);
 }
 
 static void
@@ -330,10 +438,10 @@ process_stop(struct cove_runtime *rt, struct cove_container *c, int graceful, in
 	if (c->exited)
 		return;
 	if (!graceful) {
-		kill(-c->pid, SIGKILL);
+		signal_container(c, SIGKILL);
 		return;
 	}
-	kill(-c->pid, SIGINT);
+	signal_container(c, SIGINT);
 	if (c->kill_timer == NULL) {
 		c->kill_timer = evtimer_new(rt->base, kill_now, c);
 		struct timeval tv = {grace_ms / 1000, (grace_ms % 1000) * 1000};
@@ -348,6 +456,19 @@ process_pid(const struct cove_container *c)
 }
 
 static void
+process_set_reading(struct cove_runtime *rt, struct cove_container *c, int fd, int reading)
+{
+	(void)rt;
+	struct bufferevent *bev = fd == 1 ? c->out[0] : fd == 2 ? c->out[1] : NULL;
+	if (bev == NULL)
+		return;
+	if (reading)
+		bufferevent_enable(bev, EV_READ);
+	else
+		bufferevent_disable(bev, EV_READ);
+}
+
+static void
 process_free(struct cove_runtime *rt)
 {
 	struct process_rt *p = rt->impl;
@@ -355,7 +476,7 @@ process_free(struct cove_runtime *rt)
 	for (struct cove_container *c = p->head; c; c = next) {
 		next = c->next;
 		if (!c->exited)
-			kill(-c->pid, SIGKILL);
+			signal_container(c, SIGKILL);
 		for (int i = 0; i < 2; i++)
 			if (c->out[i])
 				bufferevent_free(c->out[i]);
@@ -375,6 +496,7 @@ static const struct cove_runtime_ops process_ops = {
 	.start = process_start,
 	.stop = process_stop,
 	.pid = process_pid,
+	.set_reading = process_set_reading,
 	.free = process_free,
 };
 

@@ -32,6 +32,18 @@ struct cove_container_spec {
 	 * reason when the namespace or a mount cannot be made. */
 	const struct cove_container_mount *mounts;
 	size_t n_mounts;
+	/* Optional (zero or NULL: the defaults, i.e. the runtime's callbacks, stdin from /dev/null, stdout and
+	 * stderr as pipes, a process group of its own). */
+	const struct cove_runtime_callbacks *cb; /* callbacks for this container instead of the runtime's (static) */
+	int *stdin_fd; /* non-NULL: stdin is a pipe and *stdin_fd receives its write end, non-blocking and owned by
+			* the caller (closing it is EOF); with pty, a descriptor of the terminal's master side */
+	int pty;       /* a pseudo-terminal is stdin, stdout and stderr (the process leads a session with it as
+			* controlling terminal); all output arrives as fd 1 */
+	unsigned short pty_rows, pty_cols; /* the terminal's size (0: the kernel's default) */
+	/* Start inside that running container (exec). The process runtime puts it in the container's process
+	 * group, so it is killed with the container and does not take others down when it exits; stopping it
+	 * signals its own process only. (A pty process leads a session of its own instead.) */
+	const struct cove_container *join;
 };
 
 struct cove_runtime_callbacks {
@@ -49,6 +61,9 @@ struct cove_runtime_ops {
 	/* graceful: SIGINT to the container's processes, then SIGKILL after grace_ms; else SIGKILL now. */
 	void (*stop)(struct cove_runtime *rt, struct cove_container *c, int graceful, int grace_ms);
 	pid_t (*pid)(const struct cove_container *c);
+	/* Flow control: stop (reading 0) or resume (1) reading the container's fd (1 or 2), for a consumer that is
+	 * behind; a stopped stream fills its pipe and then blocks the writer. */
+	void (*set_reading)(struct cove_runtime *rt, struct cove_container *c, int fd, int reading);
 	void (*free)(struct cove_runtime *rt);
 };
 

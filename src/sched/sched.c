@@ -312,7 +312,16 @@ cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reas
 		if (t->app == app)
 			task_stop(s, t, 1);
 	}
+	if (s->stop_hook)
+		s->stop_hook(s->stop_hook_arg, app);
 	app_check_done(s, app);
+}
+
+void
+cove_sched_set_stop_hook(struct cove_sched *s, void (*fn)(void *arg, struct cove_app *app), void *arg)
+{
+	s->stop_hook = fn;
+	s->stop_hook_arg = arg;
 }
 
 /* Results stay fetchable for 7 days after a call completes (COVE_OUTPUT_TTL_S overrides, for tests); then
@@ -1835,6 +1844,8 @@ cove_sched_stop_all(struct cove_sched *s)
 	void *v;
 	while (cove_map_next(&s->tasks, &it, NULL, &v))
 		task_stop(s, v, 1);
+	if (s->stop_hook)
+		s->stop_hook(s->stop_hook_arg, NULL);
 	return cove_runtime_process_live(s->ctx->runtime);
 }
 

@@ -187,6 +187,9 @@ struct cove_sched *cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
 void cove_sched_free(struct cove_sched *s);
 /* Stop every task (gracefully, then killed); returns the number still live. */
 size_t cove_sched_stop_all(struct cove_sched *s);
+/* Containers the scheduler does not own (sandboxes) stop with their app: fn(arg, app) runs when an app stops,
+ * and fn(arg, NULL) when every container stops (cove_sched_stop_all). One hook; NULL clears it. */
+void cove_sched_set_stop_hook(struct cove_sched *s, void (*fn)(void *arg, struct cove_app *app), void *arg);
 
 /* Apps. */
 struct cove_app *cove_sched_app_create(struct cove_sched *s, const char *name, const char *env,

@@ -33,6 +33,8 @@ struct cove_sched {
 	int shutting_down;
 	double last_expiry;
 	struct event *schedule_timer;
+	void (*stop_hook)(void *arg, struct cove_app *app); /* cove_sched_set_stop_hook */
+	void *stop_hook_arg;
 };
 
 /* In-memory objects with known ids, without writing them to the store (restore and creation share these). */

@@ -745,6 +745,92 @@ test_client_streaming_and_no_message(void **state)
 	client_free(c);
 }
 
+/* The message hook (client streaming): every message of a request of several, in order, as it arrives. */
+static char hooked[8][16];
+static size_t n_hooked;
+static int hook_cancels;
+
+static void
+hook_cancelled(struct cove_call *call, void *arg)
+{
+	(void)call;
+	(void)arg;
+	hook_cancels++;
+}
+
+static void
+message_hook(struct cove_call *call, const char *path, size_t index, const uint8_t *msg, size_t len, void *ctx)
+{
+	assert_ptr_equal(ctx, &n_hooked);
+	assert_string_equal(path, cove_call_path(call));
+	assert_int_equal(index, n_hooked);
+	assert_true(n_hooked < 8 && len < sizeof(hooked[0]));
+	memcpy(hooked[n_hooked], msg, len);
+	hooked[n_hooked][len] = '\0';
+	n_hooked++;
+	/* A handler's state for the request: dropped through the cancel hook if the request is rejected. */
+	cove_call_on_cancel(call, hook_cancelled, NULL);
+}
+
+static void
+test_message_hook(void **state)
+{
+	struct client *c = client_new();
+	const char *msgs[] = {"first", "", "third"};
+	uint8_t body[64];
+	size_t off = 0;
+	struct cstream *s;
+
+	(void)state;
+	cove_grpc_server_set_message_hook(srv, message_hook, &n_hooked);
+	n_hooked = 0;
+	hook_cancels = 0;
+	for (int i = 0; i < 3; i++) {
+		size_t len;
+		uint8_t *f = frame(0, msgs[i], strlen(msgs[i]), &len);
+		memcpy(body + off, f, len);
+		off += len;
+		free(f);
+	}
+	s = client_call_full(c, "/t/Echo", "application/grpc", NULL, NULL, xmemdup(body, off), off);
+	PUMP_UNTIL(s->closed);
+	assert_int_equal(n_hooked, 3);
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(hooked[i], msgs[i]);
+	/* The router still answers, with message 0 and the count. */
+	assert_int_equal(seen_n_messages, 3);
+	char *got = response_message(s, 0);
+	assert_string_equal(got, "echo:first");
+	free(got);
+	assert_int_equal(hook_cancels, 0);
+
+	/* One message never reaches the hook. */
+	n_hooked = 0;
+	assert_echo_ok(c, "alone");
+	assert_int_equal(n_hooked, 0);
+
+	/* Two messages, then a truncated third: rejected, and the state the hook set up is released. */
+	off = 0;
+	for (int i = 0; i < 2; i++) {
+		size_t len;
+		uint8_t *f = frame(0, msgs[i], strlen(msgs[i]), &len);
+		memcpy(body + off, f, len);
+		off += len;
+		free(f);
+	}
+	static const uint8_t truncated[] = {0, 0, 0, 0, 9, 'a', 'b', 'c'}; /* claims 9 bytes, carries 3 */
+	memcpy(body + off, truncated, sizeof(truncated));
+	off += sizeof(truncated);
+	n_hooked = 0;
+	s = client_call_full(c, "/t/Echo", "application/grpc", NULL, NULL, xmemdup(body, off), off);
+	PUMP_UNTIL(s->closed);
+	assert_int_equal(n_hooked, 2);
+	assert_int_not_equal(s->grpc_status, COVE_OK);
+	assert_int_equal(hook_cancels, 1);
+	cove_grpc_server_set_message_hook(srv, NULL, NULL);
+	client_free(c);
+}
+
 static void
 test_connection_drop_cancels_parked(void **state)
 {
@@ -951,6 +1037,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_truncated_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_content_type, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_streaming_and_no_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_message_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_drop_cancels_parked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_server_free_cancels_parked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_parked_released_elsewhere, setup, teardown),

@@ -1,0 +1,137 @@
+"""Sandbox latencies through the official client, each beside a floor measured in the same run:
+
+  time to interactive   Sandbox.create() -> the first line of an exec's output, one sandbox after another
+                        (p50/p99 over --sandboxes), and the wall time until every one of a burst of
+                        --sandboxes created at once has answered an exec (async client, one process).
+                        Floors: `subprocess.run(["echo", ...])` from this process (a fork/exec and a pipe, what
+                        the process runtime does at its core), and `unshare` of fresh pid/mount/net/ipc/uts
+                        namespaces running `echo` (what the isolating linux runtime will have to pay; needs
+                        root, skipped otherwise).
+  exec round trip       sb.exec("true").wait() in a running sandbox, p50/p99 over --execs. Floors:
+                        `subprocess.run(["true"])`, and `nsenter` into the namespaces of a running process
+                        (root only).
+
+Run it against a Cove of its own:
+
+  scripts/with-cove.sh .venv/bin/python bench/sandbox.py [--sandboxes 50] [--execs 200]
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import modal
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def ms(x):
+    return f"{x * 1000:8.2f}"
+
+
+def timed(fn, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def row(name, xs):
+    print(f"{name:62s} {ms(pct(xs, 50))} {ms(pct(xs, 99))}   (n={len(xs)})")
+
+
+def namespaces_available():
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    return subprocess.run(["unshare", "--fork", "--pid", "--net", "true"], capture_output=True).returncode == 0
+
+
+UNSHARE = ["unshare", "--fork", "--pid", "--mount", "--net", "--ipc", "--uts", "--mount-proc"]
+
+
+def time_to_interactive(app, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sb = modal.Sandbox.create(app=app)
+        p = sb.exec("echo", "ready")
+        line = next(iter(p.stdout))
+        out.append(time.perf_counter() - t0)
+        assert line == "ready\n", line
+        sb.terminate()
+    return out
+
+
+async def burst(app, n):
+    async def one():
+        sb = await modal.Sandbox.create.aio(app=app)
+        p = await sb.exec.aio("echo", "ready")
+        line = await p.stdout.read.aio()
+        assert line == "ready\n", line
+        return sb
+
+    t0 = time.perf_counter()
+    sandboxes = await asyncio.gather(*(one() for _ in range(n)))
+    took = time.perf_counter() - t0
+    await asyncio.gather(*(sb.terminate.aio() for sb in sandboxes))
+    return took
+
+
+def exec_round_trips(app, n):
+    sb = modal.Sandbox.create(app=app)
+    sb.exec("true").wait()  # the router connection is open from here on
+    out = timed(lambda: sb.exec("true").wait(), n)
+    sb.terminate()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sandboxes", type=int, default=50)
+    ap.add_argument("--execs", type=int, default=200)
+    args = ap.parse_args()
+    app = modal.App.lookup("cove-bench-sandbox", create_if_missing=True)
+    ns = namespaces_available()
+
+    print(f"{'':62s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    row("Sandbox.create -> first exec output, sequential", time_to_interactive(app, args.sandboxes))
+    row("  floor: subprocess.run(['echo', 'ready'])",
+        timed(lambda: subprocess.run(["echo", "ready"], capture_output=True), args.sandboxes))
+    if ns:
+        row("  floor: unshare pid/mount/net/ipc/uts + echo",
+            timed(lambda: subprocess.run(UNSHARE + ["echo", "ready"], capture_output=True), args.sandboxes))
+    took = asyncio.run(burst(app, args.sandboxes))
+    print(f"{f'burst of {args.sandboxes}: all created and answered an exec':62s} {ms(took)} (wall time)")
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["echo", "ready"], stdout=subprocess.PIPE) for _ in range(args.sandboxes)]
+    for p in procs:
+        p.communicate()
+    print(f"{f'  floor: {args.sandboxes} x echo started at once':62s} {ms(time.perf_counter() - t0)} (wall time)")
+
+    row("sb.exec('true').wait(), warm sandbox", exec_round_trips(app, args.execs))
+    row("  floor: subprocess.run(['true'])", timed(lambda: subprocess.run(["true"]), args.execs))
+    if ns:
+        holder = subprocess.Popen(UNSHARE + ["sleep", "600"])
+        try:
+            time.sleep(0.3)
+            inner = subprocess.run(["pgrep", "-P", str(holder.pid)], capture_output=True, text=True).stdout.split()
+            target = inner[0] if inner else str(holder.pid)
+            row("  floor: nsenter into a running process's namespaces + true",
+                timed(lambda: subprocess.run(["nsenter", "-t", target, "-a", "true"]), args.execs))
+        finally:
+            holder.kill()
+            holder.wait()
+    print(f"\n{os.cpu_count()} CPUs; {sys.platform}; modal {modal.__version__}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,602 @@
+"""Sandboxes, `sb.exec`, `sb.filesystem`, tunnels, snapshots, `modal shell` and `modal container`, driven by
+the official client against a real Cove (process runtime). Each scenario runs as a client script; its own
+asserts fail it, and the test shows what it printed and the server's log."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+
+import h2raw
+from harness import APPS, venv_bin
+
+PRELUDE = """
+import hashlib, json, os, sys, threading, time
+import modal
+from modal.exception import (AlreadyExistsError, AuthError, ConflictError, InvalidError, NotFoundError,
+    SandboxFilesystemNotFoundError, SandboxTerminatedError, SandboxTimeoutError, UnimplementedError)
+from modal.stream_type import StreamType
+app = modal.App.lookup(APP_NAME, create_if_missing=True)
+"""
+
+
+def unique(prefix="sbx"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def run_client(cove, body, *, env=None, timeout=120, app_name=None):
+    """Run PRELUDE + body as a client script; assert it succeeded; return its stdout."""
+    code = f"APP_NAME = {app_name or 'cove-e2e-sandbox'!r}\n" + PRELUDE + textwrap.dedent(body)
+    full_env = dict(cove.env, **(env or {}))
+    r = cove.run_python(code, timeout=timeout, env=full_env)
+    assert r.returncode == 0, cove.explain(r)
+    return r.stdout
+
+
+def values(stdout, key):
+    """The rest of every line that starts with `key `."""
+    return [line[len(key) + 1 :] for line in stdout.splitlines() if line.startswith(key + " ")]
+
+
+# ---- lifecycle ------------------------------------------------------------------------------------------------
+
+
+def test_entrypoint_runs_and_reports_its_exit_code(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create("bash", "-c", "echo out-line; echo err-line >&2; exit 7", app=app)
+        assert sb.object_id.startswith("sb-")
+        sb.wait()
+        assert sb.returncode == 7, sb.returncode
+        assert sb.stdout.read() == "out-line\\n"
+        assert sb.stderr.read() == "err-line\\n"
+        again = modal.Sandbox.from_id(sb.object_id)
+        assert again.returncode == 7 and again.poll() == 7
+        ok = modal.Sandbox.create("true", app=app)
+        ok.wait()
+        print("RC", ok.returncode)
+        """,
+    )
+    assert values(out, "RC") == ["0"]
+
+
+def test_poll_terminate_and_terminated_error(cove):
+    run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create("sleep", "60", app=app)
+        assert sb.poll() is None and sb.returncode is None
+        sb.terminate()
+        try:
+            sb.wait()
+            raise AssertionError("wait() did not raise")
+        except SandboxTerminatedError:
+            pass
+        assert sb.returncode == 137, sb.returncode
+        other = modal.Sandbox.create("sleep", "60", app=app)
+        assert other.terminate(wait=True) == 137
+        sb.terminate()  # a no-op once finished
+        """,
+    )
+
+
+def test_sandbox_past_its_timeout_is_terminated_and_reports_it(cove):
+    out = run_client(
+        cove,
+        """
+        t0 = time.monotonic()
+        sb = modal.Sandbox.create("sleep", "60", app=app, timeout=2)
+        try:
+            sb.wait()
+            raise AssertionError("wait() did not raise")
+        except SandboxTimeoutError:
+            pass
+        print("ELAPSED", round(time.monotonic() - t0, 1))
+        assert sb.returncode == 124, sb.returncode
+        assert modal.Sandbox.from_id(sb.object_id).returncode == 124
+        """,
+    )
+    assert 1.5 <= float(values(out, "ELAPSED")[0]) < 10, out
+
+
+def test_idle_timeout_waits_for_running_execs(cove):
+    out = run_client(
+        cove,
+        """
+        t0 = time.monotonic()
+        sb = modal.Sandbox.create(app=app, idle_timeout=1, timeout=60)
+        p = sb.exec("sleep", "3")
+        assert p.wait() == 0          # running execs keep it alive past its idle timeout
+        try:
+            sb.wait()
+            raise AssertionError("wait() did not raise")
+        except SandboxTimeoutError:
+            pass
+        print("ELAPSED", round(time.monotonic() - t0, 1))
+        """,
+    )
+    assert 3 <= float(values(out, "ELAPSED")[0]) < 15, out
+
+
+def test_names_tags_list_and_from_name(cove):
+    name = unique("named")
+    run_client(
+        cove,
+        f"""
+        sb = modal.Sandbox.create("sleep", "60", app=app, name={name!r}, tags={{"team": "a", "kind": "x"}})
+        try:
+            modal.Sandbox.create("sleep", "60", app=app, name={name!r})
+            raise AssertionError("a second sandbox took the name")
+        except AlreadyExistsError:
+            pass
+        assert modal.Sandbox.from_name(APP_NAME, {name!r}).object_id == sb.object_id
+        other = modal.Sandbox.create("sleep", "60", app=app, tags={{"team": "b"}})
+        ids = lambda **kw: {{s.object_id for s in modal.Sandbox.list(app_id=app.app_id, **kw)}}
+        assert {{sb.object_id, other.object_id}} <= ids()
+        assert sb.object_id in ids(tags={{"team": "a"}}) and other.object_id not in ids(tags={{"team": "a"}})
+        assert sb.get_tags() == {{"team": "a", "kind": "x"}}
+        sb.set_tags({{"team": "c"}})
+        assert sb.get_tags() == {{"team": "c"}}
+        assert sb.object_id in ids(tags={{"team": "c"}}) and sb.object_id not in ids(tags={{"team": "a"}})
+        sb.terminate(wait=True)
+        assert sb.object_id not in ids()
+        try:
+            modal.Sandbox.from_name(APP_NAME, {name!r})
+            raise AssertionError("from_name found a finished sandbox")
+        except NotFoundError:
+            pass
+        # The name is free again once its holder finished.
+        again = modal.Sandbox.create("sleep", "60", app=app, name={name!r})
+        again.terminate()
+        other.terminate()
+        """,
+    )
+
+
+def test_sandboxes_stop_with_their_app(cove):
+    out = run_client(
+        cove,
+        """
+        eph = modal.App()
+        with eph.run():
+            sb = modal.Sandbox.create("sleep", "600", app=eph)
+            sid = sb.object_id
+        later = modal.Sandbox.from_id(sid)
+        later.wait(raise_on_termination=False)
+        print("RC", later.returncode)
+        """,
+    )
+    assert values(out, "RC") == ["137"]
+
+
+def test_v1_sandbox_api(cove):
+    # MODAL_SANDBOX_V2=0: the client's older protocol (SandboxCreate, SandboxGetLogs, SandboxStdinWrite).
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create("bash", "-c", "read x; echo got $x; echo to-err >&2; exit 4", app=app)
+        assert len(sb.object_id) == 25, sb.object_id   # the V1 id shape
+        sb.stdin.write(b"ping\\n")
+        sb.stdin.write_eof()
+        sb.stdin.drain()
+        assert sb.stdout.read() == "got ping\\n"
+        assert sb.stderr.read() == "to-err\\n"
+        sb.wait()
+        live = modal.Sandbox.create(app=app)
+        print("EXEC", live.exec("echo", "v1-exec").stdout.read().strip())
+        live.terminate()
+        print("RC", sb.returncode)
+        """,
+        env={"MODAL_SANDBOX_V2": "0"},
+    )
+    assert values(out, "EXEC") == ["v1-exec"] and values(out, "RC") == ["4"]
+
+
+def test_v2_entrypoint_stdin_and_stdout(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create("cat", app=app)
+        assert len(sb.object_id) != 25
+        sb.stdin.write(b"line one\\n")
+        sb.stdin.drain()
+        sb.stdin.write(b"line two\\n")
+        sb.stdin.write_eof()
+        sb.stdin.drain()
+        print("OUT", json.dumps(sb.stdout.read()))
+        sb.wait()
+        """,
+    )
+    assert json.loads(values(out, "OUT")[0]) == "line one\nline two\n"
+
+
+def test_definition_the_process_runtime_cannot_give_is_refused(cove):
+    run_client(
+        cove,
+        """
+        try:
+            modal.Sandbox.create("true", app=app, block_network=True)
+            raise AssertionError("block_network was accepted")
+        except ConflictError as e:
+            assert "network" in str(e), e
+        try:
+            modal.Sandbox.create("true", app=app, timeout=90000)
+            raise AssertionError("a 25 h timeout was accepted")
+        except InvalidError:
+            pass
+        """,
+    )
+
+
+# ---- environment and secrets ----------------------------------------------------------------------------------
+
+
+def test_secrets_env_and_workdir_and_no_user_token(cove, tmp_path):
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    out = run_client(
+        cove,
+        f"""
+        sb = modal.Sandbox.create(
+            app=app,
+            secrets=[modal.Secret.from_dict({{"SB_SECRET": "s3cret"}})],
+            env={{"SB_ENV": "from-env"}},
+            workdir={str(workdir)!r},
+        )
+        env = dict(l.split("=", 1) for l in sb.exec("env").stdout.read().splitlines() if "=" in l)
+        assert env["SB_SECRET"] == "s3cret" and env["SB_ENV"] == "from-env", env
+        assert env["MODAL_SANDBOX_ID"] == sb.object_id and env["MODAL_TASK_ID"].startswith("ta-")
+        # The user's credentials never reach the sandbox.
+        assert "MODAL_TOKEN_ID" not in env and "MODAL_TOKEN_SECRET" not in env, env
+        assert os.environ["MODAL_TOKEN_SECRET"] not in json.dumps(env)
+        assert sb.exec("pwd").stdout.read().strip() == {str(workdir)!r}
+        p = sb.exec("bash", "-c", "pwd; echo $X_EXEC $Y_SECRET", workdir="/tmp", env={{"X_EXEC": "x1"}},
+                    secrets=[modal.Secret.from_dict({{"Y_SECRET": "y1"}})])
+        assert p.stdout.read() == "/tmp\\nx1 y1\\n"
+        # Without a token, the API refuses a client running inside the sandbox.
+        code = "import modal; modal.Queue.from_name('q-from-sandbox', create_if_missing=True).hydrate()"
+        p = sb.exec(sys.executable, "-c", code, env={{"MODAL_SERVER_URL": os.environ["MODAL_SERVER_URL"]}})
+        err = p.stderr.read()
+        assert p.wait() != 0 and ("AuthError" in err or "token" in err.lower()), err
+        print("OK")
+        sb.terminate()
+        """,
+    )
+    assert "OK" in out
+
+
+# ---- exec ---------------------------------------------------------------------------------------------------------
+
+
+def test_exec_streams_and_stream_types(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create(app=app)
+        p = sb.exec("bash", "-c", "echo a; echo b >&2; exit 3")
+        assert p.stdout.read() == "a\\n" and p.stderr.read() == "b\\n" and p.wait() == 3
+        assert p.returncode == 3 and p.poll() == 3
+        p = sb.exec("bash", "-c", "for i in 1 2 3; do echo line $i; sleep 0.05; done", bufsize=1)
+        assert list(p.stdout) == ["line 1\\n", "line 2\\n", "line 3\\n"]
+        p = sb.exec("printf", "\\\\xff\\\\x00raw", text=False)
+        assert p.stdout.read() == b"\\xff\\x00raw"
+        p = sb.exec("bash", "-c", "echo gone; echo gone >&2", stdout=StreamType.DEVNULL, stderr=StreamType.DEVNULL)
+        assert p.wait() == 0
+        p = sb.exec("echo", "printed-by-client", stdout=StreamType.STDOUT)
+        p.wait()
+        time.sleep(0.3)
+        p = sb.exec("sleep", "30", timeout=1)
+        t0 = time.monotonic()
+        rc = p.wait()
+        assert time.monotonic() - t0 < 10, "exec timeout not applied"
+        p = sb.exec("bash", "-c", "test -t 0 && tty", pty=True)
+        print("PTY", p.stdout.read().strip())
+        assert p.wait() == 0
+        sb.terminate()
+        """,
+    )
+    assert "printed-by-client" in out
+    assert values(out, "PTY")[0].startswith("/dev/pts/"), out
+
+
+def test_exec_of_a_missing_binary_is_not_found(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create(app=app)
+        try:
+            sb.exec("no-such-binary-cove")
+            raise AssertionError("exec of a missing binary started")
+        except NotFoundError as e:
+            print("ERR", e)
+        try:
+            sb.exec("/etc/passwd")
+            raise AssertionError("exec of a non-executable file started")
+        except modal.exception.PermissionDeniedError as e:
+            print("ERR", e)
+        sb.terminate()
+        """,
+    )
+    errs = values(out, "ERR")
+    assert errs[0] == 'exec: "no-such-binary-cove": executable file not found in $PATH', out
+    assert "permission denied" in errs[1], out
+
+
+def test_stdin_round_trips_through_cat(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create(app=app)
+        p = sb.exec("cat", text=False)
+        chunks = [os.urandom(100_000) for _ in range(40)]
+        for c in chunks:
+            p.stdin.write(c)
+            p.stdin.drain()
+        p.stdin.write_eof()
+        p.stdin.drain()
+        got = p.stdout.read()
+        assert got == b"".join(chunks), (len(got), sum(map(len, chunks)))
+        assert p.wait() == 0
+        p = sb.exec("bash", "-c", "while read line; do echo \\"<$line>\\"; done")
+        p.stdin.write(b"foo\\nbar\\n")
+        p.stdin.write_eof()
+        p.stdin.drain()
+        print("LINES", json.dumps(p.stdout.read()))
+        sb.terminate()
+        """,
+    )
+    assert json.loads(values(out, "LINES")[0]) == "<foo>\n<bar>\n"
+
+
+def test_100_mib_of_stdout_arrives_complete_and_in_order(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create(app=app)
+        # Counting lines: any loss, duplication or reordering changes the digest.
+        script = "import sys\\nw = sys.stdout.buffer.write\\nfor i in range(4_000_000): w(b'%025d\\\\n' % i)"
+        p = sb.exec(sys.executable, "-c", script, text=False)
+        h = hashlib.sha256()
+        n = 0
+        for chunk in p.stdout:
+            h.update(chunk)
+            n += len(chunk)
+        assert p.wait() == 0
+        want = hashlib.sha256(b"".join(b"%025d\\n" % i for i in range(4_000_000))).hexdigest()
+        print("BYTES", n)
+        print("SAME", h.hexdigest() == want)
+        sb.terminate()
+        """,
+        timeout=240,
+    )
+    assert values(out, "BYTES") == [str(4_000_000 * 26)] and values(out, "SAME") == ["True"], out
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+
+
+def test_filesystem_calls_and_exec_see_the_same_files(cove, tmp_path):
+    base = tmp_path / "fs"
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024))
+    out = run_client(
+        cove,
+        f"""
+        base = {str(base)!r}
+        sb = modal.Sandbox.create(app=app)
+        sb.filesystem.write_text("written by sb.filesystem\\n", base + "/a/b/hello.txt")
+        print("CAT", json.dumps(sb.exec("cat", base + "/a/b/hello.txt").stdout.read()))
+        assert sb.filesystem.read_text(base + "/a/b/hello.txt") == "written by sb.filesystem\\n"
+        sb.exec("bash", "-c", "printf binary > " + base + "/a/from-exec.bin").wait()
+        assert sb.filesystem.read_bytes(base + "/a/from-exec.bin") == b"binary"
+        sb.filesystem.make_directory(base + "/made/deep")
+        names = sorted(f.name for f in sb.filesystem.list_files(base + "/a"))
+        assert names == ["b", "from-exec.bin"], names
+        info = sb.filesystem.stat(base + "/a/from-exec.bin")
+        assert info.size == 6 and info.is_file() and info.permissions == "0644", info
+        assert sb.filesystem.stat(base + "/made").is_dir()
+        sb.filesystem.copy_from_local({str(local)!r}, base + "/big.bin")
+        sb.filesystem.copy_to_local(base + "/big.bin", {str(tmp_path / "back.bin")!r})
+        sb.filesystem.remove(base + "/made", recursive=True)
+        try:
+            sb.filesystem.read_text(base + "/made/deep")
+            raise AssertionError("read a removed path")
+        except SandboxFilesystemNotFoundError:
+            pass
+        events = []
+        def watch():
+            for ev in sb.filesystem.watch(base + "/a", timeout=5):
+                events.append(ev)
+                break
+        t = threading.Thread(target=watch)
+        t.start()
+        time.sleep(1)
+        sb.exec("touch", base + "/a/new-file").wait()
+        t.join()
+        print("EVENT", events[0].type.value, events[0].paths)
+        sb.terminate()
+        """,
+    )
+    assert json.loads(values(out, "CAT")[0]) == "written by sb.filesystem\n"
+    assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+    assert values(out, "EVENT")[0].startswith("Create"), out
+
+
+def test_snapshot_files_appear_in_a_new_sandbox(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create(app=app)
+        sb.exec("bash", "-c", "mkdir -p data && echo snapped > data/f.txt && ln -s data/f.txt link").wait()
+        image = sb.snapshot_filesystem()
+        sb.terminate()
+        print("IMAGE", image.object_id)
+        later = modal.Sandbox.create(app=app, image=image)
+        print("CAT", later.exec("cat", "data/f.txt").stdout.read().strip())
+        print("LINK", later.exec("readlink", "link").stdout.read().strip())
+        later.exec("bash", "-c", "echo changed > data/f.txt").wait()
+        third = modal.Sandbox.create(app=app, image=image)   # the image itself is unchanged
+        print("THIRD", third.exec("cat", "data/f.txt").stdout.read().strip())
+        later.terminate()
+        third.terminate()
+        """,
+    )
+    assert values(out, "IMAGE")[0].startswith("im-")
+    assert values(out, "CAT") == ["snapped"] and values(out, "LINK") == ["data/f.txt"]
+    assert values(out, "THIRD") == ["snapped"]
+
+
+# ---- networking -------------------------------------------------------------------------------------------------
+
+
+def test_tunnel_serves_an_http_server_in_the_sandbox(cove):
+    out = run_client(
+        cove,
+        """
+        import socket, urllib.request
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        sb = modal.Sandbox.create(app=app)
+        sb.filesystem.write_text("served from the sandbox", "/tmp/cove-e2e-tunnel-%d/index.html" % port)
+        sb.terminate()
+        sb = modal.Sandbox.create(sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                  app=app, unencrypted_ports=[port], workdir="/tmp/cove-e2e-tunnel-%d" % port)
+        tunnel = sb.tunnels()[port]
+        host, tport = tunnel.tcp_socket
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://{host}:{tport}/index.html", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        print("BODY", body)
+        sb.terminate()
+        """,
+    )
+    assert values(out, "BODY") == ["served from the sandbox"]
+
+
+# ---- the router's tokens --------------------------------------------------------------------------------------
+
+
+def test_router_refuses_calls_without_a_valid_token(cove):
+    from modal_proto import task_command_router_pb2 as sr
+
+    body = h2raw.grpc_frame(sr.TaskExecStartRequest(task_id="ta-x", exec_id="e", command_args=["true"]).SerializeToString())
+    path = "/modal.task_command_router.TaskCommandRouter/TaskExecStart"
+    with h2raw.H2Client(*cove.address) as c:
+        # Modal credentials are not router credentials, and a forged token does not verify.
+        assert c.call(path, body, cove.grpc_headers()).grpc_status == h2raw.UNAUTHENTICATED
+        forged = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0YS14IiwiYXVkIjoidGNyIiwiZXhwIjo5OTk5OTk5OTk5fQ.AAAA"
+        headers = cove.grpc_headers() + [("authorization", "Bearer " + forged)]
+        reply = c.call(path, body, headers)
+        assert reply.grpc_status == h2raw.UNAUTHENTICATED, reply.describe()
+
+
+# ---- modal shell and modal container ------------------------------------------------------------------------------
+
+
+def script_run(cove, command, cwd=APPS, timeout=90):
+    """Run a shell command line under a pseudo-terminal (`script`), as a user at a terminal would."""
+    if shutil.which("script") is None:
+        pytest.skip("`script` (util-linux) is not installed")
+    env = dict(cove.env, PATH=f"{venv_bin('modal').parent}:{os.environ.get('PATH', '')}", TERM="xterm")
+    r = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    r.wall_s = 0
+    return r
+
+
+def test_modal_shell_runs_a_command_under_a_terminal_and_exits(cove):
+    r = script_run(cove, "modal shell --cmd 'echo shell-says-hi; tty; exit 0'")
+    assert r.returncode == 0, cove.explain(r)
+    assert "shell-says-hi" in r.stdout and "/dev/pts/" in r.stdout, cove.explain(r)
+
+
+def test_modal_shell_into_a_functions_image(cove):
+    r = script_run(cove, "modal shell sandboxes.py::idle --cmd 'echo fn-shell $FROM_FUNCTION_SECRET; ls sandboxes.py'")
+    assert r.returncode == 0, cove.explain(r)
+    assert "fn-shell fn-secret-value" in r.stdout and "sandboxes.py" in r.stdout, cove.explain(r)
+
+
+def test_modal_shell_into_a_running_sandbox(cove):
+    out = run_client(cove, "sb = modal.Sandbox.create(app=app, timeout=120)\nprint('SB', sb.object_id)")
+    sb = values(out, "SB")[0]
+    r = script_run(cove, f"modal shell {sb} --cmd 'sh -c \"echo inside-$MODAL_SANDBOX_ID\"'")
+    assert r.returncode == 0, cove.explain(r)
+    assert f"inside-{sb}" in r.stdout, cove.explain(r)
+    run_client(cove, f"modal.Sandbox.from_id({sb!r}).terminate()")
+
+
+def container_ids(cove, app_id=None):
+    args = ["container", "list", "--json"] + (["--app-id", app_id] if app_id else [])
+    r = cove.run_modal(args)
+    assert r.returncode == 0, cove.explain(r)
+    return [row["container_id"] for row in json.loads(r.stdout)]
+
+
+def test_modal_container_list_exec_logs_stop_on_a_sandbox(cove):
+    out = run_client(
+        cove,
+        """
+        sb = modal.Sandbox.create("bash", "-c", "echo entry-log-line; sleep 120", app=app)
+        print("SB", sb.object_id)
+        print("TA", sb._get_task_id())
+        print("APP", app.app_id)
+        assert next(iter(sb.stdout)) == "entry-log-line\\n"
+        """,
+    )
+    sb, ta, app_id = values(out, "SB")[0], values(out, "TA")[0], values(out, "APP")[0]
+    assert ta in container_ids(cove) and ta in container_ids(cove, app_id)
+    r = cove.run_modal(["container", "exec", "--no-pty", ta, "--", "bash", "-c", "echo from-exec $MODAL_SANDBOX_ID"])
+    assert r.returncode == 0 and f"from-exec {sb}" in r.stdout, cove.explain(r)
+    for ref in (ta, sb):
+        r = cove.run_modal(["container", "logs", ref])
+        assert r.returncode == 0 and "entry-log-line" in r.stdout, cove.explain(r)
+    r = cove.run_modal(["container", "stop", "--yes", ta])
+    assert r.returncode == 0, cove.explain(r)
+    out = run_client(cove, f"sb = modal.Sandbox.from_id({sb!r}); sb.wait(raise_on_termination=False); print('RC', sb.returncode)")
+    assert values(out, "RC") == ["137"]
+    assert ta not in container_ids(cove)
+    r = cove.run_modal(["container", "stop", "--yes", ta])
+    assert r.returncode != 0 and "already stopped" in r.output, cove.explain(r)
+
+
+def test_modal_container_exec_and_stop_on_a_function_container(cove):
+    r = cove.run_modal(["deploy", "sandboxes.py"], timeout=120)
+    assert r.returncode == 0, cove.explain(r)
+    try:
+        out = run_client(cove, "print('APP', modal.App.lookup('cove-e2e-sandboxes').app_id)")
+        app_id = values(out, "APP")[0]
+        deadline = time.monotonic() + 30
+        while not (ids := container_ids(cove, app_id)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert ids, "the function's container did not start"
+        ta = ids[0]
+        r = cove.run_modal(["container", "exec", "--no-pty", ta, "--", "bash", "-c", "echo in-fn $MODAL_TASK_ID; ls"])
+        assert r.returncode == 0, cove.explain(r)
+        assert f"in-fn {ta}" in r.stdout and "sandboxes.py" in r.stdout, cove.explain(r)
+        r = script_run(cove, f"modal shell {ta} --cmd 'echo shell-in-fn-container'")
+        assert r.returncode == 0 and "shell-in-fn-container" in r.stdout, cove.explain(r)
+        r = cove.run_modal(["container", "stop", "--yes", ta])
+        assert r.returncode == 0, cove.explain(r)
+        deadline = time.monotonic() + 30
+        while ta in container_ids(cove, app_id) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert ta not in container_ids(cove, app_id)
+    finally:
+        cove.run_modal(["app", "stop", "cove-e2e-sandboxes"])
