@@ -298,7 +298,7 @@ proc_on_exit(void *owner, int status)
 	if (host->sb)
 		sandbox_activity(host->sb);
 	p->expire_ev = evtimer_new(base_of(host), proc_expire, p);
-	struct timeval tv = {COVE_PROC_KEEP_S, 0};
+	struct timeval tv = {host->sbx->proc_keep_s, 0};
 	evtimer_add(p->expire_ev, &tv);
 }
 
@@ -450,6 +450,17 @@ host_init(struct cove_exec_host *host, struct cove_sandboxes *sbx, const char *t
 void
 host_release(struct cove_exec_host *host, int code, const char *message)
 {
+	host_release_execs(host, code, message);
+	free(host->task_id);
+	free(host->cwd);
+	env_free(host->envp);
+	host->task_id = host->cwd = NULL;
+	host->envp = NULL;
+}
+
+void
+host_release_execs(struct cove_exec_host *host, int code, const char *message)
+{
 	size_t it = 0;
 	void *v;
 	while (cove_map_next(&host->execs, &it, NULL, &v)) {
@@ -462,11 +473,7 @@ host_release(struct cove_exec_host *host, int code, const char *message)
 		proc_free(p, code, message);
 	}
 	cove_map_clear(&host->execs);
-	free(host->task_id);
-	free(host->cwd);
-	env_free(host->envp);
-	host->task_id = host->cwd = NULL;
-	host->envp = NULL;
+	host->n_running = 0;
 }
 
 struct cove_exec_host *

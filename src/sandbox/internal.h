@@ -7,9 +7,10 @@
 
 struct cove_workq;
 
-/* How long records stay after the fact. */
-#define COVE_SANDBOX_KEEP_S 3600 /* a finished sandbox */
-#define COVE_PROC_KEEP_S 600     /* an exited exec */
+/* How long records stay after the fact (COVE_SANDBOX_KEEP_S and COVE_EXEC_KEEP_S in the environment override
+ * them, for tests). */
+#define COVE_SANDBOX_KEEP_S 3600 /* a finished sandbox (its result: wait, poll, from_id) */
+#define COVE_PROC_KEEP_S 600     /* an exited exec, and a finished sandbox's entrypoint output */
 /* The newest bytes of a sandbox entrypoint's stdout/stderr that are kept for readers. */
 #define COVE_SANDBOX_RING (8u << 20)
 
@@ -26,6 +27,8 @@ struct cove_sandboxes {
 	char *snap_dir;           /* <state>/snapshots: one directory per snapshot image */
 	struct cove_workq *workq; /* snapshot copies */
 	struct cove_map snap_keys; /* snapshot idempotency key -> image id (char*) */
+	int closing;               /* cove_sandbox_free has begun: nothing starts any more */
+	int keep_s, proc_keep_s;   /* COVE_SANDBOX_KEEP_S, COVE_PROC_KEEP_S or their overrides */
 };
 
 /* What a new process gets. */
@@ -54,6 +57,8 @@ void host_init(struct cove_exec_host *host, struct cove_sandboxes *sbx, const ch
 	       struct cove_sandbox *sb, const char *cwd, char **envp);
 /* Free every exec (killed first if running) and the host's strings. */
 void host_release(struct cove_exec_host *host, int code, const char *message);
+/* Free every exec only. */
+void host_release_execs(struct cove_exec_host *host, int code, const char *message);
 /* Resolve a command as execve needs it: the fs helper's well-known path, a path (relative to cwd), or a
  * name searched in envp's PATH. Caller frees. */
 char *resolve_command(struct cove_sandboxes *sbx, const char *cmd, char *const *envp, const char *cwd,

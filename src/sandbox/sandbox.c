@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -153,11 +154,22 @@ find_fs_tools(void)
 	return installed;
 }
 
+static int
+env_seconds(const char *name, int dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	long n = v ? strtol(v, &end, 10) : -1;
+	return v && *v && *end == '\0' && n >= 0 && n <= 30 * 24 * 3600 ? (int)n : dflt;
+}
+
 struct cove_sandboxes *
 cove_sandbox_new(struct cove_ctx *ctx, struct cove_error **err)
 {
 	struct cove_sandboxes *sbx = xcalloc(1, sizeof(*sbx));
 	sbx->ctx = ctx;
+	sbx->keep_s = env_seconds("COVE_SANDBOX_KEEP_S", COVE_SANDBOX_KEEP_S);
+	sbx->proc_keep_s = env_seconds("COVE_EXEC_KEEP_S", COVE_PROC_KEEP_S);
 	cove_jwt_key_new(sbx->key);
 	sbx->fs_tools = find_fs_tools();
 	sbx->snap_dir = xasprintf("%s/snapshots", ctx->cfg.state_dir);
@@ -180,6 +192,7 @@ cove_sandbox_free(struct cove_sandboxes *sbx)
 	if (sbx == NULL)
 		return;
 	cove_sched_set_stop_hook(sbx->ctx->sched, NULL, NULL);
+	sbx->closing = 1;
 	/* Finish the copies first: their completions look sandboxes up. */
 	cove_workq_free(sbx->workq);
 	sbx->workq = NULL;
@@ -582,6 +595,18 @@ sandbox_expire(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(sb->expire_ev, &tv);
 		return;
 	}
+	/* First its output goes (readers see its end), and its execs; the result stays longer. */
+	if (!sb->output_released) {
+		sb->output_released = 1;
+		host_release_execs(&sb->host, COVE_OK, NULL);
+		if (sb->main) {
+			cove_stream_release(&sb->main->out[0], COVE_OK, NULL);
+			cove_stream_release(&sb->main->out[1], COVE_OK, NULL);
+		}
+		struct timeval tv = {sbx->keep_s > sbx->proc_keep_s ? sbx->keep_s - sbx->proc_keep_s : 0, 0};
+		evtimer_add(sb->expire_ev, &tv);
+		return;
+	}
 	cove_map_del(&sbx->by_id, sb->id);
 	cove_map_del(&sbx->by_task, sb->host.task_id);
 	sandbox_purge(sb);
@@ -631,7 +656,7 @@ sandbox_finish(struct cove_sandbox *sb)
 	log_debug("sandbox %s (%s) finished: status %d, exit code %d", sb->id, sb->host.task_id, sb->result_status,
 		  sb->exitcode);
 	sb->expire_ev = evtimer_new(base_of(sbx), sandbox_expire, sb);
-	struct timeval tv = {COVE_SANDBOX_KEEP_S, 0};
+	struct timeval tv = {sbx->proc_keep_s, 0};
 	evtimer_add(sb->expire_ev, &tv);
 }
 
@@ -767,6 +792,8 @@ restore_done(void *arg)
 	struct cove_sandbox *sb = cove_sandbox_get(j->sbx, j->sandbox_id);
 	if (sb) {
 		if (sb->state == COVE_SANDBOX_PENDING) {
+			if (j->err == NULL && j->sbx->closing)
+				cove_error_set(&j->err, COVE_UNAVAILABLE, "the server is shutting down");
 			if (j->err == NULL && sandbox_start(sb, &j->err) == 0) {
 				cove_error_free(j->err);
 				j->err = NULL;

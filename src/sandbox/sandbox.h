@@ -99,6 +99,7 @@ struct cove_sandbox {
 	struct event *timeout_ev, *idle_ev, *expire_ev;
 	int copies;                   /* snapshot copies from or into its directory still running */
 	int dir_removed;
+	int output_released;          /* its output and execs are gone (a while after it finished) */
 };
 
 /* The module. new: also registers the scheduler's stop hook. free: stops nothing (the runtime, freed after it,

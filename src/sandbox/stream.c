@@ -316,6 +316,9 @@ void
 cove_stream_read(struct cove_stream *s, struct cove_call *call, uint64_t offset, int framing, int fd,
 		 double timeout_s)
 {
+	/* No client can have bytes that were never produced: an offset past the end reads from the end. */
+	if (offset > cove_stream_end_offset(s))
+		offset = cove_stream_end_offset(s);
 	struct cove_stream_reader *r = xcalloc(1, sizeof(*r));
 	r->s = s;
 	r->call = call;
@@ -349,7 +352,9 @@ cove_stream_release(struct cove_stream *s, int code, const char *message)
 		cove_call_finish(r->call, code, code == COVE_OK ? NULL : message);
 		reader_free(r);
 	}
+	/* The bytes go; the offsets stay (readers that come later start at the end). */
 	free(s->buf);
 	s->buf = NULL;
+	s->base += s->len;
 	s->head = s->len = s->cap = 0;
 }

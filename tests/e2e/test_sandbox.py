@@ -600,3 +600,50 @@ def test_modal_container_exec_and_stop_on_a_function_container(cove):
         assert ta not in container_ids(cove, app_id)
     finally:
         cove.run_modal(["app", "stop", "cove-e2e-sandboxes"])
+
+
+# ---- records after the fact -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_memory_cove(monkeypatch):
+    """A server of its own that forgets exited execs after 2 s and finished sandboxes after 4 s."""
+    from conftest import _finish, _start, _state_dir
+
+    monkeypatch.setenv("COVE_EXEC_KEEP_S", "2")
+    monkeypatch.setenv("COVE_SANDBOX_KEEP_S", "4")
+    server = _start(_state_dir())
+    yield server
+    _finish(server)
+
+
+def test_finished_sandboxes_and_execs_are_forgotten_in_time(short_memory_cove):
+    run_client(
+        short_memory_cove,
+        """
+        done = modal.Sandbox.create("bash", "-c", "echo entry-output", app=app)
+        done.wait()
+        live = modal.Sandbox.create(app=app)
+        p = live.exec("echo", "exec-output")
+        assert p.wait() == 0
+        q = live.exec("echo", "read-in-time")
+        assert q.stdout.read() == "read-in-time\\n"
+        time.sleep(3)
+        # The exec is gone; the finished sandbox's result stays, its output went.
+        try:
+            p.stdout.read()
+            raise AssertionError("an expired exec's output was read")
+        except NotFoundError:
+            pass
+        assert modal.Sandbox.from_id(done.object_id).returncode == 0
+        assert done.stdout.read() == ""
+        time.sleep(2.5)
+        try:
+            modal.Sandbox.from_id(done.object_id)
+            raise AssertionError("a forgotten sandbox was found")
+        except NotFoundError:
+            pass
+        assert live.exec("echo", "still-alive").stdout.read() == "still-alive\\n"
+        live.terminate()
+        """,
+    )
