@@ -647,3 +647,9 @@ def test_finished_sandboxes_and_execs_are_forgotten_in_time(short_memory_cove):
         live.terminate()
         """,
     )
+
+
+def test_a_function_creates_a_sandbox_in_its_app(cove):
+    r = cove.run_modal(["run", "sandbox_from_function.py"], timeout=120)
+    assert r.returncode == 0, cove.explain(r)
+    assert "FROM_SANDBOX made-inside-a-function" in r.stdout, cove.explain(r)
