@@ -57,11 +57,11 @@ b64_value(char c)
 	return p ? (int)(p - b64url) : -1;
 }
 
-/* Decode n base64url characters into out (room for 3 * n / 4 + 1 bytes); -1 if not base64url. */
+/* Decode n base64url characters into out (cap bytes); -1 if not base64url or if it does not fit. */
 static int
-b64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len)
+b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *out_len)
 {
-	if (n % 4 == 1)
+	if (n % 4 == 1 || n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0) > cap)
 		return -1;
 	size_t o = 0;
 	uint32_t acc = 0;
@@ -77,6 +77,9 @@ b64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len)
 			out[o++] = (uint8_t)(acc >> bits);
 		}
 	}
+	/* Only the canonical encoding: the bits left over must be zero (else two strings decode alike). */
+	if (acc & ((1u << bits) - 1))
+		return -1;
 	*out_len = o;
 	return 0;
 }
@@ -173,14 +176,14 @@ cove_jwt_verify(const uint8_t key[COVE_JWT_KEY_BYTES], const char *token, const 
 	uint8_t mac[32], given[64];
 	size_t given_len = 0;
 	sign(key, token, (size_t)(dot2 - token), mac);
-	if (b64_decode(dot2 + 1, strlen(dot2 + 1), given, &given_len) < 0 || given_len != sizeof(mac) ||
+	if (b64_decode(dot2 + 1, strlen(dot2 + 1), given, sizeof(given), &given_len) < 0 || given_len != sizeof(mac) ||
 	    CRYPTO_memcmp(given, mac, sizeof(mac)) != 0)
 		return cove_error_set(err, COVE_UNAUTHENTICATED,
 				      "the bearer token's signature does not match (issued by another server, or "
 				      "before this server restarted)");
 	char payload[MAX_TOKEN];
 	size_t plen = 0;
-	if (b64_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), (uint8_t *)payload, &plen) < 0)
+	if (b64_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), (uint8_t *)payload, sizeof(payload) - 1, &plen) < 0)
 		return cove_error_set(err, COVE_UNAUTHENTICATED, "the bearer token's payload is not base64url");
 	payload[plen] = '\0';
 	char aud[130];
