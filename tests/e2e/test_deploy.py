@@ -105,13 +105,13 @@ def test_versions_noop_history_rollback_recreate(cove):
 def test_app_logs_show_a_deployed_functions_output(cove):
     r = cove.run_modal(["deploy", "deployed.py"], env=dict(cove.env, COVE_TEST_TICKS="/dev/null"))
     assert r.returncode == 0, cove.explain(r)
-    # `modal app logs` follows the app until it stops: read what it printed within a few seconds.
+    # `modal app logs -f` follows the app until it stops: read what it printed within a few seconds.
     r = cove.run_python(
         "import modal, subprocess, sys, os\n"
         "print(modal.Cls.from_name('deployed-app', 'Counter')(start=40).plus.remote(2))\n"
         "modal_cli = os.path.join(os.path.dirname(sys.executable), 'modal')\n"
         "try:\n"
-        "    out = subprocess.run([modal_cli, 'app', 'logs', 'deployed-app'], capture_output=True, text=True, timeout=6).stdout\n"
+        "    out = subprocess.run([modal_cli, 'app', 'logs', '-f', 'deployed-app'], capture_output=True, text=True, timeout=6).stdout\n"
         "except subprocess.TimeoutExpired as exc:\n"
         "    out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or '')\n"
         "print('LOGS', 'Scheduled call of tick' in out)\n",
