@@ -102,6 +102,13 @@ parse_opts(int argc, char **argv, struct opts *o)
 				return -1;
 			}
 			break;
+		case 'w':
+			if (parse_port(optarg, &o->web_port) < 0) {
+				fprintf(stderr, "cove: --web-port: '%s' is not a port number\n", optarg);
+				return -1;
+			}
+			break;
+		case 'P': o->proxy = 1; break;
 		case 'g': {
 			char *end;
 			o->grace_s = strtod(optarg, &end);
@@ -111,13 +118,6 @@ parse_opts(int argc, char **argv, struct opts *o)
 			}
 			break;
 		}
-		case 'w':
-			if (parse_port(optarg, &o->web_port) < 0) {
-				fprintf(stderr, "cove: --web-port: '%s' is not a port number\n", optarg);
-				return -1;
-			}
-			break;
-		case 'P': o->proxy = 1; break;
 		case 'y': o->python = optarg; break;
 		case 'l': o->log_level = optarg; break;
 		case 'h': usage(stdout); exit(0);
@@ -230,17 +230,20 @@ cmd_serve(struct opts *o)
 	struct cove_error *err = NULL;
 	struct serve_state st = {.base = base};
 	st.ctx = cove_server_new(&cfg, base, &err);
-	if (st.ctx == NULL || cove_server_write_client_env(st.ctx, &err) < 0) {
-		fprintf(stderr, "cove: %s\n", err ? err->msg : "cannot start");
-		cove_error_free(err);
-		cove_server_free(st.ctx);
-		event_base_free(base);
-		return 1;
-	}
+	/* Signals before client.env: once it exists, whoever waits for it may stop us at once. */
 	struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, &st);
 	struct event *sigint = evsignal_new(base, SIGINT, on_signal, &st);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
+	if (st.ctx == NULL || cove_server_write_client_env(st.ctx, &err) < 0) {
+		fprintf(stderr, "cove: %s\n", err ? err->msg : "cannot start");
+		cove_error_free(err);
+		event_free(sigterm);
+		event_free(sigint);
+		cove_server_free(st.ctx);
+		event_base_free(base);
+		return 1;
+	}
 	log_info("ready: API %s, web endpoints %s (http://<label>.localhost:%d), state in %s, containers run %s "
 		 "(process runtime); client settings in %s/client.env",
 		 st.ctx->server_url, cove_gateway_base_url(st.ctx->gateway), cove_gateway_port(st.ctx->gateway),
