@@ -2,6 +2,7 @@
 The app is tests/e2e/apps/calls.py; each test runs one of its local entrypoints with `modal run`."""
 
 import ast
+import re
 
 
 def run(cove, entrypoint, timeout=120):
@@ -11,10 +12,11 @@ def run(cove, entrypoint, timeout=120):
 
 
 def value(r, key):
-    for line in r.stdout.splitlines():
-        if line.startswith(key + " "):
-            return line[len(key) + 1 :]
-    raise AssertionError(f"no line starting with {key!r} in:\n{r.stdout}")
+    # The containers' own log lines share modal run's stdout and can land on the same line as ours.
+    m = re.search(rf"(?:^|[^A-Z_]){re.escape(key)} ([^\n]*)", r.stdout)
+    if m is None:
+        raise AssertionError(f"no {key!r} in:\n{r.stdout}")
+    return m.group(1)
 
 
 def test_map_starmap_for_each(cove):
