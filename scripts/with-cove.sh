@@ -28,7 +28,9 @@ mkdir -p "$state"
 state=$(cd "$state" && pwd)
 rm -f "$state/client.env" # so that one left by an earlier run is not mistaken for this one's
 
-"$bin" serve --state-dir "$state" --address 127.0.0.1 --port 0 --blob-port 0 </dev/null 2>>"$state/cove.log" &
+# COVE_SERVE_ARGS: more `cove serve` options (e.g. --runtime process).
+# shellcheck disable=SC2086
+"$bin" serve --state-dir "$state" --address 127.0.0.1 --port 0 --blob-port 0 ${COVE_SERVE_ARGS:-} </dev/null 2>>"$state/cove.log" &
 pid=$!
 
 stop_cove() {

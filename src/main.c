@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "gateway/gateway.h"
+#include "image/registry.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
 #include "server.h"
@@ -18,6 +19,7 @@
 #include "store/volume.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #define SHUTDOWN_WAIT_S 10
@@ -36,6 +38,11 @@ usage(FILE *f)
 		"  gc             remove volume blocks that no volume refers to and that nobody touched for\n"
 		"                 --grace SECONDS (default 3600); safe while the server runs\n"
 		"  status         each volume's files, size and disk use\n"
+		"  pull REF       pull an image (python:3.11-slim, 127.0.0.1:5000/team/app:v1, ...) into the layer\n"
+		"                 store and print each layer's directory and the image's config; options:\n"
+		"                 --state-dir, --image-dir DIR (default <state-dir>/images), --registry-mirror URL,\n"
+		"                 --insecure-registry HOST[:PORT], --log-level; credentials, if the registry wants\n"
+		"                 some, from $COVE_REGISTRY_USERNAME and $COVE_REGISTRY_PASSWORD\n"
 		"  version        print versions\n"
 		"\n"
 		"options:\n"
@@ -46,7 +53,18 @@ usage(FILE *f)
 		"  --web-port N      web endpoints' HTTP port (default 0: the previous run's if free, else a free one)\n"
 		"  --python PATH     interpreter containers run (default: $COVE_PYTHON, else .venv/bin/python beside\n"
 		"                    the build directory, else python3 on PATH)\n"
-		"  --log-level L     debug, info, warn or error (default info)\n");
+		"  --log-level L     debug, info, warn or error (default info)\n"
+		"  --runtime R       linux (namespaces, overlayfs, cgroups; needs root) or process (plain host\n"
+		"                    processes); default: linux where this host allows it, else process\n"
+		"  --image-dir DIR   image layers and built images (default <state-dir>/images; may be shared)\n"
+		"  --registry-mirror URL   pull Docker Hub images from this registry instead\n"
+		"  --insecure-registry HOST[:PORT]   reach this registry over plain HTTP (repeatable)\n"
+		"  --debian-mirror URL     Debian mirror for bases built from Debian's packages (default: the\n"
+		"                    host's apt source)\n"
+		"  --client-deps DIR the modal client package and its dependencies, mounted into containers at\n"
+		"                    /__modal/deps (default: the site-packages of --python)\n"
+		"  --ca-bundle FILE  CA certificates containers trust, mounted at " "/etc/ssl/certs/ca-certificates.crt\n"
+		"                    (default: the host's, if it has one; none: leave the image's)\n");
 }
 
 struct opts {
@@ -59,6 +77,14 @@ struct opts {
 	const char *python;
 	const char *log_level;
 	double grace_s;
+	const char *runtime;
+	const char *image_dir;
+	const char *registry_mirror;
+	const char *insecure[16];
+	size_t n_insecure;
+	const char *debian_mirror;
+	const char *client_deps;
+	const char *ca_bundle;
 };
 
 static int
@@ -82,6 +108,10 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"python", required_argument, NULL, 'y'},    {"log-level", required_argument, NULL, 'l'},
 		{"web-port", required_argument, NULL, 'w'},  {"proxy", no_argument, NULL, 'P'},
 		{"grace", required_argument, NULL, 'g'},
+		{"runtime", required_argument, NULL, 'R'},   {"image-dir", required_argument, NULL, 'I'},
+		{"registry-mirror", required_argument, NULL, 'M'}, {"insecure-registry", required_argument, NULL, 'K'},
+		{"debian-mirror", required_argument, NULL, 'D'}, {"client-deps", required_argument, NULL, 'C'},
+		{"ca-bundle", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -120,6 +150,19 @@ parse_opts(int argc, char **argv, struct opts *o)
 		}
 		case 'y': o->python = optarg; break;
 		case 'l': o->log_level = optarg; break;
+		case 'R': o->runtime = optarg; break;
+		case 'I': o->image_dir = optarg; break;
+		case 'M': o->registry_mirror = optarg; break;
+		case 'K':
+			if (o->n_insecure == sizeof(o->insecure) / sizeof(o->insecure[0])) {
+				fprintf(stderr, "cove: too many --insecure-registry options\n");
+				return -1;
+			}
+			o->insecure[o->n_insecure++] = optarg;
+			break;
+		case 'D': o->debian_mirror = optarg; break;
+		case 'C': o->client_deps = optarg; break;
+		case 'A': o->ca_bundle = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -184,7 +227,7 @@ shutdown_poll(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct serve_state *st = arg;
-	size_t live = cove_runtime_process_live(st->ctx->runtime);
+	size_t live = cove_runtime_live(st->ctx->runtime);
 	if (live == 0 || ++st->polls > SHUTDOWN_WAIT_S * 10) {
 		if (live)
 			log_warn("shutdown: %zu containers did not stop in %d s; killing them", live, SHUTDOWN_WAIT_S);
@@ -221,6 +264,14 @@ cmd_serve(struct opts *o)
 		.blob_port = o->blob_port,
 		.web_port = o->web_port,
 		.python = python,
+		.runtime = o->runtime,
+		.image_dir = o->image_dir,
+		.registry_mirror = o->registry_mirror,
+		.insecure_registries = o->insecure,
+		.n_insecure_registries = o->n_insecure,
+		.debian_mirror = o->debian_mirror,
+		.client_deps = o->client_deps,
+		.ca_bundle = o->ca_bundle,
 	};
 	struct event_base *base = event_base_new();
 	if (base == NULL) {
@@ -244,10 +295,10 @@ cmd_serve(struct opts *o)
 		event_base_free(base);
 		return 1;
 	}
-	log_info("ready: API %s, web endpoints %s (http://<label>.localhost:%d), state in %s, containers run %s "
-		 "(process runtime); client settings in %s/client.env",
+	log_info("ready: API %s, web endpoints %s (http://<label>.localhost:%d), state in %s, %s runtime; client "
+		 "settings in %s/client.env",
 		 st.ctx->server_url, cove_gateway_base_url(st.ctx->gateway), cove_gateway_port(st.ctx->gateway),
-		 cfg.state_dir, python, cfg.state_dir);
+		 cfg.state_dir, st.ctx->runtime->ops->name, cfg.state_dir);
 	event_base_dispatch(base);
 	event_free(sigterm);
 	event_free(sigint);
@@ -337,6 +388,100 @@ cmd_env(struct opts *o)
 	return 0;
 }
 
+static void
+pull_progress(void *arg, const char *line)
+{
+	(void)arg;
+	log_info("%s", line);
+}
+
+static void
+print_strings(const char *key, char **v, size_t n)
+{
+	printf("%s: [", key);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			printf(", ");
+		json_write_string(stdout, v[i]);
+	}
+	printf("]\n");
+}
+
+/* cove pull [options] REF: its own options (argv[0] is "pull"). Pulls into <image-dir>/layers; stdout gets
+ * "Digest:", one "Layer: DIR" per layer (bottom first), then the config: "Env: K=V" per variable,
+ * "WorkingDir:", "User:", and "Entrypoint:" / "Cmd:" as JSON lists. Progress goes to stderr. */
+static int
+cmd_pull(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"state-dir", required_argument, NULL, 's'},       {"image-dir", required_argument, NULL, 'I'},
+		{"registry-mirror", required_argument, NULL, 'M'}, {"insecure-registry", required_argument, NULL, 'K'},
+		{"log-level", required_argument, NULL, 'l'},       {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static const char use[] = "cove: usage: cove pull [--state-dir DIR] [--image-dir DIR] [--registry-mirror URL] "
+				  "[--insecure-registry HOST[:PORT]]... REF\n";
+	const char *state_dir = ".cove", *image_dir = NULL;
+	cleanup_free const char **insecure = xcalloc((size_t)argc, sizeof(*insecure));
+	struct cove_registry_opts ro = {.insecure = insecure};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': state_dir = optarg; break;
+		case 'I': image_dir = optarg; break;
+		case 'M': ro.mirror = optarg; break;
+		case 'K': insecure[ro.n_insecure++] = optarg; break;
+		case 'l': {
+			static const char *levels[] = {"debug", "info", "warn", "error"};
+			int level = -1;
+			for (int i = 0; i < 4; i++)
+				if (strcmp(optarg, levels[i]) == 0)
+					level = i;
+			if (level < 0) {
+				fprintf(stderr, "cove: --log-level must be debug, info, warn or error\n");
+				return 2;
+			}
+			cove_log_min_level = level;
+			break;
+		}
+		case 'h': fputs(use + 6, stdout); return 0;
+		default: fputs(use, stderr); return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fputs(use, stderr);
+		return 2;
+	}
+	const char *ref = argv[optind];
+	cleanup_free char *layers_dir =
+		image_dir ? xasprintf("%s/layers", image_dir) : xasprintf("%s/images/layers", state_dir);
+	ro.username = getenv("COVE_REGISTRY_USERNAME");
+	ro.password = getenv("COVE_REGISTRY_PASSWORD");
+	struct cove_pulled_image img;
+	struct cove_error *err = NULL;
+	if (cove_registry_pull(&ro, ref, layers_dir, pull_progress, NULL, &img, &err) < 0) {
+		fprintf(stderr, "cove: %s\n", err->msg);
+		cove_error_free(err);
+		return 1;
+	}
+	printf("Digest: %s\n", img.digest);
+	for (size_t i = 0; i < img.n_layers; i++)
+		printf("Layer: %s/%s/fs\n", layers_dir, img.layers[i]);
+	for (size_t i = 0; i < img.config.n_env; i++)
+		printf("Env: %s\n", img.config.env[i]);
+	if (img.config.workdir)
+		printf("WorkingDir: %s\n", img.config.workdir);
+	if (img.config.user)
+		printf("User: %s\n", img.config.user);
+	if (img.config.n_entrypoint)
+		print_strings("Entrypoint", img.config.entrypoint, img.config.n_entrypoint);
+	if (img.config.n_cmd)
+		print_strings("Cmd", img.config.cmd, img.config.n_cmd);
+	cove_pulled_image_free(&img);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -362,6 +507,8 @@ main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (strcmp(cmd, "pull") == 0)
+		return cmd_pull(argc - 1, argv + 1);
 	if (parse_opts(argc - sub, argv + sub, &o) < 0)
 		return 2;
 	if (o.log_level) {

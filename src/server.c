@@ -1,3 +1,4 @@
+#include "image/builder.h"
 #include "server.h"
 
 #include <errno.h>
@@ -82,6 +83,7 @@ cove_server_free(struct cove_ctx *ctx)
 	cove_volview_stop(ctx); /* before the stores its last commits write to */
 	cove_volume_stop(ctx);
 	cove_sandbox_free(ctx->sandboxes); /* before the runtime, which the scheduler frees */
+	cove_builder_free(ctx->builder);   /* likewise: it may have build containers running */
 	cove_sched_free(ctx->sched);
 	cove_api_free(ctx->api);
 	cove_blob_http_free(ctx->blob_http);
@@ -91,6 +93,7 @@ cove_server_free(struct cove_ctx *ctx)
 	cove_auth_reset();
 	free(ctx->server_url);
 	free(ctx->tasks_dir);
+	free(ctx->client_deps);
 	free(ctx);
 }
 

@@ -12,7 +12,17 @@ struct cove_config {
 	int port;            /* gRPC API; 0 picks a free port */
 	int blob_port;       /* blob HTTP; 0 picks a free port */
 	int web_port;        /* web endpoints' HTTP gateway; 0 picks one (the previous run's if free) */
-	const char *python;  /* the interpreter containers run */
+	const char *python;  /* the interpreter containers run (process runtime) */
+	const char *runtime; /* "linux", "process", or NULL: linux where this host can isolate, else process */
+	const char *image_dir; /* the layer store and built images; NULL: <state>/images */
+	const char *registry_mirror;    /* NULL: none */
+	const char *const *insecure_registries;
+	size_t n_insecure_registries;
+	const char *debian_mirror;      /* NULL: the host's apt source */
+	const char *ca_bundle;          /* CA certificates mounted into containers at the standard path, so they
+					 * trust what the host trusts; NULL: the host's bundle if it has one; "none": none */
+	const char *client_deps;        /* the client package and its dependencies, bind-mounted into containers;
+					 * NULL: the site-packages of `python` that holds modal */
 };
 
 struct cove_ctx {
@@ -27,6 +37,8 @@ struct cove_ctx {
 	struct cove_api *api;
 	struct cove_sandboxes *sandboxes; /* sandboxes and the processes run in containers (sb.exec) */
 	struct cove_gateway *gateway; /* web endpoints */
+	struct cove_builder *builder; /* images (linux runtime only; NULL with the process runtime) */
+	char *client_deps;            /* host directory with the client package (linux runtime) */
 	char *server_url; /* what clients and containers dial: http://address:port */
 	char *tasks_dir;  /* <state>/tasks, one working directory per container */
 	int shutting_down;

@@ -1,9 +1,11 @@
-/* Images. In this slice every image is the host environment the process runtime runs in: ImageGetOrCreate
- * records the definition (so later builds can use it) and answers that it is built. */
+/* Images. ImageGetOrCreate records the definition under an id derived from it; with the linux runtime the
+ * builder (image/builder.c) builds it and ImageJoinStreaming streams the build. With the process runtime
+ * every image is the host environment, so every image is "built" at once. */
 #include <string.h>
 
 #include "api/api.h"
 #include "config.h"
+#include "image/builder.h"
 #include "server.h"
 #include "store/store.h"
 #include "util/alloc.h"
@@ -42,14 +44,17 @@ cove_api_ImageGetOrCreate(struct cove_api_req *req)
 		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "ImageGetOrCreate: no image definition given");
 		return;
 	}
-	/* Same definition + builder version = same image: the id is derived from their digest. */
+	/* Same definition + builder version (the client's and Cove's) = same image: the id is derived from their
+	 * digest. Cove's part changes when what it builds from a definition changes. */
+	static const char cove_builder_version[] = "cove-builder-2";
 	size_t len;
 	cleanup_free uint8_t *bytes = pb_pack(&r->image->base, &len);
-	size_t keylen = len + strlen(r->builder_version) + 1;
+	size_t keylen = len + strlen(r->builder_version) + sizeof(cove_builder_version) + 1;
 	cleanup_free uint8_t *key = xmalloc(keylen);
 	memcpy(key, bytes, len);
 	key[len] = 0;
-	memcpy(key + len + 1, r->builder_version, keylen - len - 1);
+	memcpy(key + len + 1, r->builder_version, strlen(r->builder_version));
+	memcpy(key + len + 1 + strlen(r->builder_version), cove_builder_version, sizeof(cove_builder_version));
 	uint8_t digest[32];
 	cove_sha256(key, keylen, digest);
 	/* 22 base62-ish chars from the digest, so the id looks like every other id. */
@@ -61,6 +66,23 @@ cove_api_ImageGetOrCreate(struct cove_api_req *req)
 	struct cove_error *err = NULL;
 	if (cove_store_object_put(req->ctx->store, id, "image", r->app_id, NULL, NULL, bytes, len, &err) < 0) {
 		cove_api_fail(req->call, err);
+		return;
+	}
+	if (req->ctx->builder) {
+		int force = r->force_build || r->ignore_cache;
+		int built = cove_builder_start(req->ctx->builder, id, r->image, force, &err);
+		if (built < 0) {
+			cove_api_fail(req->call, err);
+			return;
+		}
+		if (built) {
+			reply_built(req, id, 0);
+			return;
+		}
+		/* Building: the client joins the build's log stream (ImageJoinStreaming) for the result. */
+		Modal__Client__ImageGetOrCreateResponse resp = MODAL__CLIENT__IMAGE_GET_OR_CREATE_RESPONSE__INIT;
+		resp.image_id = id;
+		cove_api_reply(req->call, &resp.base);
 		return;
 	}
 	static int told;
@@ -77,6 +99,10 @@ void
 cove_api_ImageJoinStreaming(struct cove_api_req *req)
 {
 	const Modal__Client__ImageJoinStreamingRequest *r = (const void *)req->msg;
+	if (req->ctx->builder) {
+		cove_builder_join(req->ctx->builder, req->call, r->image_id, r->last_entry_id, r->timeout);
+		return;
+	}
 	struct cove_error *err = NULL;
 	cleanup_free uint8_t *data = NULL;
 	size_t len = 0;

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <termios.h>
 #include <sys/wait.h>
@@ -224,6 +225,37 @@ await_setup(const struct cove_container_spec *spec, pid_t pid, int fd, struct co
 	}
 }
 
+/* Wait for the setup program's report: end-of-file (its payload runs) or "<errno> <message>" (reaped then). */
+static int
+await_report(const struct cove_container_spec *spec, pid_t pid, int fd, struct cove_error **err)
+{
+	char msg[1024];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fd, msg + len, sizeof(msg) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(msg) - 1)
+			break;
+	}
+	if (len == 0)
+		return 0;
+	msg[len] = '\0';
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	char *text;
+	long e = strtol(msg, &text, 10);
+	while (*text == ' ')
+		text++;
+	int code = e == ENOENT || e == ESRCH ? COVE_NOT_FOUND : e == EPERM || e == EACCES ? COVE_PERMISSION_DENIED
+											    : COVE_FAILED_PRECONDITION;
+	return cove_error_set(err, code, "container %s: %s", spec->id, text);
+}
+
 /* The descriptors a new container's standard streams come from: pipes, or a terminal. -1 where unused. */
 struct stdio_fds {
 	int out[2];  /* stdout pipe (read, write), or the terminal's master and slave */
@@ -291,7 +323,7 @@ open_stdio(const struct cove_container_spec *spec, struct stdio_fds *f, struct c
 		if (spec->stdin_fd && pipe2(f->in, O_CLOEXEC) < 0)
 			return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
 	}
-	if (spec->n_mounts > 0 && pipe2(f->setup, O_CLOEXEC) < 0)
+	if ((spec->n_mounts > 0 || spec->setup_report) && pipe2(f->setup, O_CLOEXEC) < 0)
 		return cove_error_set_errno(err, errno, "container %s: pipe", spec->id);
 	return 0;
 }
@@ -361,8 +393,14 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 			dup2(f.out[1], 1);
 			dup2(f.err[1], 2);
 		}
-		if (spec->n_mounts > 0)
+		if (spec->setup_report) {
+			if (f.setup[1] == 3)
+				fcntl(3, F_SETFD, 0);
+			else
+				dup2(f.setup[1], 3);
+		} else if (spec->n_mounts > 0) {
 			child_mounts(spec, f.setup[1]);
+		}
 		if (chdir(spec->workdir) < 0)
 			_exit(126);
 		execve(spec->argv[0], spec->argv, spec->envp);
@@ -373,9 +411,9 @@ process_start(struct cove_runtime *rt, const struct cove_container_spec *spec, v
 	close_fds(&f.out[1], 1);
 	close_fds(&f.err[1], 1);
 	close_fds(&f.in[0], 1);
-	if (spec->n_mounts > 0) {
+	if (spec->n_mounts > 0 || spec->setup_report) {
 		close_fds(&f.setup[1], 1);
-		int r = await_setup(spec, pid, f.setup[0], err);
+		int r = spec->setup_report ? await_report(spec, pid, f.setup[0], err) : await_setup(spec, pid, f.setup[0], err);
 		close_fds(&f.setup[0], 1);
 		if (r < 0) {
 			stdio_close_all(&f);

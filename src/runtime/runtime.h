@@ -44,12 +44,42 @@ struct cove_container_spec {
 	 * group, so it is killed with the container and does not take others down when it exits; stopping it
 	 * signals its own process only. (A pty process leads a session of its own instead.) */
 	const struct cove_container *join;
+	/* Isolation (the linux runtime; the process runtime ignores these fields and runs a host process). With
+	 * rootfs set, workdir and mount targets are paths inside the container, and argv[0] is looked up in the
+	 * PATH of envp there. */
+	const struct cove_container_rootfs *rootfs;
+	const struct cove_container_limits *limits; /* NULL: none */
+	/* The process runtime: argv[0] is a program that reports a failed setup as "<errno> <message>" on
+	 * descriptor 3 and closes it when its payload runs (cove-container); start waits for that and fails with the
+	 * message. */
+	int setup_report;
 };
+
+/* A root filesystem: an overlay of image layers with a throwaway writable layer. */
+struct cove_container_rootfs {
+	const char *layers_dir;     /* the layer store */
+	const char *const *layers;  /* layer directories relative to layers_dir, top first */
+	size_t n_layers;
+	const char *scratch;        /* a host directory for this container's writable layer (the caller removes it) */
+	const char *hostname;       /* NULL: the container id */
+	const char *user;           /* USER of the image (NULL or "": root) */
+	int block_network;          /* an empty network namespace (loopback only) */
+};
+
+struct cove_container_limits {
+	unsigned milli_cpu;       /* request: a share of CPU under contention (0: default) */
+	unsigned milli_cpu_max;   /* limit: CFS quota (0: none) */
+	unsigned memory_mb;       /* request: soft limit (0: none) */
+	unsigned memory_mb_max;   /* limit: exceeding it kills the container (0: none) */
+};
+
+/* The status on_exit reports for a container killed for exceeding its memory limit. */
+#define COVE_EXIT_OOM (-1000)
 
 struct cove_runtime_callbacks {
 	/* fd is 1 (stdout) or 2 (stderr). */
 	void (*on_output)(void *owner, int fd, const char *data, size_t len);
-	/* Exit: exit code (>= 0) or -signal. Called once, after all output has been delivered. The container
+	/* Exit: exit code (>= 0), -signal, or COVE_EXIT_OOM. Called once, after all output has been delivered. The container
 	 * is freed right after this returns. */
 	void (*on_exit)(void *owner, int status);
 };
@@ -79,5 +109,16 @@ struct cove_runtime *cove_runtime_process_new(struct event_base *base, const str
 					      struct cove_error **err);
 /* Count of containers still running (for shutdown). */
 size_t cove_runtime_process_live(struct cove_runtime *rt);
+
+/* The linux runtime (src/runtime/linux.c): namespaces, an overlay root filesystem and cgroup limits, set up by
+ * the cove-container program at helper (absolute path). Containers started without rootfs run as plain
+ * processes. NULL + FAILED_PRECONDITION when this host cannot isolate (not root, no namespaces or overlayfs),
+ * naming what is missing. */
+struct cove_runtime *cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callbacks *cb,
+					    const char *helper, struct cove_error **err);
+/* The cgroup hierarchy the linux runtime uses ("v1", "v2"), for `cove status`. */
+const char *cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt);
+/* Count of containers still running, whichever runtime. */
+size_t cove_runtime_live(struct cove_runtime *rt);
 
 #endif

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "sandbox/json.h"
+#include "util/json.h"
 
 enum fs_op { FS_READ, FS_WRITE, FS_LIST, FS_MKDIR, FS_REMOVE, FS_STAT, FS_WATCH };
 

@@ -1,5 +1,7 @@
 /* The scheduler (see sched.h). Everything here runs on the event loop; nothing blocks except SQLite
  * commits (WAL, no fsync per commit) and writing a container's small argument file. */
+#include "image/builder.h"
+#include "sched/isolate.h"
 #include "sched/sched.h"
 
 #include <errno.h>
@@ -1046,8 +1048,12 @@ task_on_exit(void *owner, int status)
 		}
 	}
 	task_drop_waiters(t, "container exited");
-	cleanup_free char *why = status >= 0 ? xasprintf("exited with status %d", status)
-					     : xasprintf("was killed by signal %d", -status);
+	cleanup_free char *why =
+		status == COVE_EXIT_OOM
+			? xasprintf("ran out of memory (limit %u MiB) and was killed by the kernel (OOM)",
+				    fn->def->resources ? fn->def->resources->memory_mb_max : 0)
+		: status >= 0 ? xasprintf("exited with status %d", status)
+			      : xasprintf("was killed by signal %d", -status);
 	if (status != 0 && t->state != COVE_TASK_STOPPING)
 		log_info("container %s (%s) %s", t->id, fn->tag, why);
 	/* Inputs it was running fail with the container's own report if it sent one. When the server is
@@ -1203,15 +1209,44 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	cleanup_free char *args_path = NULL;
 	struct cove_container_mount *vmounts = NULL;
 	size_t n_vmounts = 0;
+	/* Under the linux runtime the container's files are written into its writable layer, at the paths the
+	 * container sees; the process runtime mirrors those paths under the task directory. */
+	struct cove_isolated iso = {0};
+	const char *layout_root = t->dir;
 	int rv = -1;
-	if (cove_mkdirs(root, err) < 0)
+	if (ctx->builder) {
+		if (cove_isolate_prepare(ctx, fn->def, t->dir, &iso, err) < 0)
+			goto out;
+		layout_root = iso.upper;
+		free(root);
+		root = xstrdup("/root");
+		if (cove_mkdirs(iso.upper, err) < 0)
+			goto out;
+	} else if (cove_mkdirs(root, err) < 0) {
 		goto out;
+	}
 	for (size_t i = 0; i < fn->def->n_mount_ids; i++)
-		if (layout_mount(s, t->dir, fn->def->mount_ids[i], err) < 0)
+		if (layout_mount(s, layout_root, fn->def->mount_ids[i], err) < 0)
 			goto out;
 	/* Volumes (store/volview.c): a view of each, bind-mounted at its path by the runtime. */
 	if (cove_volume_mounts_for_task(ctx, t->id, fn->def, &vmounts, &n_vmounts, err) < 0)
 		goto out;
+	if (ctx->builder) {
+		/* The client package, read-only, first in the mounts. */
+		vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
+		memmove(vmounts + 1, vmounts, n_vmounts * sizeof(*vmounts));
+		vmounts[0] = (struct cove_container_mount){.source = xstrdup(ctx->client_deps), .target = xstrdup("/__modal/deps"),
+							   .read_only = 1};
+		n_vmounts++;
+		const char *ca = cove_isolate_ca_bundle(ctx);
+		if (ca) {
+			vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
+			memmove(vmounts + 1, vmounts, n_vmounts * sizeof(*vmounts));
+			vmounts[0] = (struct cove_container_mount){.source = xstrdup(ca), .target = xstrdup(COVE_CA_PATH),
+								   .read_only = 1};
+			n_vmounts++;
+		}
+	}
 
 	Modal__Client__ContainerArguments args = MODAL__CLIENT__CONTAINER_ARGUMENTS__INIT;
 	args.task_id = t->id;
@@ -1226,18 +1261,44 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	size_t alen;
 	abytes = pb_pack(&args.base, &alen);
 	cove_sched_layout_free(args.app_layout);
-	args_path = xasprintf("%s/container_arguments.bin", t->dir);
+	if (ctx->builder) {
+		cleanup_free char *dir = xasprintf("%s/__modal", layout_root);
+		if (cove_mkdirs(dir, err) < 0)
+			goto out;
+		args_path = xasprintf("%s/container_arguments.bin", dir);
+	} else {
+		args_path = xasprintf("%s/container_arguments.bin", t->dir);
+	}
 	if (cove_write_file_atomic(args_path, abytes, alen, 0600, err) < 0)
 		goto out;
 
-	/* The environment: the client's container contract, secrets, and a few host basics. */
-	env = xcalloc(16, sizeof(char *));
-	const char *path = getenv("PATH");
-	env[n_env++] = xasprintf("PATH=%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
-	env[n_env++] = xasprintf("HOME=%s", root);
+	/* The environment: the image's, the client's container contract, secrets, and a few host basics. */
+	env = xcalloc(16 + (iso.image ? iso.image->n_env : 0), sizeof(char *));
+	if (iso.image) {
+		int has_path = 0;
+		for (size_t i = 0; i < iso.image->n_env; i++) {
+			env[n_env++] = xstrdup(iso.image->env[i]);
+			has_path |= strncmp(iso.image->env[i], "PATH=", 5) == 0;
+		}
+		if (!has_path)
+			env[n_env++] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+		env[n_env++] = xstrdup("HOME=/root");
+		env[n_env++] = xstrdup("PYTHONPATH=/root:/pkg:/__modal/deps");
+		if (cove_isolate_ca_bundle(ctx)) {
+			env = xrealloc(env, (n_env + 24) * sizeof(char *));
+			for (size_t i = 0; cove_ca_env[i]; i++)
+				env[n_env++] = xasprintf("%s=%s", cove_ca_env[i], COVE_CA_PATH);
+		}
+		free(args_path);
+		args_path = xstrdup("/__modal/container_arguments.bin");
+	} else {
+		const char *path = getenv("PATH");
+		env[n_env++] = xasprintf("PATH=%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+		env[n_env++] = xasprintf("HOME=%s", root);
+		env[n_env++] = xasprintf("PYTHONPATH=%s:%s/pkg", root, t->dir);
+	}
 	env[n_env++] = xstrdup("LANG=C.UTF-8");
 	env[n_env++] = xstrdup("PYTHONUNBUFFERED=1");
-	env[n_env++] = xasprintf("PYTHONPATH=%s:%s/pkg", root, t->dir);
 	env[n_env++] = xasprintf("MODAL_SERVER_URL=%s", ctx->server_url);
 	env[n_env++] = xstrdup("MODAL_IS_REMOTE=1");
 	env[n_env++] = xasprintf("MODAL_CONTAINER_ARGUMENTS_PATH=%s", args_path);
@@ -1252,9 +1313,14 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	env = xrealloc(env, (n_env + 1) * sizeof(char *));
 	env[n_env] = NULL;
 
-	argv[0] = (char *)ctx->cfg.python;
+	argv[0] = iso.image ? "python" : (char *)ctx->cfg.python;
 	struct cove_container_spec spec = {
 		.id = t->id, .workdir = root, .argv = argv, .envp = env, .mounts = vmounts, .n_mounts = n_vmounts};
+	if (iso.image) {
+		spec.workdir = iso.image->workdir ? iso.image->workdir : "/root";
+		spec.rootfs = &iso.rootfs;
+		spec.limits = &iso.limits;
+	}
 	cove_map_put(&s->tasks, t->secret, t);
 	cove_map_put(&s->tasks_by_id, t->id, t);
 	if (ctx->runtime->ops->start(ctx->runtime, &spec, t, &t->container, err) < 0) {
@@ -1279,6 +1345,7 @@ out:
 		free(env[i]);
 	free(env);
 	cove_volume_mounts_free(vmounts, n_vmounts);
+	cove_isolate_clear(&iso);
 	if (t) {
 		if (vmounts)
 			cove_volview_task_exit(t->id);
@@ -1822,7 +1889,7 @@ cove_sched_new(struct cove_ctx *ctx, struct cove_error **err)
 	s->ctx = ctx;
 	the_sched = s;
 	struct cove_runtime_callbacks cb = {.on_output = task_on_output, .on_exit = task_on_exit};
-	ctx->runtime = cove_runtime_process_new(ctx->base, &cb, err);
+	ctx->runtime = cove_sched_runtime_new(ctx, &cb, err);
 	if (ctx->runtime == NULL) {
 		free(s);
 		return NULL;
@@ -1846,7 +1913,7 @@ cove_sched_stop_all(struct cove_sched *s)
 		task_stop(s, v, 1);
 	if (s->stop_hook)
 		s->stop_hook(s->stop_hook_arg, NULL);
-	return cove_runtime_process_live(s->ctx->runtime);
+	return cove_runtime_live(s->ctx->runtime);
 }
 
 static void

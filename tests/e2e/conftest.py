@@ -10,8 +10,8 @@ import pytest
 from harness import DEFAULT_TEST_TIMEOUT, Cove, live_servers, sanitizer_excerpt
 
 
-def _start(state_dir: Path) -> Cove:
-    cove = Cove(state_dir)
+def _start(state_dir: Path, extra_args: list[str] | None = None) -> Cove:
+    cove = Cove(state_dir, extra_args)
     live_servers.append(cove)
     cove.start()
     return cove
@@ -55,6 +55,28 @@ def pytest_collection_modifyitems(items):
 def cove():
     """The shared server for the session. At teardown it must exit 0 on SIGTERM with no sanitizer report."""
     server = _start(_state_dir())
+    yield server
+    _finish(server)
+
+
+def image_cache_dir() -> Path:
+    """Layers and built images shared by every linux-runtime server of the test run (and of later runs): a
+    Debian base and a debian_slim build take minutes the first time and milliseconds after."""
+    d = Path(os.environ.get("COVE_TEST_IMAGE_DIR", Path(__file__).resolve().parents[2] / "build" / "test-images"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def linux_runtime_args() -> list[str]:
+    return ["--runtime", "linux", "--image-dir", str(image_cache_dir())]
+
+
+@pytest.fixture(scope="session")
+def linux_cove():
+    """A server with the linux runtime (namespaces, overlayfs, cgroups: needs root, as CI has)."""
+    if os.geteuid() != 0:
+        pytest.skip("the linux runtime needs root")
+    server = _start(_state_dir(), linux_runtime_args())
     yield server
     _finish(server)
 

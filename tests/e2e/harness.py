@@ -93,7 +93,9 @@ def client_env(server_env: dict[str, str], state_dir: Path) -> dict[str, str]:
 class Cove:
     """One `cove serve` process and its state directory. Restartable on the same state directory."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, extra_args: list[str] | None = None):
+        # The process runtime unless a test asks for another: most tests are about the API, not isolation.
+        self.extra_args = list(extra_args) if extra_args is not None else ["--runtime", "process"]
         self.state_dir = state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = state_dir / "cove.stderr"
@@ -119,6 +121,7 @@ class Cove:
             "--port", "0",
             "--blob-port", "0",
             "--python", os.environ.get("COVE_PYTHON", sys.executable),
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.stderr_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())

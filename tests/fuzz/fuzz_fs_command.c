@@ -1,5 +1,5 @@
-/* libFuzzer target: the sandbox filesystem helper's command parser (src/sandbox/json.c, fs_command.c), which
- * reads whatever JSON a sandbox's exec hands it. Every input must either decode or be refused, with no
+/* libFuzzer target: the sandbox filesystem helper's command parser (src/util/json.c, src/sandbox/fs_command.c),
+ * which reads whatever JSON a sandbox's exec hands it. Every input must either decode or be refused, with no
  * sanitizer report; decoded commands keep their invariants, and strings written back out stay JSON. */
 #include <stdint.h>
 #include <stdio.h>

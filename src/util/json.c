@@ -1,6 +1,6 @@
-/* JSON reading and writing for the filesystem helper (see json.h). Self-contained: the helper links only this
- * and fs_command.c. */
-#include "sandbox/json.h"
+/* JSON reading and writing (see json.h). Self-contained (libc only): the sandbox filesystem helper links only
+ * this and fs_command.c. */
+#include "util/json.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,8 +1,9 @@
-/* A small JSON reader (RFC 8259) for the filesystem helper's commands, and the few writers it needs.
+/* A small JSON reader (RFC 8259), and the few writers its users need (the sandbox filesystem helper's commands,
+ * registry manifests and image configs).
  * Values live in one arena per parse; strings are NUL-terminated UTF-8 (a string holding U+0000 is refused,
  * so C string functions see all of it). Nesting is limited to JSON_MAX_DEPTH. */
-#ifndef COVE_SANDBOX_JSON_H
-#define COVE_SANDBOX_JSON_H
+#ifndef COVE_UTIL_JSON_H
+#define COVE_UTIL_JSON_H
 
 #include <stddef.h>
 #include <stdio.h>

@@ -1,0 +1,26 @@
+/* Unpacking one image layer (a tar, uncompressed or gzip/zstd/xz/bzip2-compressed) into a directory that an
+ * overlay mount can use as a lower layer as it is.
+ *
+ * OCI whiteouts become overlayfs ones: an entry ".wh.<name>" becomes a character device 0/0 named <name> (with
+ * the entry's owner and mtime), and ".wh..wh..opq" sets trusted.overlay.opaque=y on its directory; other
+ * ".wh..wh.*" entries (aufs bookkeeping) are skipped. Modes, numeric owners (the tar's, not names looked up
+ * here), symlinks, hard links within the layer, mtimes, xattrs and ACLs are kept; trusted.overlay.* xattrs a tar
+ * carries are dropped, so only whiteouts can make overlay hide anything. The layer's root entry ("./") is
+ * skipped: the target directory keeps its own mode and owner.
+ *
+ * Entries that would land outside the target are refused and fail the whole layer: absolute names, names or
+ * hard-link targets with a ".." component, and any path through a symlink (the layer's own or one it made).
+ * Setting owners, device nodes and trusted.* xattrs needs root (CAP_CHOWN, CAP_MKNOD, CAP_SYS_ADMIN). */
+#ifndef COVE_IMAGE_UNPACK_H
+#define COVE_IMAGE_UNPACK_H
+
+#include "util/error.h"
+
+/* Extract the tarball at path into dir, an existing directory (normally fresh and empty; entries overwrite
+ * what is there). 0, or -1 + *err: INVALID_ARGUMENT for an entry that escapes dir (naming the entry),
+ * DATA_LOSS for a tarball that does not read (corrupt, truncated, not a tar) or cannot be extracted as it is
+ * (a hard link to a file it does not hold), INTERNAL for a local failure (I/O, no space, no permission). On
+ * failure dir holds whatever was extracted so far: the caller removes it. */
+int cove_unpack_layer(const char *path, const char *dir, struct cove_error **err);
+
+#endif

@@ -1,0 +1,594 @@
+/* cove-container: the privileged half of the linux runtime, as a small program of its own. Cove's runtime
+ * (src/runtime/linux.c) execs it with a description of one container on the command line; it makes the
+ * namespaces, assembles the root filesystem, drops capabilities and execs the payload. Nothing here parses
+ * network input: every argument comes from Cove itself (STYLE.md, privilege seam).
+ *
+ *   cove-container [--report-fd N] [--cgroup PROCS_FILE]... [--pty]
+ *                  ( --join PID | --layers-dir DIR --layer REL... --scratch DIR [--hostname H] [--net none|host]
+ *                    [--bind SRC DST] [--bind-ro SRC DST]... )
+ *                  [--workdir PATH] [--user UID[:GID]] -- ARGV...
+ *
+ * A new container: this process (the shim, in Cove's PID namespace) joins the cgroups, unshares the mount, UTS,
+ * IPC (and with --net none, network) namespaces and forks the container's PID 1. PID 1 mounts an overlay of the
+ * layers (top first) with <scratch>/upper as its writable layer, /proc, a minimal /dev, /dev/shm, /sys
+ * (read-only), the bind mounts, pivots into it, and forks the payload; it then reaps orphans until the payload
+ * exits, and exits with its status (which ends every process left in the namespace). The shim exits the way
+ * PID 1 did, so Cove sees the payload's exit status or signal.
+ *
+ * --join PID: enter the namespaces and cgroups of the container whose shim is PID, and run the payload there.
+ *
+ * Setup failures are written to the report descriptor as "<errno> <message>" and end the program with 125; the
+ * descriptor reaches end-of-file when the payload has been exec'd. Signals SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+ * SIGUSR1 and SIGUSR2 sent to the shim are passed on to the payload. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <linux/capability.h>
+#include <unistd.h>
+
+#define MAX_ITEMS 256
+
+struct bind {
+	const char *src, *dst;
+	int ro;
+};
+
+static struct {
+	int report_fd;
+	const char *cgroups[16];
+	int n_cgroups;
+	int pty;
+	pid_t join;
+	const char *layers_dir;
+	const char *layers[MAX_ITEMS];
+	int n_layers;
+	const char *scratch;
+	const char *hostname;
+	int net_none;
+	struct bind binds[MAX_ITEMS];
+	int n_binds;
+	const char *workdir;
+	const char *user;
+	char **argv;
+} o = {.report_fd = -1};
+
+static volatile pid_t child_pid;
+
+static void __attribute__((noreturn, format(printf, 2, 3)))
+fail(int e, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = snprintf(msg, sizeof(msg), "%d ", e);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (o.report_fd >= 0) {
+		ssize_t w = write(o.report_fd, msg, strlen(msg));
+		(void)w;
+	} else {
+		fprintf(stderr, "cove-container: %s\n", msg + n);
+	}
+	_exit(125);
+}
+
+/* out = a + b, or fail: a path that does not fit is an error, never a silent truncation. */
+static void
+pathcat(char *out, const char *a, const char *b)
+{
+	int n = snprintf(out, PATH_MAX, "%s%s", a, b);
+	if (n < 0 || n >= PATH_MAX)
+		fail(ENAMETOOLONG, "path too long: %s%s", a, b);
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: cove-container [options] -- argv... (this program is started by cove)\n");
+	exit(2);
+}
+
+static void
+parse_args(int argc, char **argv)
+{
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (v == NULL)
+			usage();
+		if (strcmp(a, "--report-fd") == 0)
+			o.report_fd = atoi(v);
+		else if (strcmp(a, "--cgroup") == 0 && o.n_cgroups < 16)
+			o.cgroups[o.n_cgroups++] = v;
+		else if (strcmp(a, "--pty") == 0) {
+			o.pty = 1;
+			continue;
+		} else if (strcmp(a, "--join") == 0)
+			o.join = (pid_t)atoi(v);
+		else if (strcmp(a, "--layers-dir") == 0)
+			o.layers_dir = v;
+		else if (strcmp(a, "--layer") == 0 && o.n_layers < MAX_ITEMS)
+			o.layers[o.n_layers++] = v;
+		else if (strcmp(a, "--scratch") == 0)
+			o.scratch = v;
+		else if (strcmp(a, "--hostname") == 0)
+			o.hostname = v;
+		else if (strcmp(a, "--net") == 0)
+			o.net_none = strcmp(v, "none") == 0;
+		else if ((strcmp(a, "--bind") == 0 || strcmp(a, "--bind-ro") == 0) && i + 2 < argc && o.n_binds < MAX_ITEMS) {
+			o.binds[o.n_binds++] = (struct bind){v, argv[i + 2], a[6] == '-'};
+			i++;
+		} else if (strcmp(a, "--workdir") == 0)
+			o.workdir = v;
+		else if (strcmp(a, "--user") == 0)
+			o.user = v;
+		else
+			usage();
+		i++;
+	}
+	if (i >= argc)
+		usage();
+	o.argv = argv + i;
+	if (o.join == 0 && (o.layers_dir == NULL || o.n_layers == 0 || o.scratch == NULL))
+		usage();
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail(errno, "open %s: %s", path, strerror(errno));
+	if (write(fd, text, strlen(text)) < 0)
+		fail(errno, "write %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+static void
+join_cgroups(void)
+{
+	for (int i = 0; i < o.n_cgroups; i++)
+		write_file(o.cgroups[i], "0");
+}
+
+static void
+mkdirs(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+	if (n >= sizeof(buf))
+		fail(ENAMETOOLONG, "path too long: %s", path);
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			fail(errno, "mkdir %s: %s", buf, strerror(errno));
+		buf[i] = c;
+	}
+}
+
+static void
+do_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
+{
+	if (mount(src, dst, type, flags, data) < 0)
+		fail(errno, "mount %s on %s (%s): %s", src ? src : "none", dst, type ? type : "bind", strerror(errno));
+}
+
+/* A bind mount of src at root+dst; the mount point is made (a directory or an empty file, like src). */
+static void
+bind_into(const char *root, const char *src, const char *dst, int ro)
+{
+	char target[PATH_MAX];
+	pathcat(target, root, dst);
+	struct stat st;
+	if (stat(src, &st) < 0)
+		fail(errno, "bind mount source %s: %s", src, strerror(errno));
+	if (S_ISDIR(st.st_mode)) {
+		mkdirs(target, 0755);
+	} else {
+		char parent[PATH_MAX];
+		memcpy(parent, target, sizeof(parent));
+		char *slash = strrchr(parent, '/');
+		if (slash && slash != parent) {
+			*slash = '\0';
+			mkdirs(parent, 0755);
+		}
+		int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EISDIR)
+			fail(errno, "create mount point %s: %s", dst, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	do_mount(src, target, NULL, MS_BIND | MS_REC, NULL);
+	if (ro)
+		do_mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+}
+
+static void
+make_dev(const char *root)
+{
+	char path[PATH_MAX];
+	pathcat(path, root, "/dev");
+	mkdirs(path, 0755);
+	do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+	static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
+		char src[64], dst[64];
+		snprintf(src, sizeof(src), "/dev/%s", nodes[i]);
+		snprintf(dst, sizeof(dst), "/dev/%s", nodes[i]);
+		bind_into(root, src, dst, 0);
+	}
+	pathcat(path, root, "/dev/pts");
+	mkdirs(path, 0755);
+	do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+	pathcat(path, root, "/dev/shm");
+	mkdirs(path, 01777);
+	do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k");
+	static const char *const links[][2] = {
+		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	};
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "/dev/%s", links[i][1]);
+		pathcat(path, root, rel);
+		if (symlink(links[i][0], path) < 0 && errno != EEXIST)
+			fail(errno, "symlink %s: %s", path, strerror(errno));
+	}
+}
+
+static void
+loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+}
+
+/* The root filesystem, assembled in this (PID 1's) mount namespace, then made the root. */
+static void
+setup_rootfs(void)
+{
+	char upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX];
+	pathcat(upper, o.scratch, "/upper");
+	pathcat(work, o.scratch, "/work");
+	pathcat(merged, o.scratch, "/merged");
+	mkdirs(upper, 0755);
+	mkdirs(work, 0700);
+	mkdirs(merged, 0755);
+	do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	/* Layer paths relative to the layer store keep the option string short (it is limited to a page). */
+	if (chdir(o.layers_dir) < 0)
+		fail(errno, "layer store %s: %s", o.layers_dir, strerror(errno));
+	char opts[4096];
+	size_t n = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
+	for (int i = 0; i < o.n_layers; i++) {
+		n += (size_t)snprintf(opts + n, sizeof(opts) - n, "%s%s", i ? ":" : "", o.layers[i]);
+		if (n >= sizeof(opts))
+			fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
+	}
+	n += (size_t)snprintf(opts + n, sizeof(opts) - n, ",upperdir=%s,workdir=%s", upper, work);
+	if (n >= sizeof(opts))
+		fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
+	do_mount("overlay", merged, "overlay", 0, opts);
+
+	char path[PATH_MAX];
+	pathcat(path, merged, "/proc");
+	mkdirs(path, 0555);
+	do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	pathcat(path, merged, "/sys");
+	mkdirs(path, 0555);
+	if (mount("sysfs", path, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		do_mount("/sys", path, NULL, MS_BIND | MS_REC | MS_RDONLY, NULL);
+	make_dev(merged);
+	pathcat(path, merged, "/tmp");
+	mkdirs(path, 01777);
+	chmod(path, 01777);
+	if (!o.net_none) {
+		/* The host's resolver and hosts files, so names resolve as they do for Cove. */
+		static const char *const files[] = {"/etc/resolv.conf", "/etc/hosts"};
+		for (size_t i = 0; i < 2; i++)
+			if (access(files[i], R_OK) == 0)
+				bind_into(merged, files[i], files[i], 1);
+	}
+	for (int i = 0; i < o.n_binds; i++)
+		bind_into(merged, o.binds[i].src, o.binds[i].dst, o.binds[i].ro);
+
+	if (chdir(merged) < 0)
+		fail(errno, "chdir %s: %s", merged, strerror(errno));
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		fail(errno, "pivot_root %s: %s", merged, strerror(errno));
+	if (umount2(".", MNT_DETACH) < 0)
+		fail(errno, "detach the old root: %s", strerror(errno));
+	if (chdir("/") < 0)
+		fail(errno, "chdir /: %s", strerror(errno));
+	if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
+		fail(errno, "sethostname: %s", strerror(errno));
+	if (o.net_none)
+		loopback_up();
+}
+
+/* Capabilities a container keeps (Docker's default set): no mounting, no device nodes, no module loading, no
+ * raw I/O, no tracing of other processes. */
+static const int keep_caps[] = {
+	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_NET_RAW, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
+	CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
+};
+
+static void
+drop_caps(void)
+{
+	uint64_t keep = 0;
+	for (size_t i = 0; i < sizeof(keep_caps) / sizeof(keep_caps[0]); i++)
+		keep |= 1ULL << keep_caps[i];
+	for (int cap = 0; cap <= 63; cap++) {
+		if (keep & (1ULL << cap))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			fail(errno, "drop capability %d: %s", cap, strerror(errno));
+	}
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		fail(errno, "capget: %s", strerror(errno));
+	for (int i = 0; i < 2; i++) {
+		uint32_t k = (uint32_t)(keep >> (32 * i));
+		data[i].effective &= k;
+		data[i].permitted &= k;
+		data[i].inheritable &= k;
+	}
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		fail(errno, "capset: %s", strerror(errno));
+}
+
+/* USER: a numeric uid[:gid], or a name looked up in the container's /etc/passwd (read by hand: the host's
+ * NSS modules must not be loaded from the container). */
+static void
+switch_user(void)
+{
+	if (o.user == NULL || *o.user == '\0' || strcmp(o.user, "root") == 0)
+		return;
+	char name[256];
+	snprintf(name, sizeof(name), "%s", o.user);
+	char *group = strchr(name, ':');
+	if (group)
+		*group++ = '\0';
+	char *end;
+	long uid = strtol(name, &end, 10), gid = -1;
+	if (*end != '\0' || end == name) {
+		uid = -1;
+		FILE *f = fopen("/etc/passwd", "re");
+		char line[1024];
+		while (f && fgets(line, sizeof(line), f)) {
+			char *fields[7] = {0};
+			char *p = line;
+			for (int i = 0; i < 7 && p; i++) {
+				fields[i] = p;
+				p = strchr(p, ':');
+				if (p)
+					*p++ = '\0';
+			}
+			if (fields[0] && fields[3] && strcmp(fields[0], name) == 0) {
+				uid = atol(fields[2]);
+				gid = atol(fields[3]);
+				break;
+			}
+		}
+		if (f)
+			fclose(f);
+		if (uid < 0)
+			fail(ENOENT, "USER %s: no such user in the image's /etc/passwd", o.user);
+	}
+	if (group)
+		gid = atol(group);
+	if (gid < 0)
+		gid = uid;
+	gid_t g = (gid_t)gid;
+	if (setgroups(1, &g) < 0 || setgid(g) < 0 || setuid((uid_t)uid) < 0)
+		fail(errno, "USER %s: %s", o.user, strerror(errno));
+}
+
+/* execvp with the PATH of the payload's own environment (the container's, not this program's). */
+static void
+exec_payload(void)
+{
+	const char *file = o.argv[0];
+	if (strchr(file, '/')) {
+		execv(file, o.argv);
+		fail(errno, "exec %s: %s", file, strerror(errno));
+	}
+	const char *path = getenv("PATH");
+	if (path == NULL)
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	int e = ENOENT;
+	while (*path) {
+		const char *colon = strchr(path, ':');
+		size_t len = colon ? (size_t)(colon - path) : strlen(path);
+		char cand[PATH_MAX];
+		snprintf(cand, sizeof(cand), "%.*s/%s", (int)len, len ? path : ".", file);
+		execv(cand, o.argv);
+		if (errno != ENOENT && errno != ENOTDIR)
+			e = errno;
+		path += len + (colon ? 1 : 0);
+	}
+	fail(e, "exec %s: %s", file, e == ENOENT ? "executable file not found in $PATH" : strerror(e));
+}
+
+static void
+forward(int sig)
+{
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
+
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+static void
+forward_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sa.sa_flags = SA_RESTART;
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
+		/* With a terminal the payload shares our process group and gets the terminal's signals itself. */
+		if (o.pty && (forwarded[i] == SIGINT || forwarded[i] == SIGQUIT))
+			signal(forwarded[i], SIG_IGN);
+		else
+			sigaction(forwarded[i], &sa, NULL);
+	}
+}
+
+static void
+default_signals(void)
+{
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+		signal(forwarded[i], SIG_DFL);
+}
+
+/* Wait for pid (reaping anything else that ends meanwhile, as PID 1 must), then exit the same way. */
+static void __attribute__((noreturn))
+wait_and_exit(pid_t pid)
+{
+	int status;
+	for (;;) {
+		pid_t r = wait(&status);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			_exit(125);
+		if (r == pid)
+			break;
+	}
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		signal(sig, SIG_DFL);
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		prctl(PR_SET_DUMPABLE, 0);
+		kill(getpid(), sig);
+		/* PID 1 cannot kill itself with a signal it has no handler for: exit as a shell would. */
+		_exit(128 + sig);
+	}
+	_exit(WEXITSTATUS(status));
+}
+
+/* Fork the payload: it runs in the workdir, as the user, with fewer capabilities, and the report descriptor
+ * closes when it execs. */
+static void __attribute__((noreturn))
+run_payload(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		fail(errno, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		default_signals();
+		if (!o.pty)
+			setpgid(0, 0);
+		if (o.workdir) {
+			struct stat st;
+			if (stat(o.workdir, &st) < 0 && errno == ENOENT)
+				mkdirs(o.workdir, 0755);
+			if (chdir(o.workdir) < 0)
+				fail(errno, "workdir %s: %s", o.workdir, strerror(errno));
+		}
+		drop_caps();
+		switch_user();
+		if (o.report_fd >= 0)
+			fcntl(o.report_fd, F_SETFD, FD_CLOEXEC);
+		exec_payload();
+	}
+	child_pid = pid;
+	if (o.report_fd >= 0)
+		close(o.report_fd);
+	wait_and_exit(pid);
+}
+
+static void
+join_container(void)
+{
+	static const char *const kinds[] = {"ipc", "uts", "net", "pid_for_children", "mnt"};
+	int fds[5];
+	for (int i = 0; i < 5; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)o.join, kinds[i]);
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0)
+			fail(errno == ENOENT ? ESRCH : errno, "the container has ended (%s: %s)", path, strerror(errno));
+	}
+	for (int i = 0; i < 5; i++) {
+		if (setns(fds[i], 0) < 0)
+			fail(errno, "enter the container's %s namespace: %s", kinds[i], strerror(errno));
+		close(fds[i]);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	parse_args(argc, argv);
+	if (o.report_fd >= 0)
+		fcntl(o.report_fd, F_SETFD, FD_CLOEXEC);
+	join_cgroups();
+	forward_signals();
+	if (o.join) {
+		join_container();
+		run_payload();
+	}
+	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (o.net_none ? CLONE_NEWNET : 0);
+	if (unshare(flags) < 0)
+		fail(errno, "unshare the container's namespaces: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		fail(errno, "fork the container's init: %s", strerror(errno));
+	if (pid == 0) {
+		/* PID 1: dies with the shim (and with it, everything in the namespace). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* A group of its own: Cove signals the shim's group, the shim passes signals on, and so does PID 1,
+		 * so the payload gets each signal once. With a terminal all three share the foreground group. */
+		if (!o.pty)
+			setpgid(0, 0);
+		setup_rootfs();
+		run_payload();
+	}
+	child_pid = pid;
+	if (o.report_fd >= 0)
+		close(o.report_fd);
+	wait_and_exit(pid);
+}

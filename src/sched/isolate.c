@@ -1,0 +1,177 @@
+/* Which runtime Cove runs containers with, and what a function's container looks like under the linux
+ * runtime: its image's layers, config and environment, the client package, its limits. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "image/builder.h"
+#include "runtime/runtime.h"
+#include "sched/isolate.h"
+#include "server.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+/* The directory holding the modal package of `python` (its site-packages), or NULL. */
+static char *
+find_client_deps(const char *python)
+{
+	cleanup_free char *cmd = xasprintf("'%s' -c 'import modal, os; print(os.path.dirname(os.path.dirname(modal.__file__)))' "
+					   "2>/dev/null",
+					   python);
+	FILE *p = popen(cmd, "re");
+	if (p == NULL)
+		return NULL;
+	char line[4096];
+	char *out = NULL;
+	if (fgets(line, sizeof(line), p)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == '/')
+			out = xstrdup(line);
+	}
+	pclose(p);
+	return out;
+}
+
+/* Next to the cove binary (a build tree), else where it is installed. */
+static char *
+find_helper(void)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = '\0';
+			char *cand = xasprintf("%s/cove-container", exe);
+			if (access(cand, X_OK) == 0)
+				return cand;
+			free(cand);
+		}
+	}
+	return xstrdup(COVE_LIBEXECDIR "/cove-container");
+}
+
+/* The CA bundle containers get: the one asked for, else the host's (so that they trust what Cove's host
+ * trusts, e.g. a proxy's CA on a corporate network), or none. */
+const char *
+cove_isolate_ca_bundle(const struct cove_ctx *ctx)
+{
+	const char *c = ctx->cfg.ca_bundle;
+	if (c)
+		return strcmp(c, "none") == 0 ? NULL : c;
+	return access(COVE_CA_PATH, R_OK) == 0 ? COVE_CA_PATH : NULL;
+}
+
+struct cove_runtime *
+cove_sched_runtime_new(struct cove_ctx *ctx, const struct cove_runtime_callbacks *cb, struct cove_error **err)
+{
+	const char *want = ctx->cfg.runtime;
+	if (want && strcmp(want, "process") != 0 && strcmp(want, "linux") != 0) {
+		cove_error_set(err, COVE_INVALID_ARGUMENT, "unknown runtime %s (linux or process)", want);
+		return NULL;
+	}
+	if (want == NULL || strcmp(want, "linux") == 0) {
+		cleanup_free char *helper = find_helper();
+		struct cove_error *why = NULL;
+		struct cove_runtime *rt = cove_runtime_linux_new(ctx->base, cb, helper, &why);
+		char *deps = NULL;
+		if (rt) {
+			deps = ctx->cfg.client_deps ? xstrdup(ctx->cfg.client_deps) : find_client_deps(ctx->cfg.python);
+			if (deps == NULL) {
+				cove_error_set(&why, COVE_FAILED_PRECONDITION,
+					       "the linux runtime mounts the modal client into containers, and %s has no modal "
+					       "package (pass --client-deps DIR)",
+					       ctx->cfg.python);
+				rt->ops->free(rt);
+				rt = NULL;
+			}
+		}
+		if (rt) {
+			cleanup_free char *image_dir =
+				ctx->cfg.image_dir ? xstrdup(ctx->cfg.image_dir) : xasprintf("%s/images", ctx->cfg.state_dir);
+			struct cove_builder_opts o = {
+				.image_dir = image_dir,
+				.registry_mirror = ctx->cfg.registry_mirror,
+				.insecure = ctx->cfg.insecure_registries,
+				.n_insecure = ctx->cfg.n_insecure_registries,
+				.debian_mirror = ctx->cfg.debian_mirror,
+				.ca_bundle = cove_isolate_ca_bundle(ctx),
+			};
+			ctx->runtime = rt; /* the builder runs its build steps with it */
+			ctx->builder = cove_builder_new(ctx, &o, err);
+			if (ctx->builder == NULL) {
+				rt->ops->free(rt);
+				ctx->runtime = NULL;
+				free(deps);
+				cove_error_free(why);
+				return NULL;
+			}
+			ctx->client_deps = deps;
+			log_info("runtime: linux (namespaces, overlayfs, cgroups %s); images in %s; client from %s",
+				 cove_runtime_linux_cgroup_kind(rt), image_dir, deps);
+			return rt;
+		}
+		if (want) {
+			*err = why;
+			return NULL;
+		}
+		log_info("runtime: process (no isolation: %s)", why->msg);
+		cove_error_free(why);
+	}
+	return cove_runtime_process_new(ctx->base, cb, err);
+}
+
+int
+cove_isolate_prepare(struct cove_ctx *ctx, const Modal__Client__Function *def, const char *task_dir,
+		     struct cove_isolated *out, struct cove_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	const Modal__Client__Resources *res = def->resources;
+	const Modal__Client__GPUConfig *gpu = res ? res->gpu_config : NULL;
+	if (gpu && (gpu->count > 0 || (gpu->gpu_type && *gpu->gpu_type)) && access("/dev/nvidiactl", F_OK) < 0)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "function %s asks for a GPU (%s%s%u) but this host has no NVIDIA GPU (/dev/nvidiactl is "
+				      "missing)",
+				      def->function_name, gpu->gpu_type && *gpu->gpu_type ? gpu->gpu_type : "any",
+				      " x", gpu->count ? gpu->count : 1);
+	if (gpu && (gpu->count > 0 || (gpu->gpu_type && *gpu->gpu_type)))
+		return cove_error_set(err, COVE_UNIMPLEMENTED,
+				      "function %s asks for a GPU: passing NVIDIA devices into containers is not supported by "
+				      "Cove's linux runtime yet",
+				      def->function_name);
+	if (cove_builder_image(ctx->builder, def->image_id, &out->image, err) < 0)
+		return cove_error_wrap(err, "function %s", def->function_name);
+	size_t n = out->image->n_layers;
+	out->layers = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		out->layers[i] = out->image->layers[n - 1 - i];
+	out->scratch = xasprintf("%s/fs", task_dir);
+	out->upper = xasprintf("%s/fs/upper", task_dir);
+	out->rootfs.layers_dir = cove_builder_layers_dir(ctx->builder);
+	out->rootfs.layers = (const char *const *)out->layers;
+	out->rootfs.n_layers = n;
+	out->rootfs.scratch = out->scratch;
+	out->rootfs.user = out->image->user;
+	out->rootfs.block_network = 0; /* functions dial Cove's API over the host's loopback */
+	if (res) {
+		out->limits.milli_cpu = res->milli_cpu;
+		out->limits.milli_cpu_max = res->milli_cpu_max;
+		out->limits.memory_mb = res->memory_mb;
+		out->limits.memory_mb_max = res->memory_mb_max;
+	}
+	return 0;
+}
+
+void
+cove_isolate_clear(struct cove_isolated *iso)
+{
+	cove_image_info_free(iso->image);
+	free(iso->layers);
+	free(iso->scratch);
+	free(iso->upper);
+	memset(iso, 0, sizeof(*iso));
+}

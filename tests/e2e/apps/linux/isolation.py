@@ -1,0 +1,45 @@
+"""Functions that look at the container they run in (the linux runtime)."""
+
+import os
+import socket
+import time
+
+import modal
+
+app = modal.App("linux-isolation")
+
+
+@app.function()
+def look(host_marker: str, write_name: str) -> dict:
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    with open(f"/etc/{write_name}", "w") as f:
+        f.write("mine")
+    seen = sorted(n for n in os.listdir("/etc") if n.startswith("cove-write-"))
+    return {
+        "pid": os.getpid(),
+        "pids": pids,
+        "hostname": socket.gethostname(),
+        "host_marker_visible": os.path.exists(host_marker),
+        "seen_writes": seen,
+        "uid": os.getuid(),
+        "cwd": os.getcwd(),
+        "os_release": open("/etc/os-release").read(),
+    }
+
+
+@app.function(memory=(64, 128))
+def hog() -> int:
+    chunks = []
+    for _ in range(64):  # 64 x 8 MiB = 512 MiB, four times the limit
+        chunks.append(bytearray(8 << 20))
+        for i in range(0, len(chunks[-1]), 4096):
+            chunks[-1][i] = 1
+    return len(chunks)
+
+
+@app.function(cpu=(0.25, 0.5))
+def spin(seconds: float) -> dict:
+    w0, c0 = time.monotonic(), time.process_time()
+    while time.monotonic() - w0 < seconds:
+        pass
+    return {"wall": time.monotonic() - w0, "cpu": time.process_time() - c0}

@@ -1,0 +1,170 @@
+"""The linux runtime: each function runs in a container of its own (namespaces, an overlay root filesystem
+built from its Image, cgroup limits), observed from inside with the official client."""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import APPS
+
+LINUX_APPS = APPS / "linux"
+
+# The first linux-runtime call builds debian_slim from Debian's packages (minutes on a fresh machine).
+pytestmark = pytest.mark.timeout(900)
+
+
+def run_json(cove, code: str, timeout: float = 600):
+    """Run client code that prints one JSON line prefixed RESULT=; return the decoded value."""
+    r = cove.run_python(code, cwd=LINUX_APPS, timeout=timeout)
+    assert r.returncode == 0, cove.explain(r)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT="):
+            return json.loads(line[len("RESULT="):]), r
+    raise AssertionError("no RESULT= line\n" + cove.explain(r))
+
+
+def test_function_runs_isolated_in_its_image(linux_cove, tmp_path):
+    marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
+    marker.write_text("the host's")
+    code = f"""
+import json, isolation
+with isolation.app.run():
+    a = isolation.look.remote({str(marker)!r}, "cove-write-a")
+    print("RESULT=" + json.dumps(a))
+"""
+    a, _ = run_json(linux_cove, code)
+    # Its own PID namespace: the payload is PID 2 under the container's init, and no host process shows.
+    assert a["pid"] == 2, a
+    assert max(a["pids"]) < 100 and len(a["pids"]) < 10, a["pids"]
+    assert a["hostname"].startswith("ta-"), a
+    # Host files outside its mounts are not there; its root is the Debian image, not the host's.
+    assert marker.exists() and a["host_marker_visible"] is False
+    assert "Debian" in a["os_release"] and "bookworm" in a["os_release"], a["os_release"]
+    assert a["cwd"] == "/root" and a["uid"] == 0
+    assert a["seen_writes"] == ["cove-write-a"]
+    # Nothing it wrote reached the host's /etc.
+    assert not Path("/etc/cove-write-a").exists()
+
+
+def test_writes_vanish_with_the_container_and_are_not_shared(linux_cove, tmp_path):
+    code = f"""
+import json, isolation
+import modal
+with isolation.app.run():
+    first = isolation.look.remote("/nonexistent", "cove-write-first")
+print("RESULT=" + json.dumps(first))
+"""
+    first, _ = run_json(linux_cove, code)
+    code2 = code.replace("cove-write-first", "cove-write-second")
+    second, _ = run_json(linux_cove, code2)
+    # A new run gets a new container: the first one's write is gone, only its own is there.
+    assert first["seen_writes"] == ["cove-write-first"]
+    assert second["seen_writes"] == ["cove-write-second"]
+
+
+def test_memory_limit_kills_with_an_out_of_memory_error(linux_cove):
+    code = """
+import isolation
+with isolation.app.run():
+    try:
+        isolation.hog.remote()
+        print("RESULT=" + '"no error"')
+    except Exception as e:
+        import json
+        print("RESULT=" + json.dumps(type(e).__name__ + ": " + str(e)))
+"""
+    msg, _ = run_json(linux_cove, code)
+    assert "out of memory" in msg.lower(), msg
+    assert "128 MiB" in msg, msg
+
+
+def test_cpu_limit_is_enforced(linux_cove):
+    code = """
+import json, isolation
+with isolation.app.run():
+    print("RESULT=" + json.dumps(isolation.spin.remote(3.0)))
+"""
+    r, _ = run_json(linux_cove, code)
+    ratio = r["cpu"] / r["wall"]
+    # A limit of half a core: about 0.5 s of CPU per second, whatever the host has free.
+    assert 0.3 < ratio < 0.62, r
+
+
+def modal_run_json(cove, target: str, timeout: float = 600, **env):
+    r = cove.run_modal(["run", target], cwd=LINUX_APPS, timeout=timeout, env=dict(cove.env, **env))
+    assert r.returncode == 0, cove.explain(r)
+    for line in r.stdout.splitlines():
+        if "RESULT=" in line:
+            return json.loads(line.split("RESULT=", 1)[1]), r
+    raise AssertionError("no RESULT= line\n" + cove.explain(r))
+
+
+def test_image_method_chain_is_built_and_seen_from_inside(linux_cove):
+    got, r = modal_run_json(linux_cove, "images.py::main", COVE_TEST_LAST_STEP="chain")
+    assert got["jq"] == "/usr/bin/jq", got  # apt_install
+    assert got["six"], got  # pip_install, from PyPI
+    assert got["marker"] == "built" and got["last"] == "chain", got  # run_commands
+    assert got["env"] == "from-env", got  # env
+    assert got["cwd"] == "/srv/work", got  # workdir
+    assert got["data"] == ["greeting.txt", "sub/nested.txt"], got  # add_local_dir(copy=True)
+    assert got["greeting"] == "hello from the context", got
+
+
+def test_image_cache_rebuilds_only_what_changed(linux_cove):
+    first = uuid.uuid4().hex[:12]
+    _, r1 = modal_run_json(linux_cove, "images.py::main", COVE_TEST_LAST_STEP=first)
+    # Same definition again: nothing is built (no build log at all).
+    got, r2 = modal_run_json(linux_cove, "images.py::main", COVE_TEST_LAST_STEP=first)
+    assert got["last"] == first
+    assert "=> Step" not in r2.output, r2.output
+    # A new last step: only the last image builds, and only its own step runs.
+    second = uuid.uuid4().hex[:12]
+    got, r3 = modal_run_json(linux_cove, "images.py::main", COVE_TEST_LAST_STEP=second)
+    assert got["last"] == second
+    assert r3.output.count("Building image") == 1, r3.output
+    steps = [line for line in r3.output.splitlines() if "=> Step" in line]
+    assert len(steps) == 2, steps  # FROM base, then the RUN
+    assert f"RUN echo {second} > /opt/last" in steps[1]
+    assert "(cached)" not in r3.output, r3.output
+
+
+def test_from_dockerfile_with_context_and_build_args(linux_cove, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("context file\n")
+    (ctx / "secret.txt").write_text("must not be sent\n")
+    (ctx / ".dockerignore").write_text("secret.txt\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM python:3.11-slim-bookworm\n"
+        "ARG GREETING=hello\n"
+        "# a comment, and a continued line\n"
+        "ENV GREETING=${GREETING} \\\n"
+        "    OTHER=1\n"
+        "COPY . /app/\n"
+        "WORKDIR /app\n"
+        'RUN echo "$GREETING from run" > /app/run.txt\n'
+    )
+    got, _ = modal_run_json(linux_cove, "dockerfile_app.py::main", COVE_TEST_DOCKER_CONTEXT=str(ctx))
+    assert got == {
+        "greeting": "bonjour",
+        "run": "bonjour from run",
+        "data": "context file",
+        "cwd": "/app",
+        "ignored": False,
+    }, got
+
+
+def test_a_base_image_cove_cannot_provide_fails_fast_naming_it(linux_cove):
+    r = linux_cove.run_modal(["run", "missing_base.py::f"], cwd=LINUX_APPS, timeout=120,
+                             env=dict(linux_cove.env, COVE_TEST_MISSING="python"))
+    assert r.returncode != 0
+    assert "python:3.12" in r.output and "Debian bookworm ships Python 3.11" in r.output, r.output
+    assert r.wall_s < 30, r.wall_s
+    r = linux_cove.run_modal(["run", "missing_base.py::f"], cwd=LINUX_APPS, timeout=120,
+                             env=dict(linux_cove.env, COVE_TEST_MISSING="127.0.0.1:9/nobody/nothing:1"))
+    assert r.returncode != 0
+    assert "127.0.0.1:9/nobody/nothing:1" in r.output, r.output
+    assert r.wall_s < 30, r.wall_s
