@@ -270,7 +270,7 @@ def _image(layout: Path, layers: list, config: dict, arch: str) -> tuple[Image, 
     for files in layers:
         raw = layer_tar(files)
         diff_ids.append(_digest(raw))
-        gz = gzip.compress(raw, mtime=0)
+        gz = gzip.compress(raw, compresslevel=1, mtime=0)  # fast: some layers are whole root filesystems
         blobs.append((_put_blob(layout, gz), len(gz)))
     config_blob = json.dumps(
         {

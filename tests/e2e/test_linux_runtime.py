@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import APPS
+from registry import local_registry  # noqa: F401 (a fixture)
 
 LINUX_APPS = APPS / "linux"
 
@@ -168,3 +169,27 @@ def test_a_base_image_cove_cannot_provide_fails_fast_naming_it(linux_cove):
     assert r.returncode != 0
     assert "127.0.0.1:9/nobody/nothing:1" in r.output, r.output
     assert r.wall_s < 30, r.wall_s
+
+
+def test_from_registry_pulls_from_a_local_registry(linux_cove, local_registry, tmp_path):
+    from conftest import image_cache_dir
+    from registry import build_layout, push
+
+    # A Python root filesystem to push: the Debian base Cove built for debian_slim (build one if need be).
+    run_json(linux_cove, 'import json, isolation\nwith isolation.app.run():\n    print("RESULT=" + json.dumps(isolation.look.remote("/x", "cove-write-r")["pid"]))')
+    cache = image_cache_dir()
+    base = next(
+        line.split(" ", 1)[1].strip()
+        for manifest in sorted((cache / "images").iterdir())
+        for line in manifest.read_text().splitlines()[2:3]
+        if line.startswith("layer ")
+    )
+    layers = [cache / "layers" / base, {"etc/cove-registry-marker": "from the registry\n"}]
+    config = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "COVE_REG=yes"],
+              "WorkingDir": "/srv"}
+    build_layout(tmp_path / "layout", "v1", layers, config)
+    push(tmp_path / "layout", "v1", local_registry.host, "cove-test/debpy")
+    ref = f"{local_registry.host}/cove-test/debpy:v1"
+    got, r = modal_run_json(linux_cove, "registry_app.py::main", COVE_TEST_REGISTRY_IMAGE=ref)
+    assert got == {"seen": "from the registry", "env": "yes", "cwd": "/srv"}, got
+    assert ref in r.output, r.output  # the build log says what it pulled
