@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "gateway/gateway.h"
+#include "image/builder.h"
 #include "image/registry.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
@@ -36,8 +37,9 @@ usage(FILE *f)
 		"                 endpoints with requires_proxy_auth=True, sent as Modal-Key / Modal-Secret)\n"
 		"  env            print MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET for this state dir\n"
 		"  gc             remove volume blocks that no volume refers to and that nobody touched for\n"
-		"                 --grace SECONDS (default 3600); safe while the server runs\n"
-		"  status         each volume's files, size and disk use\n"
+		"                 --grace SECONDS (default 3600); safe while the server runs; and image layers\n"
+		"                 no built image uses (while no build runs)\n"
+		"  status         each volume's files, size and disk use; images and their layers' disk use\n"
 		"  pull REF       pull an image (python:3.11-slim, 127.0.0.1:5000/team/app:v1, ...) into the layer\n"
 		"                 store and print each layer's directory and the image's config; options:\n"
 		"                 --state-dir, --image-dir DIR (default <state-dir>/images), --registry-mirror URL,\n"
@@ -353,6 +355,35 @@ cmd_token_create(struct opts *o)
 	return rv;
 }
 
+/* Images: disk use of the layer store, and (gc) the layers no built image uses. Layer gc is for a stopped
+ * server, or one that builds nothing meanwhile: a build's new layers are not referenced until it ends. */
+static int
+cmd_images(struct opts *o, int gc)
+{
+	cleanup_free char *dir = o->image_dir ? xstrdup(o->image_dir) : xasprintf("%s/images", o->state_dir);
+	if (access(dir, F_OK) < 0)
+		return 0;
+	struct cove_error *err = NULL;
+	if (gc) {
+		size_t n = 0;
+		uint64_t freed = 0;
+		if (cove_builder_gc(dir, &n, &freed, &err) < 0) {
+			fprintf(stderr, "cove: image layers: %s\n", err->msg);
+			cove_error_free(err);
+			return -1;
+		}
+		printf("image layers: removed %zu unused layer%s, %.1f MiB freed\n", n, n == 1 ? "" : "s",
+		       (double)freed / (1 << 20));
+		return 0;
+	}
+	uint64_t bytes = 0;
+	size_t n_layers = 0, n_images = 0;
+	cove_builder_usage(dir, &bytes, &n_layers, &n_images);
+	printf("images: %zu built, %zu layers, %.1f MiB on disk in %s\n", n_images, n_layers, (double)bytes / (1 << 20),
+	       dir);
+	return 0;
+}
+
 /* gc and status read the store and the block files; both are safe beside a running server. */
 static int
 cmd_volumes(struct opts *o, int gc)
@@ -368,6 +399,8 @@ cmd_volumes(struct opts *o, int gc)
 		cove_error_free(err);
 	}
 	cove_store_close(store);
+	if (rv == 0 && cmd_images(o, gc) < 0)
+		rv = -1;
 	return rv < 0 ? 1 : 0;
 }
 

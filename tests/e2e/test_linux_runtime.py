@@ -193,3 +193,27 @@ def test_from_registry_pulls_from_a_local_registry(linux_cove, local_registry, t
     got, r = modal_run_json(linux_cove, "registry_app.py::main", COVE_TEST_REGISTRY_IMAGE=ref)
     assert got == {"seen": "from the registry", "env": "yes", "cwd": "/srv"}, got
     assert ref in r.output, r.output  # the build log says what it pulled
+
+
+def test_cove_gc_removes_only_unreferenced_layers_and_status_reports_them(tmp_path):
+    import subprocess
+
+    from harness import cove_bin
+
+    images = tmp_path / "images"
+    for layer in ("a" * 64, "b" * 64):
+        (images / "layers" / layer / "fs" / "etc").mkdir(parents=True)
+        (images / "layers" / layer / "fs" / "etc" / "f").write_bytes(b"x" * 100_000)
+    (images / "images").mkdir()
+    (images / "images" / "im-kept").write_text(f"cove-image 1\nstate {'c' * 64}\nlayer {'b' * 64}/fs\n")
+    state = tmp_path / "state"
+    st = subprocess.run([cove_bin(), "status", "--state-dir", state, "--image-dir", images], capture_output=True,
+                        text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    assert "images: 1 built, 2 layers" in st.stdout, st.stdout
+    gc = subprocess.run([cove_bin(), "gc", "--state-dir", state, "--image-dir", images], capture_output=True,
+                        text=True, timeout=60)
+    assert gc.returncode == 0, gc.stderr
+    assert "removed 1 unused layer" in gc.stdout, gc.stdout
+    assert not (images / "layers" / ("a" * 64)).exists()
+    assert (images / "layers" / ("b" * 64) / "fs" / "etc" / "f").exists()
