@@ -115,6 +115,7 @@ struct fake {
 	pthread_t thread;
 	enum auth_mode auth;
 	int corrupt_layer;
+	int redirect_blobs; /* answer blob GETs with a 307 to /redirected/<digest>, served without auth */
 	struct blob layer, config, manifest, index;
 	int requests, layer_gets, token_gets;
 	char root[64];
@@ -181,6 +182,18 @@ serve_one(struct fake *f, int fd)
 		return;
 	}
 	const char *authz = header_value(req, "Authorization");
+	if (strncmp(path, "/redirected/", 12) == 0) {
+		const struct blob *r = strcmp(path + 12, f->layer.digest) == 0    ? &f->layer
+				       : strcmp(path + 12, f->config.digest) == 0 ? &f->config
+										  : NULL;
+		if (r == &f->layer)
+			f->layer_gets++;
+		if (r)
+			reply(fd, 200, NULL, r->type, r->data, r->len);
+		else
+			reply(fd, 404, NULL, NULL, "", 0);
+		return;
+	}
 	if (strncmp(path, "/token?", 7) == 0) {
 		f->token_gets++;
 		if (authz == NULL || strcmp(authz, GOOD_BASIC) != 0) {
@@ -230,6 +243,12 @@ serve_one(struct fake *f, int fd)
 	}
 	if (b == NULL) {
 		reply(fd, 404, NULL, "application/json", errors_unknown, strlen(errors_unknown));
+		return;
+	}
+	if ((b == &f->layer || b == &f->config) && f->redirect_blobs) {
+		char h[256];
+		snprintf(h, sizeof(h), "Location: /redirected/%s\r\n", b->digest);
+		reply(fd, 307, h, "text/html", "<a>moved</a>", 12);
 		return;
 	}
 	if (b == &f->layer) {
@@ -457,6 +476,7 @@ test_pull_bearer(void **state)
 {
 	struct fake *f = *state;
 	f->auth = AUTH_BEARER;
+	f->redirect_blobs = 1; /* as registries send blobs to their storage */
 	struct cove_pulled_image img;
 	struct cove_error *err = NULL;
 	struct cove_registry_opts o = {.username = "user", .password = "pass"};
