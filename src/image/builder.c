@@ -659,6 +659,7 @@ struct pull_job {
 	struct build *bd;
 	char *ref;
 	struct cove_registry_opts opts;
+	char *username, *password;
 	struct cove_pulled_image img;
 	struct cove_error *err;
 	char *log;
@@ -719,6 +720,8 @@ pull_done(void *arg)
 	}
 	cove_pulled_image_free(&j->img);
 	free(j->ref);
+	free(j->username);
+	free(j->password);
 	int failed = bd->done;
 	free(j);
 	if (!failed)
@@ -772,6 +775,42 @@ step_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err
 	j->opts.mirror = b->registry_mirror;
 	j->opts.insecure = (const char *const *)b->insecure.v;
 	j->opts.n_insecure = b->insecure.n;
+	/* from_registry(..., secret=): the registry's credentials, as the docs name them. */
+	const Modal__Client__ImageRegistryConfig *rc = bd->def->image_registry_config;
+	if (rc && rc->secret_id && *rc->secret_id) {
+		struct strv creds = {0};
+		const char *secret_id = rc->secret_id;
+		struct cove_error *serr = NULL;
+		cleanup_free uint8_t *data = NULL;
+		size_t len = 0;
+		if (cove_store_object_get(b->ctx->store, secret_id, NULL, &data, &len, &serr) == 0) {
+			Modal__Client__SecretGetOrCreateRequest *sec =
+				pb_unpack(&modal__client__secret_get_or_create_request__descriptor, data, len);
+			for (size_t k = 0; sec && k < sec->n_env_dict; k++)
+				env_set(&creds, sec->env_dict[k]->key, sec->env_dict[k]->value);
+			if (sec)
+				pb_free(sec);
+		}
+		cove_error_free(serr);
+		for (size_t k = 0; k < creds.n; k++) {
+			if (strncmp(creds.v[k], "REGISTRY_USERNAME=", 18) == 0)
+				j->username = xstrdup(creds.v[k] + 18);
+			else if (strncmp(creds.v[k], "REGISTRY_PASSWORD=", 18) == 0)
+				j->password = xstrdup(creds.v[k] + 18);
+		}
+		strv_clear(&creds);
+		if (j->username == NULL || j->password == NULL) {
+			free(j->username);
+			free(j->password);
+			free(j->ref);
+			free(j);
+			return cove_error_set(err, COVE_INVALID_ARGUMENT,
+					      "image %s: the registry secret %s must set REGISTRY_USERNAME and REGISTRY_PASSWORD",
+					      ref, secret_id);
+		}
+		j->opts.username = j->username;
+		j->opts.password = j->password;
+	}
 	j->log_f = open_memstream(&j->log, &j->log_len);
 	build_logf(bd, "Pulling %s\n", ref);
 	cove_workq_submit(b->workq, pull_work, pull_done, j);
