@@ -332,8 +332,17 @@ joiner_free(struct joiner *j)
 		j->next->prev = j->prev;
 	if (j->timer)
 		event_free(j->timer);
-	cove_call_on_cancel(j->call, NULL, NULL);
 	free(j);
+}
+
+/* Answer the joiner's call and drop it (the hook first: finishing may free the call). */
+static void
+joiner_finish(struct joiner *j, int code, const char *message)
+{
+	struct cove_call *call = j->call;
+	cove_call_on_cancel(call, NULL, NULL);
+	joiner_free(j);
+	cove_call_finish(call, code, message);
 }
 
 static void
@@ -344,8 +353,7 @@ joiner_flush(struct joiner *j)
 		send_entry(j, j->next_entry++);
 	if (bd->done) {
 		send_result(bd, j->call);
-		cove_call_finish(j->call, COVE_OK, NULL);
-		joiner_free(j);
+		joiner_finish(j, COVE_OK, NULL);
 	}
 }
 
@@ -1260,10 +1268,8 @@ build_next(struct build *bd)
 static void
 build_free(struct build *bd)
 {
-	while (bd->joiners) {
-		cove_call_finish(bd->joiners->call, COVE_UNAVAILABLE, "the server is shutting down");
-		joiner_free(bd->joiners);
-	}
+	while (bd->joiners)
+		joiner_finish(bd->joiners, COVE_UNAVAILABLE, "the server is shutting down");
 	if (bd->container)
 		bd->b->ctx->runtime->ops->stop(bd->b->ctx->runtime, bd->container, 0, 0);
 	free_list(bd->lines, bd->n_lines);
@@ -1325,8 +1331,7 @@ join_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct joiner *j = arg;
-	cove_call_finish(j->call, COVE_OK, NULL);
-	joiner_free(j);
+	joiner_finish(j, COVE_OK, NULL);
 }
 
 static void
