@@ -1489,6 +1489,41 @@ cove_builder_layers_dir(const struct cove_builder *b)
 	return b->layers_dir;
 }
 
+int
+cove_builder_add_layer_image(struct cove_builder *b, const char *base_id, const char *layer_hex, const char *image_id,
+			     struct cove_error **err)
+{
+	struct build bd = {.b = b};
+	struct cove_image_info base;
+	if (manifest_read(b, base_id, &base, &bd.shell, err) < 0)
+		return cove_error_wrap(err, "image %s", base_id);
+	bd.image_id = (char *)image_id;
+	memcpy(bd.state, base.state, 64);
+	chain(&bd, "snapshot", layer_hex);
+	for (size_t i = 0; i < base.n_layers; i++)
+		strv_add(&bd.layers, base.layers[i]);
+	char *rel = xasprintf("%s/fs", layer_hex);
+	strv_add(&bd.layers, rel);
+	free(rel);
+	for (size_t i = 0; i < base.n_env; i++)
+		strv_add(&bd.env, base.env[i]);
+	for (size_t i = 0; i < base.n_cmd; i++)
+		strv_add(&bd.cmd, base.cmd[i]);
+	for (size_t i = 0; i < base.n_entrypoint; i++)
+		strv_add(&bd.entrypoint, base.entrypoint[i]);
+	bd.workdir = base.workdir;
+	bd.user = base.user;
+	int r = manifest_write(b, &bd, err);
+	strv_clear(&bd.layers);
+	strv_clear(&bd.env);
+	strv_clear(&bd.cmd);
+	strv_clear(&bd.entrypoint);
+	strv_clear(&bd.shell);
+	struct cove_image_info *p = xmemdup(&base, sizeof(base));
+	cove_image_info_free(p);
+	return r;
+}
+
 /* ---- disk use and garbage collection ---- */
 
 static uint64_t

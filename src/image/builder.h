@@ -62,6 +62,11 @@ void cove_builder_join(struct cove_builder *b, struct cove_call *call, const cha
 int cove_builder_image(struct cove_builder *b, const char *image_id, struct cove_image_info **out, struct cove_error **err);
 void cove_image_info_free(struct cove_image_info *info);
 
+/* A new image: base_id's layers and config with one more layer on top (<layers dir>/<layer_hex>/fs, which
+ * must exist), recorded as image_id (a sandbox's snapshot_filesystem). */
+int cove_builder_add_layer_image(struct cove_builder *b, const char *base_id, const char *layer_hex,
+				 const char *image_id, struct cove_error **err);
+
 /* Disk use of the layer store (bytes) and the number of layers and images, for `cove status`. */
 int cove_builder_usage(const char *image_dir, uint64_t *bytes, size_t *n_layers, size_t *n_images);
 /* Remove layers no image manifest references (none may be building). Counts what it removed. */

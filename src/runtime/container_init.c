@@ -39,6 +39,8 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <poll.h>
+#include <termios.h>
 #include <linux/capability.h>
 #include <unistd.h>
 
@@ -428,7 +430,7 @@ exec_payload(void)
 	const char *file = o.argv[0];
 	if (strchr(file, '/')) {
 		execv(file, o.argv);
-		fail(errno, "exec %s: %s", file, strerror(errno));
+		fail(errno, "exec: \"%s\": %s", file, errno == EACCES ? "permission denied" : strerror(errno));
 	}
 	const char *path = getenv("PATH");
 	if (path == NULL)
@@ -444,7 +446,8 @@ exec_payload(void)
 			e = errno;
 		path += len + (colon ? 1 : 0);
 	}
-	fail(e, "exec %s: %s", file, e == ENOENT ? "executable file not found in $PATH" : strerror(e));
+	fail(e, "exec: \"%s\": %s", file,
+	     e == ENOENT ? "executable file not found in $PATH" : e == EACCES ? "permission denied" : strerror(e));
 }
 
 static void
@@ -463,13 +466,10 @@ forward_signals(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = forward;
 	sa.sa_flags = SA_RESTART;
-	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
-		/* With a terminal the payload shares our process group and gets the terminal's signals itself. */
-		if (o.pty && (forwarded[i] == SIGINT || forwarded[i] == SIGQUIT))
-			signal(forwarded[i], SIG_IGN);
-		else
-			sigaction(forwarded[i], &sa, NULL);
-	}
+	/* With a terminal too: the payload's terminal is the container's own (see relay), and the host's side is
+	 * raw, so signals reach the payload only this way. */
+	for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+		sigaction(forwarded[i], &sa, NULL);
 }
 
 static void
@@ -508,19 +508,161 @@ wait_and_exit(pid_t pid)
 	_exit(WEXITSTATUS(status));
 }
 
+/* ---- terminals ----
+ * The terminal Cove gives a container (stdin/stdout/stderr) belongs to the host's devpts, which the container
+ * cannot see: `tty` would say "not a tty". So with --pty the payload gets a terminal of the container's own
+ * devpts, and this program relays bytes between the two, with the host side raw (the container's line
+ * discipline handles ^C and the like) and window size changes passed on. */
+
+static volatile sig_atomic_t winch;
+
+static void
+on_winch(int sig)
+{
+	(void)sig;
+	winch = 1;
+}
+
+static void
+copy_winsize(int from, int to)
+{
+	struct winsize ws;
+	if (ioctl(from, TIOCGWINSZ, &ws) == 0)
+		ioctl(to, TIOCSWINSZ, &ws);
+}
+
+/* Open a terminal in the container's devpts: its master, and the slave's path in *slave. */
+static int
+open_container_pty(char *slave, size_t len)
+{
+	int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0)
+		fail(errno, "open the container's /dev/ptmx: %s", strerror(errno));
+	if (unlockpt(m) < 0 || ptsname_r(m, slave, len) != 0)
+		fail(errno, "set up the container's terminal: %s", strerror(errno));
+	copy_winsize(0, m);
+	return m;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Relay until the payload has exited and its terminal is drained; reap everything meanwhile (PID 1 must).
+ * Returns the payload's wait status. */
+static int
+relay(int m, pid_t pid)
+{
+	struct termios raw, saved;
+	int have_saved = tcgetattr(0, &saved) == 0;
+	if (have_saved) {
+		raw = saved;
+		cfmakeraw(&raw);
+		tcsetattr(0, TCSANOW, &raw);
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_winch;
+	sigaction(SIGWINCH, &sa, NULL);
+	int status = 0, exited = 0, in_open = 1;
+	char buf[16384];
+	for (;;) {
+		if (winch) {
+			winch = 0;
+			copy_winsize(0, m);
+		}
+		int st;
+		pid_t r;
+		while ((r = waitpid(-1, &st, WNOHANG)) > 0)
+			if (r == pid) {
+				status = st;
+				exited = 1;
+			}
+		struct pollfd p[2] = {{.fd = m, .events = POLLIN}, {.fd = in_open ? 0 : -1, .events = POLLIN}};
+		int n = poll(p, 2, exited ? 0 : 100);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t k = read(m, buf, sizeof(buf));
+			if (k > 0) {
+				if (write_all(1, buf, (size_t)k) < 0)
+					break;
+				continue;
+			}
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (exited)
+				break; /* EIO: no slave left open, and all is read */
+		}
+		if (in_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+			ssize_t k = read(0, buf, sizeof(buf));
+			if (k > 0)
+				write_all(m, buf, (size_t)k);
+			else if (k == 0 || (errno != EINTR && errno != EAGAIN))
+				in_open = 0;
+		}
+		if (exited && n == 0)
+			break;
+	}
+	if (have_saved)
+		tcsetattr(0, TCSANOW, &saved);
+	if (!exited)
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	return status;
+}
+
+static void __attribute__((noreturn))
+exit_like(int status)
+{
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		signal(sig, SIG_DFL);
+		kill(getpid(), sig);
+		_exit(128 + sig);
+	}
+	_exit(WEXITSTATUS(status));
+}
+
 /* Fork the payload: it runs in the workdir, as the user, with fewer capabilities, and the report descriptor
  * closes when it execs. */
 static void __attribute__((noreturn))
 run_payload(void)
 {
+	char slave[128];
+	int m = o.pty ? open_container_pty(slave, sizeof(slave)) : -1;
 	pid_t pid = fork();
 	if (pid < 0)
 		fail(errno, "fork: %s", strerror(errno));
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		default_signals();
-		if (!o.pty)
+		if (!o.pty) {
 			setpgid(0, 0);
+		} else {
+			/* A session of its own, led on the container's terminal. */
+			setsid();
+			int s = open(slave, O_RDWR);
+			if (s < 0)
+				fail(errno, "open %s: %s", slave, strerror(errno));
+			ioctl(s, TIOCSCTTY, 0);
+			dup2(s, 0);
+			dup2(s, 1);
+			dup2(s, 2);
+			if (s > 2)
+				close(s);
+		}
 		if (o.workdir) {
 			struct stat st;
 			if (stat(o.workdir, &st) < 0 && errno == ENOENT)
@@ -537,6 +679,8 @@ run_payload(void)
 	child_pid = pid;
 	if (o.report_fd >= 0)
 		close(o.report_fd);
+	if (m >= 0)
+		exit_like(relay(m, pid));
 	wait_and_exit(pid);
 }
 

@@ -253,6 +253,10 @@ await_report(const struct cove_container_spec *spec, pid_t pid, int fd, struct c
 		text++;
 	int code = e == ENOENT || e == ESRCH ? COVE_NOT_FOUND : e == EPERM || e == EACCES ? COVE_PERMISSION_DENIED
 											    : COVE_FAILED_PRECONDITION;
+	/* A command that cannot run is the user's error, worded as the client expects; the rest names the
+	 * container. */
+	if (strncmp(text, "exec: \"", 7) == 0)
+		return cove_error_set(err, code, "%s", text);
 	return cove_error_set(err, code, "container %s: %s", spec->id, text);
 }
 

@@ -19,7 +19,6 @@
 #include "util/utf8.h"
 
 /* Where the client runs the filesystem helper (modal/sandbox/_filesystem.py). */
-#define FS_TOOLS_PATH "/__modal/.bin/modal-sandbox-fs-tools"
 /* A stdin write is answered once the pipe has taken all but this much of what is buffered. */
 #define STDIN_LOW (256u * 1024)
 #define MAX_EXEC_ID 128
@@ -269,6 +268,10 @@ proc_on_exit(void *owner, int status)
 	struct cove_exec_host *host = p->host;
 	p->container = NULL;
 	p->exited = 1;
+	if (status == COVE_EXIT_OOM) {
+		p->oom = 1;
+		status = 128 + 9;
+	}
 	p->status = status;
 	p->finished_at = cove_sandbox_now();
 	if (p->timeout_ev) {
@@ -344,6 +347,10 @@ proc_start(struct cove_exec_host *host, const struct proc_spec *spec, struct cov
 		.pty_rows = spec->rows,
 		.pty_cols = spec->cols,
 		.join = spec->join,
+		.rootfs = spec->rootfs,
+		.limits = spec->limits,
+		.mounts = spec->mounts,
+		.n_mounts = spec->n_mounts,
 	};
 	if (rt->ops->start(rt, &cs, p, &p->container, err) < 0) {
 		cove_stream_release(&p->out[0], COVE_OK, NULL);
@@ -500,14 +507,16 @@ cove_exec_host(struct cove_sandboxes *sbx, const char *task_id, struct cove_erro
 	host = xcalloc(1, sizeof(*host));
 	char **env = NULL;
 	size_t n = 0;
-	const char *path = getenv("PATH");
-	cleanup_free char *root = xasprintf("%s/root", t->dir);
+	int isolated = sbx->ctx->builder != NULL;
+	const char *path = isolated ? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" : getenv("PATH");
+	cleanup_free char *root = isolated ? xstrdup("/root") : xasprintf("%s/root", t->dir);
 	env_set(&env, &n, "PATH", path ? path : "/usr/local/bin:/usr/bin:/bin");
 	env_set(&env, &n, "HOME", root);
 	env_set(&env, &n, "LANG", "C.UTF-8");
 	env_set(&env, &n, "MODAL_TASK_ID", task_id);
 	env_set(&env, &n, "MODAL_ENVIRONMENT", cove_env_display(t->app->env) ? cove_env_display(t->app->env) : "");
 	host_init(host, sbx, task_id, NULL, root, env);
+	host->isolated = isolated;
 	cove_map_put(&sbx->fn_hosts, task_id, host);
 	return host;
 }
@@ -599,7 +608,7 @@ cove_exec_start(struct cove_exec_host *host, const Modal__TaskCommandRouter__Tas
 		struct stat st;
 		if (r->workdir[0] != '/')
 			return cove_error_set(err, COVE_INVALID_ARGUMENT, "workdir must be an absolute path, got %s", r->workdir);
-		if (stat(r->workdir, &st) < 0 || !S_ISDIR(st.st_mode))
+		if (!host->isolated && (stat(r->workdir, &st) < 0 || !S_ISDIR(st.st_mode)))
 			return cove_error_set(err, COVE_NOT_FOUND, "workdir %s is not a directory", r->workdir);
 		cwd = r->workdir;
 	}
@@ -636,7 +645,8 @@ cove_exec_start(struct cove_exec_host *host, const Modal__TaskCommandRouter__Tas
 		if (pty->env_term_program[0])
 			env_set(&env, &n_env, "TERM_PROGRAM", pty->env_term_program);
 	}
-	argv0 = resolve_command(host->sbx, r->command_args[0], env, cwd, err);
+	/* Isolated, cove-container finds the command in the container (and says so if it is missing). */
+	argv0 = host->isolated ? xstrdup(r->command_args[0]) : resolve_command(host->sbx, r->command_args[0], env, cwd, err);
 	if (argv0 == NULL)
 		goto out;
 	argv = xcalloc(r->n_command_args + 1, sizeof(char *));
@@ -663,7 +673,8 @@ cove_exec_start(struct cove_exec_host *host, const Modal__TaskCommandRouter__Tas
 	};
 	struct cove_proc *p;
 	if (proc_start(host, &spec, &p, err) < 0) {
-		cove_error_wrap(err, "exec in %s", host->task_id);
+		if (strncmp((*err)->msg, "exec: \"", 7) != 0)
+			cove_error_wrap(err, "exec in %s", host->task_id);
 		goto out;
 	}
 	cove_map_put(&host->execs, r->exec_id, p);

@@ -31,6 +31,9 @@ struct cove_sandboxes {
 	int keep_s, proc_keep_s;   /* COVE_SANDBOX_KEEP_S, COVE_PROC_KEEP_S or their overrides */
 };
 
+/* Where the client runs the filesystem helper in a sandbox. */
+#define FS_TOOLS_PATH "/__modal/.bin/modal-sandbox-fs-tools"
+
 /* What a new process gets. */
 struct proc_spec {
 	char *const *argv; /* argv[0] resolved already */
@@ -43,6 +46,11 @@ struct proc_spec {
 	uint32_t timeout_s; /* 0: none */
 	const struct cove_container *join; /* NULL: a container of its own (a sandbox's entrypoint) */
 	const char *exec_id;               /* NULL: the entrypoint */
+	/* The linux runtime's container (the entrypoint only; see struct cove_container_spec). */
+	const struct cove_container_rootfs *rootfs;
+	const struct cove_container_limits *limits;
+	const struct cove_container_mount *mounts;
+	size_t n_mounts;
 };
 
 /* exec.c */

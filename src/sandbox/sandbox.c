@@ -14,7 +14,10 @@
 #include "api/api.h"
 #include "blob/blobstore.h"
 #include "config.h"
+#include "image/builder.h"
 #include "runtime/runtime.h"
+#include "sched/isolate.h"
+#include "store/volview.h"
 #include "sandbox/internal.h"
 #include "server.h"
 #include "store/store.h"
@@ -407,7 +410,7 @@ cove_sandbox_set_name(struct cove_sandbox *sb, const char *name, struct cove_err
 
 /* What the process runtime cannot give a sandbox is refused, not ignored. */
 static int
-check_definition(const Modal__Client__Sandbox *d, struct cove_error **err)
+check_definition(const Modal__Client__Sandbox *d, int isolated, struct cove_error **err)
 {
 	size_t total = 0;
 	for (size_t i = 0; i < d->n_entrypoint_args; i++)
@@ -426,7 +429,7 @@ check_definition(const Modal__Client__Sandbox *d, struct cove_error **err)
 	if (d->_workdir_case && d->workdir[0] != '/')
 		return cove_error_set(err, COVE_INVALID_ARGUMENT, "workdir must be an absolute path, got: %s", d->workdir);
 	struct stat st;
-	if (d->_workdir_case && (stat(d->workdir, &st) < 0 || !S_ISDIR(st.st_mode)))
+	if (!isolated && d->_workdir_case && (stat(d->workdir, &st) < 0 || !S_ISDIR(st.st_mode)))
 		return cove_error_set(err, COVE_NOT_FOUND,
 				      "workdir %s is not a directory (the process runtime runs sandboxes in the host's "
 				      "file system, and does not create it)",
@@ -434,16 +437,19 @@ check_definition(const Modal__Client__Sandbox *d, struct cove_error **err)
 	if (d->_name_case && !valid_name(d->name))
 		return cove_error_set(err, COVE_INVALID_ARGUMENT,
 				      "sandbox names are 1 to %d characters of letters, digits, '-', '_' and '.'", MAX_NAME);
-	if (d->n_volume_mounts || d->n_nfs_mounts || d->n_s3_mounts || d->n_cloud_bucket_mounts)
+	if ((d->n_volume_mounts && !isolated) || d->n_nfs_mounts || d->n_s3_mounts || d->n_cloud_bucket_mounts)
 		return cove_error_set(err, COVE_UNIMPLEMENTED,
-				      "volumes, network file systems and bucket mounts in sandboxes are not supported by Cove "
-				      "yet");
+				      "%s in sandboxes are not supported by Cove yet",
+				      d->n_volume_mounts && !isolated ? "volumes (with the process runtime)"
+								    : "network file systems and bucket mounts");
 	int blocked = d->block_network ||
 		      (d->network_access &&
 		       d->network_access->network_access_type != MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__OPEN &&
 		       d->network_access->network_access_type !=
 			       MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__UNSPECIFIED);
-	if (blocked)
+	if (blocked && d->network_access && d->network_access->n_allowed_cidrs > 0)
+		return cove_error_set(err, COVE_UNIMPLEMENTED, "outbound allowlists (cidr_allowlist) are not supported by Cove");
+	if (blocked && !isolated)
 		return cove_error_set(err, COVE_FAILED_PRECONDITION,
 				      "block_network and outbound allowlists need network namespaces, which Cove's process "
 				      "runtime does not give: its sandboxes share the host's network");
@@ -519,6 +525,11 @@ sandbox_free(struct cove_sandbox *sb)
 	free(sb->dir);
 	free(sb->exception);
 	free(sb->stop_message);
+	if (sb->iso) {
+		cove_isolate_clear(sb->iso);
+		free(sb->iso);
+	}
+	cove_volume_mounts_free(sb->vmounts, sb->n_vmounts);
 	free(sb);
 }
 
@@ -626,6 +637,11 @@ sandbox_finish(struct cove_sandbox *sb)
 			       : sb->stop_status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED ? 137
 															     : 1;
 		sb->exception = xstrdup(sb->stop_message ? sb->stop_message : "");
+	} else if (sb->main && sb->main->oom) {
+		sb->result_status = MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE;
+		sb->exitcode = sb->main->status;
+		sb->exception = xasprintf("the sandbox ran out of memory (limit %u MiB) and was killed by the kernel (OOM)",
+					  sb->def->resources ? sb->def->resources->memory_mb_max : 0);
 	} else if (sb->main && sb->main->status == 0) {
 		sb->result_status = MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_SUCCESS;
 	} else if (sb->main && sb->main->status > 0) {
@@ -663,6 +679,10 @@ sandbox_finish(struct cove_sandbox *sb)
 void
 sandbox_main_exited(struct cove_sandbox *sb)
 {
+	if (sb->volumes) {
+		sb->volumes = 0;
+		cove_volview_task_exit(sb->host.task_id); /* a last commit of its volumes */
+	}
 	sandbox_finish(sb);
 }
 
@@ -722,22 +742,58 @@ cove_sandbox_terminate(struct cove_sandbox *sb, int status, const char *message)
 		proc_kill(v);
 }
 
+/* What an isolated sandbox gets bind-mounted: Cove's filesystem helper where the client runs it, the host's CA
+ * bundle, and its volumes. */
+static int
+isolated_mounts(struct cove_sandbox *sb, struct cove_error **err)
+{
+	struct cove_sandboxes *sbx = sb->sbx;
+	const Modal__Client__Sandbox *d = sb->def;
+	struct cove_container_mount *m = NULL;
+	size_t n = 0;
+	if (d->n_volume_mounts) {
+		/* The volume code reads a function's mounts: hand it the sandbox's. */
+		Modal__Client__Function fn = MODAL__CLIENT__FUNCTION__INIT;
+		fn.volume_mounts = d->volume_mounts;
+		fn.n_volume_mounts = d->n_volume_mounts;
+		if (cove_volume_mounts_for_task(sbx->ctx, sb->host.task_id, &fn, &m, &n, err) < 0)
+			return -1;
+		sb->volumes = 1;
+	}
+	const char *ca = cove_isolate_ca_bundle(sbx->ctx);
+	m = xrealloc(m, (n + 2) * sizeof(*m));
+	memmove(m + (ca ? 2 : 1), m, n * sizeof(*m));
+	m[0] = (struct cove_container_mount){.source = xstrdup(sbx->fs_tools), .target = xstrdup(FS_TOOLS_PATH), .read_only = 1};
+	n++;
+	if (ca) {
+		m[1] = (struct cove_container_mount){.source = xstrdup(ca), .target = xstrdup(COVE_CA_PATH), .read_only = 1};
+		n++;
+	}
+	sb->vmounts = m;
+	sb->n_vmounts = n;
+	return 0;
+}
+
 /* Start the entrypoint: the sandbox runs from here. */
 static int
 sandbox_start(struct cove_sandbox *sb, struct cove_error **err)
 {
 	struct cove_sandboxes *sbx = sb->sbx;
 	const Modal__Client__Sandbox *d = sb->def;
-	cleanup_free char *root = xasprintf("%s/root", sb->dir);
+	/* Isolated, its files go into its writable layer at the paths it sees; else under its directory. */
+	cleanup_free char *root = sb->iso ? xstrdup(sb->iso->upper) : xasprintf("%s/root", sb->dir);
 	if (cove_mkdirs(root, err) < 0)
 		return -1;
 	for (size_t i = 0; i < d->n_mount_ids; i++)
-		if (layout_mount(sbx, sb->dir, d->mount_ids[i], err) < 0)
+		if (layout_mount(sbx, sb->iso ? sb->iso->upper : sb->dir, d->mount_ids[i], err) < 0)
 			return -1;
+	if (sb->iso && isolated_mounts(sb, err) < 0)
+		return -1;
 	static char *const idle_argv[] = {"sleep", "infinity", NULL};
 	char *const *args = d->n_entrypoint_args ? d->entrypoint_args : idle_argv;
 	size_t n_args = d->n_entrypoint_args ? d->n_entrypoint_args : 2;
-	cleanup_free char *argv0 = resolve_command(sbx, args[0], sb->host.envp, sb->host.cwd, err);
+	/* Isolated, cove-container finds the command in the container's PATH. */
+	cleanup_free char *argv0 = sb->iso ? xstrdup(args[0]) : resolve_command(sbx, args[0], sb->host.envp, sb->host.cwd, err);
 	if (argv0 == NULL)
 		return cove_error_wrap(err, "sandbox entrypoint");
 	cleanup_free char **argv = xcalloc(n_args + 1, sizeof(char *));
@@ -757,6 +813,12 @@ sandbox_start(struct cove_sandbox *sb, struct cove_error **err)
 		.rows = use_pty && pty->winsz_rows < 65536 ? (unsigned short)pty->winsz_rows : 0,
 		.cols = use_pty && pty->winsz_cols < 65536 ? (unsigned short)pty->winsz_cols : 0,
 	};
+	if (sb->iso) {
+		spec.rootfs = &sb->iso->rootfs;
+		spec.limits = &sb->iso->limits;
+		spec.mounts = sb->vmounts;
+		spec.n_mounts = sb->n_vmounts;
+	}
 	if (proc_start(&sb->host, &spec, &sb->main, err) < 0)
 		return -1;
 	sb->state = COVE_SANDBOX_RUNNING;
@@ -841,7 +903,8 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 		cove_error_set(err, COVE_FAILED_PRECONDITION, "app %s is stopped: it cannot start sandboxes", app->id);
 		return NULL;
 	}
-	if (check_definition(d, err) < 0 || check_tags(a->tags, a->n_tags, err) < 0)
+	int isolated = sbx->ctx->builder != NULL;
+	if (check_definition(d, isolated, err) < 0 || check_tags(a->tags, a->n_tags, err) < 0)
 		return NULL;
 	if (d->_name_case && cove_sandbox_by_name(sbx, app->id, d->name, 0)) {
 		cove_error_set(err, COVE_ALREADY_EXISTS, "a running sandbox of this app is already named %s", d->name);
@@ -864,12 +927,40 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 	sb->dir = xasprintf("%s/%s", sbx->ctx->tasks_dir, task_id);
 	cleanup_free char *root = xasprintf("%s/root", sb->dir);
 
-	/* The environment: the host's basics, the definition's variables, secrets, then what Modal reserves. */
+	/* The environment: the image's (isolated) or the host's basics, the definition's variables, secrets, then
+	 * what Modal reserves. */
 	char **env = NULL;
 	size_t n = 0;
-	const char *path = getenv("PATH");
-	env_set(&env, &n, "PATH", path ? path : "/usr/local/bin:/usr/bin:/bin");
-	env_set(&env, &n, "HOME", root);
+	const char *cwd = d->_workdir_case ? d->workdir : root;
+	if (isolated) {
+		sb->iso = xcalloc(1, sizeof(*sb->iso));
+		cleanup_free char *what = xasprintf("sandbox %s", sb->id);
+		if (cove_isolate_prepare_image(sbx->ctx, what, d->image_id, d->resources, sb->dir, sb->iso, err) < 0)
+			goto fail;
+		env_set(&env, &n, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+		for (size_t i = 0; i < sb->iso->image->n_env; i++) {
+			char *eq = strchr(sb->iso->image->env[i], '=');
+			if (eq == NULL)
+				continue;
+			cleanup_free char *key = xstrndup(sb->iso->image->env[i], (size_t)(eq - sb->iso->image->env[i]));
+			env_set(&env, &n, key, eq + 1);
+		}
+		env_set(&env, &n, "HOME", "/root");
+		const char *ca = cove_isolate_ca_bundle(sbx->ctx);
+		for (size_t i = 0; ca && cove_ca_env[i]; i++)
+			env_set(&env, &n, cove_ca_env[i], COVE_CA_PATH);
+		cwd = d->_workdir_case ? d->workdir : sb->iso->image->workdir ? sb->iso->image->workdir : "/";
+		sb->iso->rootfs.block_network = d->block_network ||
+						(d->network_access &&
+						 d->network_access->network_access_type !=
+							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__OPEN &&
+						 d->network_access->network_access_type !=
+							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__UNSPECIFIED);
+	} else {
+		const char *path = getenv("PATH");
+		env_set(&env, &n, "PATH", path ? path : "/usr/local/bin:/usr/bin:/bin");
+		env_set(&env, &n, "HOME", root);
+	}
 	env_set(&env, &n, "LANG", "C.UTF-8");
 	const Modal__Client__PTYInfo *pty = d->pty_info;
 	if (pty && pty->env_term[0])
@@ -897,7 +988,8 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 	env_set(&env, &n, "MODAL_IMAGE_ID", d->image_id);
 	env_set(&env, &n, "MODAL_REGION", "local");
 	env_set(&env, &n, "MODAL_CLOUD_PROVIDER", "local");
-	host_init(&sb->host, sbx, task_id, sb, d->_workdir_case ? d->workdir : root, env);
+	host_init(&sb->host, sbx, task_id, sb, cwd, env);
+	sb->host.isolated = isolated;
 	env = NULL;
 	for (size_t i = 0; i < d->n_mount_ids; i++) {
 		cleanup_free uint8_t *data = NULL;
@@ -909,7 +1001,7 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 		}
 	}
 
-	snapshot = snapshot_dir_of(sbx, d->image_id);
+	snapshot = isolated ? NULL : snapshot_dir_of(sbx, d->image_id);
 	sb->state = COVE_SANDBOX_PENDING;
 	if (snapshot) {
 		/* Its files come from a snapshot image: copy them off the event loop, then start. */

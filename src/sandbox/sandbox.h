@@ -51,6 +51,7 @@ struct cove_proc {
 	/* exit */
 	int exited;
 	int status; /* exit code (>= 0) or -signal */
+	int oom;    /* killed for exceeding its memory limit (status 137, as a shell reports SIGKILL) */
 	int timed_out;
 	double started_at, finished_at;
 	struct cove_waitlist waiters; /* TaskExecWait */
@@ -60,6 +61,9 @@ struct cove_proc {
 };
 
 /* A container processes can be started in. */
+struct cove_isolated;
+struct cove_container_mount;
+
 struct cove_exec_host {
 	struct cove_sandboxes *sbx;
 	char *task_id;
@@ -68,6 +72,7 @@ struct cove_exec_host {
 	size_t n_running;        /* execs still running */
 	char *cwd;               /* where processes start unless told otherwise */
 	char **envp;             /* the container's environment, which execs inherit (NULL-terminated) */
+	int isolated;            /* the linux runtime: commands and paths are the container's, not the host's */
 };
 
 enum cove_sandbox_state { COVE_SANDBOX_PENDING, COVE_SANDBOX_RUNNING, COVE_SANDBOX_FINISHED };
@@ -100,6 +105,10 @@ struct cove_sandbox {
 	int copies;                   /* snapshot copies from or into its directory still running */
 	int dir_removed;
 	int output_released;          /* its output and execs are gone (a while after it finished) */
+	struct cove_isolated *iso;    /* the linux runtime: its image, root filesystem and limits (else NULL) */
+	struct cove_container_mount *vmounts; /* volumes (and, isolated, Cove's helpers) bind-mounted into it */
+	size_t n_vmounts;
+	int volumes;                  /* it has volume views to commit when it ends */
 };
 
 /* The module. new: also registers the scheduler's stop hook. free: stops nothing (the runtime, freed after it,

@@ -9,9 +9,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "api/api.h"
+#include "image/builder.h"
+#include "sched/isolate.h"
+#include "util/hash.h"
 #include "grpc/server.h"
 #include "sandbox/internal.h"
 #include "server.h"
@@ -105,8 +109,13 @@ copy_dir(int sfd, int dfd, const char *path, int depth, struct cove_error **err)
 			cleanup_close int d2 = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (s2 < 0 || d2 < 0)
 				rv = cove_error_set_errno(err, errno, "snapshot: open directory %s", sub);
-			else if ((rv = copy_dir(s2, d2, sub, depth + 1, err)) == 0)
+			else if ((rv = copy_dir(s2, d2, sub, depth + 1, err)) == 0) {
 				fchmod(d2, st.st_mode & 07777);
+				/* An overlay layer's opaque directory (it hides what lower layers have there). */
+				char v[2];
+				if (fgetxattr(s2, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y')
+					fsetxattr(d2, "trusted.overlay.opaque", "y", 1, 0);
+			}
 		} else if (S_ISREG(st.st_mode)) {
 			rv = copy_file(sfd, dfd, name, st.st_mode, sub, err);
 		} else if (S_ISLNK(st.st_mode)) {
@@ -120,7 +129,12 @@ copy_dir(int sfd, int dfd, const char *path, int depth, struct cove_error **err)
 					rv = cove_error_set_errno(err, errno, "snapshot: symlink %s", sub);
 			}
 		}
-		/* Sockets, FIFOs and device nodes are not part of a snapshot. */
+		else if (S_ISCHR(st.st_mode) && st.st_rdev == 0) {
+			/* An overlay layer's whiteout: a file deleted in the sandbox stays deleted in its snapshot. */
+			if (mknodat(dfd, name, S_IFCHR | 0000, 0) < 0)
+				rv = cove_error_set_errno(err, errno, "snapshot: whiteout %s", sub);
+		}
+		/* Sockets, FIFOs and other device nodes are not part of a snapshot. */
 	}
 	if (rv == 0 && de == NULL && errno != 0)
 		rv = cove_error_set_errno(err, errno, "snapshot: read directory %s", path);
@@ -170,6 +184,8 @@ struct snap_job {
 	char *image_id;
 	char *key;
 	char *src, *tmp, *dst;
+	char *layer_hex; /* isolated: the snapshot is a layer on top of the sandbox's image */
+	char *base_image;
 	struct cove_call *call; /* NULL once the caller went away */
 	void (*reply)(struct cove_call *call, const char *image_id, struct cove_error *err);
 	struct cove_error *err;
@@ -187,6 +203,15 @@ static void
 snap_work(void *arg)
 {
 	struct snap_job *j = arg;
+	if (j->layer_hex) {
+		/* <layers>/.tmp-<image>/fs, then <layers>/<hex>: the layer store's own protocol. */
+		cleanup_free char *fs = xasprintf("%s/fs", j->tmp);
+		if (mkdir(j->tmp, 0755) < 0)
+			cove_error_set_errno(&j->err, errno, "snapshot: mkdir %s", j->tmp);
+		else if (snapshot_copy_tree(j->src, fs, &j->err) == 0 && rename(j->tmp, j->dst) < 0)
+			cove_error_set_errno(&j->err, errno, "snapshot: rename %s", j->tmp);
+		return;
+	}
 	if (snapshot_copy_tree(j->src, j->tmp, &j->err) == 0 && rename(j->tmp, j->dst) < 0)
 		cove_error_set_errno(&j->err, errno, "snapshot: rename %s", j->tmp);
 }
@@ -197,8 +222,10 @@ snap_done(void *arg)
 	struct snap_job *j = arg;
 	struct cove_sandboxes *sbx = j->sbx;
 	struct cove_sandbox *sb = cove_sandbox_get(sbx, j->sandbox_id);
+	if (j->err == NULL && j->layer_hex)
+		cove_builder_add_layer_image(sbx->ctx->builder, j->base_image, j->layer_hex, j->image_id, &j->err);
 	if (j->err == NULL) {
-		/* An empty record: the files are the image. */
+		/* An empty record: the files (or, isolated, the image manifest) are the image. */
 		if (cove_store_object_put(sbx->ctx->store, j->image_id, KIND, sb ? sb->app_id : NULL, sb ? sb->env : NULL,
 					  NULL, "", 0, &j->err) == 0 && j->key[0])
 			free(cove_map_put(&sbx->snap_keys, j->key, xstrdup(j->image_id)));
@@ -225,6 +252,8 @@ snap_done(void *arg)
 	free(j->src);
 	free(j->tmp);
 	free(j->dst);
+	free(j->layer_hex);
+	free(j->base_image);
 	free(j);
 }
 
@@ -248,9 +277,20 @@ cove_sandbox_snapshot(struct cove_sandbox *sb, const char *key, struct cove_call
 	j->sandbox_id = xstrdup(sb->id);
 	j->image_id = cove_id_new("im");
 	j->key = xstrdup(key);
-	j->src = xasprintf("%s/root", sb->dir);
-	j->tmp = xasprintf("%s/%s.tmp", sbx->snap_dir, j->image_id);
-	j->dst = xasprintf("%s/%s", sbx->snap_dir, j->image_id);
+	if (sb->iso) {
+		/* Isolated: its writable layer becomes a layer of a new image, on top of the sandbox's own. */
+		const char *layers = cove_builder_layers_dir(sbx->ctx->builder);
+		j->layer_hex = xmalloc(65);
+		cove_sha256_hex(j->image_id, strlen(j->image_id), j->layer_hex);
+		j->base_image = xstrdup(sb->def->image_id);
+		j->src = xstrdup(sb->iso->upper);
+		j->tmp = xasprintf("%s/.tmp-%s", layers, j->image_id);
+		j->dst = xasprintf("%s/%s", layers, j->layer_hex);
+	} else {
+		j->src = xasprintf("%s/root", sb->dir);
+		j->tmp = xasprintf("%s/%s.tmp", sbx->snap_dir, j->image_id);
+		j->dst = xasprintf("%s/%s", sbx->snap_dir, j->image_id);
+	}
 	j->call = call;
 	j->reply = reply;
 	cove_call_on_cancel(call, snap_cancelled, j);

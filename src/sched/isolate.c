@@ -129,22 +129,30 @@ int
 cove_isolate_prepare(struct cove_ctx *ctx, const Modal__Client__Function *def, const char *task_dir,
 		     struct cove_isolated *out, struct cove_error **err)
 {
+	cleanup_free char *what = xasprintf("function %s", def->function_name);
+	return cove_isolate_prepare_image(ctx, what, def->image_id, def->resources, task_dir, out, err);
+}
+
+int
+cove_isolate_prepare_image(struct cove_ctx *ctx, const char *what, const char *image_id,
+			   const Modal__Client__Resources *res, const char *task_dir, struct cove_isolated *out,
+			   struct cove_error **err)
+{
 	memset(out, 0, sizeof(*out));
-	const Modal__Client__Resources *res = def->resources;
 	const Modal__Client__GPUConfig *gpu = res ? res->gpu_config : NULL;
 	if (gpu && (gpu->count > 0 || (gpu->gpu_type && *gpu->gpu_type)) && access("/dev/nvidiactl", F_OK) < 0)
 		return cove_error_set(err, COVE_FAILED_PRECONDITION,
-				      "function %s asks for a GPU (%s%s%u) but this host has no NVIDIA GPU (/dev/nvidiactl is "
+				      "%s asks for a GPU (%s%s%u) but this host has no NVIDIA GPU (/dev/nvidiactl is "
 				      "missing)",
-				      def->function_name, gpu->gpu_type && *gpu->gpu_type ? gpu->gpu_type : "any",
-				      " x", gpu->count ? gpu->count : 1);
+				      what, gpu->gpu_type && *gpu->gpu_type ? gpu->gpu_type : "any", " x",
+				      gpu->count ? gpu->count : 1);
 	if (gpu && (gpu->count > 0 || (gpu->gpu_type && *gpu->gpu_type)))
 		return cove_error_set(err, COVE_UNIMPLEMENTED,
-				      "function %s asks for a GPU: passing NVIDIA devices into containers is not supported by "
-				      "Cove's linux runtime yet",
-				      def->function_name);
-	if (cove_builder_image(ctx->builder, def->image_id, &out->image, err) < 0)
-		return cove_error_wrap(err, "function %s", def->function_name);
+				      "%s asks for a GPU: passing NVIDIA devices into containers is not supported by Cove's "
+				      "linux runtime yet",
+				      what);
+	if (cove_builder_image(ctx->builder, image_id, &out->image, err) < 0)
+		return cove_error_wrap(err, "%s", what);
 	size_t n = out->image->n_layers;
 	out->layers = xcalloc(n + 1, sizeof(char *));
 	for (size_t i = 0; i < n; i++)

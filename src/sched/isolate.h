@@ -30,6 +30,10 @@ struct cove_isolated {
 /* From the function's image (which must be built) and resources. FAILED_PRECONDITION for a GPU this host lacks. */
 int cove_isolate_prepare(struct cove_ctx *ctx, const Modal__Client__Function *def, const char *task_dir,
 			 struct cove_isolated *out, struct cove_error **err);
+/* The same for any container (a sandbox): what names it in errors, its image and resources (NULL: none). */
+int cove_isolate_prepare_image(struct cove_ctx *ctx, const char *what, const char *image_id,
+			       const Modal__Client__Resources *res, const char *task_dir, struct cove_isolated *out,
+			       struct cove_error **err);
 void cove_isolate_clear(struct cove_isolated *iso);
 
 #endif

@@ -1196,6 +1196,8 @@ check_mount_path(struct cove_ctx *ctx, const char *task_root, const char *mp, st
 		if (under(below[i], mp))
 			return cove_error_set(err, COVE_INVALID_ARGUMENT, "a Volume cannot be mounted inside %s (%s)", below[i],
 					      mp);
+	if (ctx->builder)
+		return 0; /* the linux runtime: the container's paths are its own, not the host's */
 	char real[PATH_MAX];
 	const char *needed[4] = {ctx->cfg.state_dir, ctx->cfg.python, task_root, NULL};
 	if (ctx->cfg.python && realpath(ctx->cfg.python, real) != NULL)

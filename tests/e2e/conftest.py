@@ -51,10 +51,16 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
 
 
+def default_args() -> list[str] | None:
+    """COVE_TEST_RUNTIME=linux runs the suite's default servers with the linux runtime (scripts/test.sh does so
+    for the sandbox tests); otherwise they use the process runtime."""
+    return linux_runtime_args() if os.environ.get("COVE_TEST_RUNTIME") == "linux" else None
+
+
 @pytest.fixture(scope="session")
 def cove():
     """The shared server for the session. At teardown it must exit 0 on SIGTERM with no sanitizer report."""
-    server = _start(_state_dir())
+    server = _start(_state_dir(), default_args())
     yield server
     _finish(server)
 
@@ -85,7 +91,7 @@ def linux_cove():
 def fresh_cove():
     """A server of the test's own (restart tests, signals): `.stop()` / `.start()` reuse its state directory.
     At teardown it is stopped if still running and checked like the session server."""
-    server = _start(_state_dir())
+    server = _start(_state_dir(), default_args())
     yield server
     _finish(server)
 

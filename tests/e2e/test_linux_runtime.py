@@ -217,3 +217,71 @@ def test_cove_gc_removes_only_unreferenced_layers_and_status_reports_them(tmp_pa
     assert "removed 1 unused layer" in gc.stdout, gc.stdout
     assert not (images / "layers" / ("a" * 64)).exists()
     assert (images / "layers" / ("b" * 64) / "fs" / "etc" / "f").exists()
+
+
+# ---- sandboxes in the linux runtime ---------------------------------------------------------------------------
+
+SANDBOX_PRELUDE = """
+import json, os, time
+import modal
+app = modal.App.lookup("cove-e2e-linux-sandbox", create_if_missing=True)
+def out(p):
+    text = p.stdout.read()
+    p.wait()
+    return text
+"""
+
+
+def sandbox_json(cove, body: str, timeout: float = 300):
+    return run_json(cove, SANDBOX_PRELUDE + body, timeout=timeout)[0]
+
+
+def test_sandbox_is_isolated_and_cannot_reach_the_host(linux_cove, tmp_path):
+    marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
+    marker.write_text("host")
+    port = int(linux_cove.url.rsplit(":", 1)[1])
+    got = sandbox_json(linux_cove, f"""
+sb = modal.Sandbox.create(app=app)
+probe = "import os, socket\\n" \\
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\\n" \\
+        "try:\\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close(); net = 'open'\\n" \\
+        "except OSError as e:\\n    net = type(e).__name__\\n" \\
+        "print(len(pids), os.path.exists({str(marker)!r}), net, open('/etc/os-release').read().split()[0])"
+open_net = out(sb.exec("python3", "-c", probe)).split()
+sb.terminate()
+blocked = modal.Sandbox.create(app=app, block_network=True)
+closed_net = out(blocked.exec("python3", "-c", probe)).split()
+blocked.terminate()
+print("RESULT=" + json.dumps([open_net, closed_net]))
+""")
+    open_net, closed_net = got
+    assert int(open_net[0]) < 10, open_net  # its own PID namespace: a handful of processes, not the host's
+    assert open_net[1] == "False" and closed_net[1] == "False"  # host files are not there
+    assert open_net[2] == "open", open_net  # the host network by default...
+    assert closed_net[2] != "open", closed_net  # ...and none with block_network=True
+    assert 'PRETTY_NAME="Debian' in open_net[3]
+
+
+def test_sandbox_memory_limit_and_volume_and_snapshot(linux_cove):
+    vol = f"cove-e2e-sbvol-{uuid.uuid4().hex[:8]}"
+    got = sandbox_json(linux_cove, f"""
+vol = modal.Volume.from_name({vol!r}, create_if_missing=True)
+hog = "b = []\\nwhile True: b.append(bytearray(16 << 20))"
+sb = modal.Sandbox.create("python3", "-c", hog, app=app, memory=(64, 128))
+sb.wait()
+oom = [sb.returncode]
+sb = modal.Sandbox.create(app=app, volumes={{"/data": vol}})
+out(sb.exec("sh", "-c", "echo from-sandbox > /data/f.txt && echo snap > /opt/snap.txt && rm /etc/issue"))
+image = sb.snapshot_filesystem()
+sb.terminate()
+sb.wait(raise_on_termination=False)  # its volume's last commit
+from_volume = b"".join(vol.read_file("f.txt")).decode().strip()
+sb2 = modal.Sandbox.create(app=app, image=image)
+snap = out(sb2.exec("sh", "-c", "cat /opt/snap.txt; test -e /data/f.txt && echo volume-leaked || echo no-volume; "
+                                "test -e /etc/issue && echo undeleted || echo deleted"))
+sb2.terminate()
+print("RESULT=" + json.dumps({{"oom": oom, "volume": from_volume, "snap": snap.split()}}))
+""")
+    assert got["oom"] == [137], got
+    assert got["volume"] == "from-sandbox", got
+    assert got["snap"] == ["snap", "no-volume", "deleted"], got

@@ -1,6 +1,7 @@
 """Sandboxes, `sb.exec`, `sb.filesystem`, tunnels, snapshots, `modal shell` and `modal container`, driven by
-the official client against a real Cove (process runtime). Each scenario runs as a client script; its own
-asserts fail it, and the test shows what it printed and the server's log."""
+the official client against a real Cove: the process runtime, or with COVE_TEST_RUNTIME=linux the linux
+runtime (scripts/test.sh runs both). Each scenario runs as a client script; its own asserts fail it, and the
+test shows what it printed and the server's log."""
 
 import hashlib
 import json
@@ -17,7 +18,11 @@ import pytest
 import h2raw
 from harness import APPS, venv_bin
 
-PRELUDE = """
+# With the linux runtime a sandbox runs in its image (debian_slim), not on the host: its Python is the image's.
+LINUX = os.environ.get("COVE_TEST_RUNTIME") == "linux"
+
+PRELUDE = f"""
+SANDBOX_PY = {"python3" if LINUX else sys.executable!r}
 import hashlib, json, os, sys, threading, time
 import modal
 from modal.exception import (AlreadyExistsError, AuthError, ConflictError, InvalidError, NotFoundError,
@@ -218,6 +223,8 @@ def test_v2_entrypoint_stdin_and_stdout(cove):
     assert json.loads(values(out, "OUT")[0]) == "line one\nline two\n"
 
 
+@pytest.mark.skipif(LINUX, reason="process runtime only: the linux runtime gives block_network "
+                    "(test_linux_runtime.py tests it)")
 def test_definition_the_process_runtime_cannot_give_is_refused(cove):
     run_client(
         cove,
@@ -240,8 +247,18 @@ def test_definition_the_process_runtime_cannot_give_is_refused(cove):
 
 
 def test_secrets_env_and_workdir_and_no_user_token(cove, tmp_path):
-    workdir = tmp_path / "wd"
-    workdir.mkdir()
+    # A host directory for the process runtime; a path in the image (made on start) for the linux runtime.
+    workdir = "/srv/cove-wd" if LINUX else tmp_path / "wd"
+    if not LINUX:
+        workdir.mkdir()
+    # The client is on the host (process runtime), not in the sandbox's image (linux): only there can the
+    # sandbox run it to try the API.
+    api_check = "" if LINUX else """
+        code = "import modal; modal.Queue.from_name('q-from-sandbox', create_if_missing=True).hydrate()"
+        p = sb.exec(sys.executable, "-c", code, env={"MODAL_SERVER_URL": os.environ["MODAL_SERVER_URL"]})
+        err = p.stderr.read()
+        assert p.wait() != 0 and ("AuthError" in err or "token" in err.lower()), err
+    """
     out = run_client(
         cove,
         f"""
@@ -262,10 +279,7 @@ def test_secrets_env_and_workdir_and_no_user_token(cove, tmp_path):
                     secrets=[modal.Secret.from_dict({{"Y_SECRET": "y1"}})])
         assert p.stdout.read() == "/tmp\\nx1 y1\\n"
         # Without a token, the API refuses a client running inside the sandbox.
-        code = "import modal; modal.Queue.from_name('q-from-sandbox', create_if_missing=True).hydrate()"
-        p = sb.exec(sys.executable, "-c", code, env={{"MODAL_SERVER_URL": os.environ["MODAL_SERVER_URL"]}})
-        err = p.stderr.read()
-        assert p.wait() != 0 and ("AuthError" in err or "token" in err.lower()), err
+        {textwrap.indent(textwrap.dedent(api_check), "        ").strip()}
         print("OK")
         sb.terminate()
         """,
@@ -363,7 +377,7 @@ def test_100_mib_of_stdout_arrives_complete_and_in_order(cove):
         sb = modal.Sandbox.create(app=app)
         # Counting lines: any loss, duplication or reordering changes the digest.
         script = "import sys\\nw = sys.stdout.buffer.write\\nfor i in range(4_000_000): w(b'%025d\\\\n' % i)"
-        p = sb.exec(sys.executable, "-c", script, text=False)
+        p = sb.exec(SANDBOX_PY, "-c", script, text=False)
         h = hashlib.sha256()
         n = 0
         for chunk in p.stdout:
@@ -463,11 +477,10 @@ def test_tunnel_serves_an_http_server_in_the_sandbox(cove):
         """
         import socket, urllib.request
         s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-        sb = modal.Sandbox.create(app=app)
-        sb.filesystem.write_text("served from the sandbox", "/tmp/cove-e2e-tunnel-%d/index.html" % port)
-        sb.terminate()
-        sb = modal.Sandbox.create(sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                  app=app, unencrypted_ports=[port], workdir="/tmp/cove-e2e-tunnel-%d" % port)
+        d = "/tmp/cove-e2e-tunnel-%d" % port
+        serve = f"mkdir -p {d} && cd {d} && printf 'served from the sandbox' > index.html && " \
+                f"exec {SANDBOX_PY} -m http.server {port} --bind 127.0.0.1"
+        sb = modal.Sandbox.create("sh", "-c", serve, app=app, unencrypted_ports=[port])
         tunnel = sb.tunnels()[port]
         host, tport = tunnel.tcp_socket
         for _ in range(100):
