@@ -5,6 +5,7 @@
 #   3. the end-to-end suite (pytest, official modal client) against build/cove
 #   4. the same suite against build-asan/cove (ASan + UBSan), failing on any sanitizer report; build-asan/ is
 #      configured here (scripts/setup.sh --asan) if it does not exist yet
+#   After 3 and 4, as root: the sandbox tests again with the linux runtime (COVE_TEST_RUNTIME=linux).
 # Every stage runs even if an earlier one failed; the exit status is non-zero if any failed.
 # Extra arguments go to both pytest runs (e.g. scripts/test.sh -k spine -x).
 set -uo pipefail
@@ -38,10 +39,24 @@ fi
 stage "end-to-end tests against build/cove"
 COVE_BIN=build/cove .venv/bin/pytest -q tests/e2e "$@" || failed+=("e2e (build/cove)")
 
+# The sandbox suite once more with the linux runtime (the rest of the suite uses the process runtime; the
+# linux runtime's own tests are in test_linux_runtime.py). It needs root.
+if [ "$(id -u)" = 0 ]; then
+	stage "sandbox tests with the linux runtime against build/cove"
+	COVE_TEST_RUNTIME=linux COVE_BIN=build/cove .venv/bin/pytest -q tests/e2e/test_sandbox.py "$@" ||
+		failed+=("e2e sandboxes, linux runtime (build/cove)")
+fi
+
 stage "end-to-end tests against build-asan/cove (AddressSanitizer + UndefinedBehaviorSanitizer)"
 COVE_BIN=build-asan/cove COVE_START_TIMEOUT=60 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0 \
 	.venv/bin/pytest -q tests/e2e "$@" || failed+=("e2e (build-asan/cove)")
+if [ "$(id -u)" = 0 ]; then
+	stage "sandbox tests with the linux runtime against build-asan/cove"
+	COVE_TEST_RUNTIME=linux COVE_BIN=build-asan/cove COVE_START_TIMEOUT=60 \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0 \
+		.venv/bin/pytest -q tests/e2e/test_sandbox.py "$@" || failed+=("e2e sandboxes, linux runtime (build-asan/cove)")
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "test.sh: FAILED:" >&2
