@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
+#include <limits.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <event2/event.h>
@@ -85,6 +88,14 @@ struct joiner {
 	size_t next_entry; /* index of the next log entry to send */
 };
 
+/* A finished stage of a multi-stage Dockerfile (COPY --from=<name or index>, FROM <name>). */
+struct stage {
+	char *name; /* NULL: unnamed */
+	char state[65];
+	struct strv layers, env, shell, cmd, entrypoint;
+	char *workdir, *user;
+};
+
 struct build {
 	struct cove_builder *b;
 	char *image_id;
@@ -110,6 +121,11 @@ struct build {
 	char *tail; /* the last output of a RUN, for its error */
 	size_t tail_len;
 	time_t started;
+	/* Multi-stage: the stages before the current one, and the current one's name. */
+	struct stage *stages;
+	size_t n_stages;
+	char *stage_name;
+	int from_seen;
 };
 
 struct cove_builder {
@@ -736,11 +752,91 @@ pull_done(void *arg)
 		build_next(bd);
 }
 
+static void
+strv_copy(struct strv *dst, const struct strv *src)
+{
+	for (size_t i = 0; i < src->n; i++)
+		strv_add(dst, src->v[i]);
+}
+
+/* End the current stage: keep it for COPY --from and FROM, and start afresh. */
+static void
+stage_push(struct build *bd)
+{
+	bd->stages = xrealloc(bd->stages, (bd->n_stages + 1) * sizeof(*bd->stages));
+	struct stage *s = &bd->stages[bd->n_stages++];
+	memset(s, 0, sizeof(*s));
+	s->name = bd->stage_name;
+	bd->stage_name = NULL;
+	memcpy(s->state, bd->state, sizeof(s->state));
+	s->layers = bd->layers;
+	s->env = bd->env;
+	s->shell = bd->shell;
+	s->cmd = bd->cmd;
+	s->entrypoint = bd->entrypoint;
+	s->workdir = bd->workdir;
+	s->user = bd->user;
+	memset(&bd->layers, 0, sizeof(bd->layers));
+	memset(&bd->env, 0, sizeof(bd->env));
+	memset(&bd->shell, 0, sizeof(bd->shell));
+	memset(&bd->cmd, 0, sizeof(bd->cmd));
+	memset(&bd->entrypoint, 0, sizeof(bd->entrypoint));
+	bd->workdir = bd->user = NULL;
+	memset(bd->state, 0, sizeof(bd->state));
+}
+
+static void
+stages_free(struct build *bd)
+{
+	for (size_t i = 0; i < bd->n_stages; i++) {
+		struct stage *s = &bd->stages[i];
+		free(s->name);
+		strv_clear(&s->layers);
+		strv_clear(&s->env);
+		strv_clear(&s->shell);
+		strv_clear(&s->cmd);
+		strv_clear(&s->entrypoint);
+		free(s->workdir);
+		free(s->user);
+	}
+	free(bd->stages);
+	bd->stages = NULL;
+	bd->n_stages = 0;
+	free(bd->stage_name);
+	bd->stage_name = NULL;
+}
+
+/* A stage by name, or by index as Docker allows ("0"). */
+static const struct stage *
+stage_find(const struct build *bd, const char *name)
+{
+	for (size_t i = 0; i < bd->n_stages; i++)
+		if (bd->stages[i].name && strcasecmp(bd->stages[i].name, name) == 0)
+			return &bd->stages[i];
+	char *end;
+	unsigned long idx = strtoul(name, &end, 10);
+	if (*name && *end == '\0' && idx < bd->n_stages)
+		return &bd->stages[idx];
+	return NULL;
+}
+
 /* FROM: 1 done now, 0 continues asynchronously, -1 error. */
 static int
 step_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 {
 	cleanup_free char *ref = cove_dockerfile_expand(c->args[0], bd->args.v, bd->args.n);
+	const struct stage *st = stage_find(bd, ref);
+	if (st && !(ref[0] >= '0' && ref[0] <= '9')) {
+		memcpy(bd->state, st->state, sizeof(bd->state));
+		strv_copy(&bd->layers, &st->layers);
+		strv_copy(&bd->env, &st->env);
+		strv_copy(&bd->shell, &st->shell);
+		strv_copy(&bd->cmd, &st->cmd);
+		strv_copy(&bd->entrypoint, &st->entrypoint);
+		bd->workdir = st->workdir ? xstrdup(st->workdir) : NULL;
+		bd->user = st->user ? xstrdup(st->user) : NULL;
+		return 1;
+	}
 	for (size_t i = 0; i < bd->def->n_base_images; i++) {
 		const Modal__Client__BaseImage *bi = bd->def->base_images[i];
 		if (strcmp(bi->docker_tag, ref) != 0)
@@ -981,6 +1077,188 @@ out:
 /* ---- COPY (from the context mount) ---- */
 
 static char *expand(const struct build *bd, const char *text);
+static char *normalize_src(const char *s);
+
+/* Remove what is at path (a tree), if anything. */
+static void
+remove_any(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return;
+	if (S_ISDIR(st.st_mode)) {
+		struct cove_error *ignored = NULL;
+		cove_remove_tree(path, &ignored);
+		cove_error_free(ignored);
+	} else {
+		unlink(path);
+	}
+}
+
+static int
+is_whiteout(const struct stat *st)
+{
+	return S_ISCHR(st->st_mode) && st->st_rdev == 0;
+}
+
+/* Merge the tree at src (one layer's view of a path) onto dst, as an overlay stacks it: files and links
+ * replace, whiteouts delete, an opaque directory hides what was there before. */
+static int
+merge_tree(const char *src, const char *dst, struct cove_error **err)
+{
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return 0;
+	if (is_whiteout(&st)) {
+		remove_any(dst);
+		return 0;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		struct stat dt;
+		char v[2];
+		int opaque = getxattr(src, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y';
+		if (opaque || (lstat(dst, &dt) == 0 && !S_ISDIR(dt.st_mode)))
+			remove_any(dst);
+		if (mkdir(dst, st.st_mode & 07777) < 0 && errno != EEXIST)
+			return cove_error_set_errno(err, errno, "COPY: mkdir %s", dst);
+		chmod(dst, st.st_mode & 07777);
+		DIR *d = opendir(src);
+		if (d == NULL)
+			return cove_error_set_errno(err, errno, "COPY: read %s", src);
+		struct dirent *e;
+		int rv = 0;
+		while (rv == 0 && (e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			cleanup_free char *s2 = xasprintf("%s/%s", src, e->d_name);
+			cleanup_free char *d2 = xasprintf("%s/%s", dst, e->d_name);
+			rv = merge_tree(s2, d2, err);
+		}
+		closedir(d);
+		return rv;
+	}
+	remove_any(dst);
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(src, target, sizeof(target) - 1);
+		if (n < 0)
+			return cove_error_set_errno(err, errno, "COPY: readlink %s", src);
+		target[n] = '\0';
+		if (symlink(target, dst) < 0)
+			return cove_error_set_errno(err, errno, "COPY: symlink %s", dst);
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return 0; /* devices, fifos, sockets: not copied */
+	cleanup_free uint8_t *content = NULL;
+	size_t len = 0;
+	if (cove_read_file(src, &content, &len, err) < 0 ||
+	    cove_write_file_atomic(dst, content, len, (int)(st.st_mode & 07777), err) < 0)
+		return -1;
+	return 0;
+}
+
+/* COPY --from=<stage or earlier image> SRC... DST: the sources as the other image sees them (its layers
+ * merged), into a new layer. */
+static int
+step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
+{
+	struct strv layers = {0};
+	char state[65] = "";
+	const struct stage *st = stage_find(bd, c->from);
+	if (st) {
+		strv_copy(&layers, &st->layers);
+		memcpy(state, st->state, sizeof(state));
+	} else {
+		for (size_t i = 0; i < bd->def->n_base_images && layers.n == 0; i++) {
+			const Modal__Client__BaseImage *bi = bd->def->base_images[i];
+			if (strcmp(bi->docker_tag, c->from) != 0)
+				continue;
+			struct cove_image_info info;
+			if (manifest_read(bd->b, bi->image_id, &info, NULL, err) < 0)
+				return cove_error_wrap(err, "%s --from=%s", c->keyword, c->from);
+			for (size_t k = 0; k < info.n_layers; k++)
+				strv_add(&layers, info.layers[k]);
+			snprintf(state, sizeof(state), "%s", info.state);
+			cove_image_info_free(xmemdup(&info, sizeof(info)));
+		}
+	}
+	if (layers.n == 0)
+		return cove_error_set(err, COVE_UNIMPLEMENTED,
+				      "%s --from=%s: Cove's builder copies from earlier stages and images of this build only; "
+				      "for a registry image, add a stage: FROM %s AS src, then %s --from=src ...",
+				      c->keyword, c->from, c->from, c->keyword);
+	cleanup_free char *dst_raw = expand(bd, c->args[c->n_args - 1]);
+	cleanup_free char *dst = dst_raw[0] == '/' ? xstrdup(dst_raw)
+					       : xasprintf("%s/%s", bd->workdir ? bd->workdir : "", dst_raw);
+	size_t dl = strlen(dst);
+	int dst_dir = c->n_args > 2 || (dl && dst[dl - 1] == '/');
+	while (dl > 1 && dst[dl - 1] == '/')
+		dst[--dl] = '\0';
+	chain(bd, c->text, state);
+	int rv = 0;
+	if (!layer_needed(bd)) {
+		build_logf(bd, "  (cached)\n");
+	} else {
+		char rnd[17];
+		cove_random_base62(rnd, 16);
+		rnd[16] = '\0';
+		cleanup_free char *tmp = xasprintf("%s/copy-%s", bd->b->tmp_dir, rnd);
+		for (size_t s = 0; s + 1 < c->n_args && rv == 0; s++) {
+			cleanup_free char *src = normalize_src(c->args[s]);
+			const char *base = strrchr(src, '/') + 1;
+			int src_is_dir = 0, found = 0;
+			for (size_t k = 0; k < layers.n; k++) {
+				cleanup_free char *p = xasprintf("%s/%s%s", bd->b->layers_dir, layers.v[k], src);
+				struct stat sst;
+				if (lstat(p, &sst) == 0) {
+					found = !is_whiteout(&sst);
+					src_is_dir = S_ISDIR(sst.st_mode);
+				}
+			}
+			if (!found) {
+				rv = cove_error_set(err, COVE_NOT_FOUND, "%s %s: %s not found in %s", c->keyword, c->text,
+						    c->args[s], c->from);
+				break;
+			}
+			cleanup_free char *target = src_is_dir || !dst_dir ? xasprintf("%s%s", tmp, dst)
+									   : xasprintf("%s%s/%s", tmp, dst, base);
+			cleanup_free char *parent = xstrdup(target);
+			*strrchr(parent, '/') = '\0';
+			if (cove_mkdirs(parent, err) < 0) {
+				rv = -1;
+				break;
+			}
+			for (size_t k = 0; k < layers.n && rv == 0; k++) {
+				cleanup_free char *p = xasprintf("%s/%s%s", bd->b->layers_dir, layers.v[k], src);
+				rv = merge_tree(p, target, err);
+			}
+		}
+		if (rv == 0) {
+			struct stat tst;
+			if (stat(tmp, &tst) < 0)
+				cove_mkdirs(tmp, NULL);
+			rv = layer_commit(bd, tmp, err) < 0 ? -1 : 0;
+			if (rv == 0)
+				build_logf(bd, "  copied from %s\n", c->from);
+			strv_clear(&layers);
+			struct cove_error *ignored = NULL;
+			cove_remove_tree(tmp, &ignored);
+			cove_error_free(ignored);
+			return 1;
+		}
+		struct cove_error *ignored = NULL;
+		cove_remove_tree(tmp, &ignored);
+		cove_error_free(ignored);
+	}
+	if (rv == 0) {
+		char *rel = xasprintf("%s/fs", bd->layer_hex);
+		strv_add(&bd->layers, rel);
+		free(rel);
+	}
+	strv_clear(&layers);
+	return rv < 0 ? -1 : 1;
+}
 
 struct copy_item {
 	const Modal__Client__MountFile *f;
@@ -1007,8 +1285,7 @@ static int
 step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 {
 	if (c->from)
-		return cove_error_set(err, COVE_UNIMPLEMENTED, "%s --from=%s: copying from another image is not supported by "
-				      "Cove's builder yet", c->keyword, c->from);
+		return step_copy_from(bd, c, err);
 	if (bd->def->context_mount_id == NULL || *bd->def->context_mount_id == '\0')
 		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s %s: the image has no build context", c->keyword, c->text);
 	cleanup_free uint8_t *data = NULL;
@@ -1162,9 +1439,10 @@ step(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 		return cove_error_set(err, COVE_INVALID_ARGUMENT, "an image definition starts with FROM, not %s", c->keyword);
 	switch (c->op) {
 	case COVE_DF_FROM:
-		if (bd->layers.n)
-			return cove_error_set(err, COVE_UNIMPLEMENTED, "multi-stage Dockerfiles (a second FROM) are not supported by "
-					      "Cove's builder yet");
+		if (bd->from_seen)
+			stage_push(bd); /* multi-stage: the image is the last stage */
+		bd->from_seen = 1;
+		bd->stage_name = c->n_args > 1 ? xstrdup(c->args[1]) : NULL;
 		return step_from(bd, c, err);
 	case COVE_DF_RUN:
 		chain(bd, c->text, NULL);
@@ -1287,6 +1565,7 @@ build_free(struct build *bd)
 	free(bd->exception);
 	free(bd->scratch);
 	free(bd->tail);
+	stages_free(bd);
 	if (bd->def)
 		pb_free(bd->def);
 	free(bd->image_id);

@@ -285,3 +285,18 @@ print("RESULT=" + json.dumps({{"oom": oom, "volume": from_volume, "snap": snap.s
     assert got["oom"] == [137], got
     assert got["volume"] == "from-sandbox", got
     assert got["snap"] == ["snap", "no-volume", "deleted"], got
+
+
+def test_multi_stage_dockerfile_copies_from_stages(linux_cove, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM python:3.11-slim-bookworm AS builder\n"
+        "RUN mkdir -p /out/sub && echo built-in-stage > /out/sub/artifact.txt && echo gone > /out/rm.txt\n"
+        "RUN rm /out/rm.txt\n"
+        "FROM python:3.11-slim-bookworm\n"
+        "COPY --from=builder /out /app/out\n"
+        "COPY --from=0 /out/sub/artifact.txt /app/single.txt\n"
+    )
+    got, _ = modal_run_json(linux_cove, "multistage_app.py::main", COVE_TEST_DOCKER_CONTEXT=str(ctx))
+    assert got == {"tree": "built-in-stage", "deleted": False, "single": "built-in-stage", "stage_only": False}, got
