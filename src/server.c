@@ -22,6 +22,23 @@
 #include "util/ids.h"
 #include "util/log.h"
 
+/* <state>/api.sock, absolute; NULL (with a warning) when that path is too long for a Unix socket. */
+static char *
+api_socket_path(const char *state_dir)
+{
+	char *abs = realpath(state_dir, NULL);
+	if (abs == NULL)
+		return NULL;
+	char *sock = xasprintf("%s/api.sock", abs);
+	free(abs);
+	if (strlen(sock) >= 108) {
+		log_warn("the API's Unix socket path %s is too long; functions with block_network=True cannot run", sock);
+		free(sock);
+		return NULL;
+	}
+	return sock;
+}
+
 struct cove_ctx *
 cove_server_new(const struct cove_config *cfg, struct event_base *base, struct cove_error **err)
 {
@@ -51,10 +68,14 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		goto fail;
 	if ((ctx->api = cove_api_new(ctx, err)) == NULL)
 		goto fail;
+	/* The linux runtime's functions with block_network=True reach the API through a Unix socket mounted into
+	 * their empty network namespace. */
+	ctx->api_socket = ctx->builder ? api_socket_path(cfg->state_dir) : NULL;
 	struct cove_grpc_options opts = {
 		.address = cfg->address,
 		.port = cfg->port,
 		.max_message_bytes = 100 * 1024 * 1024 + 1024,
+		.unix_path = ctx->api_socket,
 	};
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
@@ -94,6 +115,7 @@ cove_server_free(struct cove_ctx *ctx)
 	free(ctx->server_url);
 	free(ctx->tasks_dir);
 	free(ctx->client_deps);
+	free(ctx->api_socket);
 	free(ctx);
 }
 

@@ -39,6 +39,7 @@ struct cove_ctx {
 	struct cove_gateway *gateway; /* web endpoints */
 	struct cove_builder *builder; /* images (linux runtime only; NULL with the process runtime) */
 	char *client_deps;            /* host directory with the client package (linux runtime) */
+	char *api_socket;             /* the API's Unix socket (linux runtime), or NULL */
 	char *server_url; /* what clients and containers dial: http://address:port */
 	char *tasks_dir;  /* <state>/tasks, one working directory per container */
 	int shutting_down;

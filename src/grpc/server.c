@@ -26,6 +26,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 
@@ -118,6 +120,8 @@ struct conn {
 struct cove_grpc_server {
 	struct event_base *base;
 	struct evconnlistener *listener;
+	struct evconnlistener *unix_listener; /* NULL unless asked for */
+	char *unix_path;
 	cove_grpc_router_fn router;
 	void *router_ctx;
 	cove_grpc_message_fn message_hook;
@@ -1037,6 +1041,29 @@ cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *op
 		return NULL;
 	}
 	evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+	if (opts->unix_path) {
+		struct sockaddr_un sun = {.sun_family = AF_UNIX};
+		if (strlen(opts->unix_path) >= sizeof(sun.sun_path)) {
+			cove_error_set(err, COVE_INVALID_ARGUMENT, "Unix socket path too long (%zu bytes, at most %zu): %s",
+				       strlen(opts->unix_path), sizeof(sun.sun_path) - 1, opts->unix_path);
+			evconnlistener_free(srv->listener);
+			free(srv);
+			return NULL;
+		}
+		strcpy(sun.sun_path, opts->unix_path);
+		unlink(opts->unix_path); /* a stale socket of an earlier run */
+		srv->unix_listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+							     -1, (struct sockaddr *)&sun, (int)sizeof(sun));
+		if (srv->unix_listener == NULL) {
+			cove_error_set_errno(err, errno, "listen on %s", opts->unix_path);
+			evconnlistener_free(srv->listener);
+			free(srv);
+			return NULL;
+		}
+		chmod(opts->unix_path, 0600);
+		evconnlistener_set_error_cb(srv->unix_listener, accept_error_cb);
+		srv->unix_path = xstrdup(opts->unix_path);
+	}
 	if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &sslen) == 0)
 		srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							   : ((struct sockaddr_in *)&ss)->sin_port);
@@ -1068,6 +1095,11 @@ cove_grpc_server_free(struct cove_grpc_server *srv)
 	if (srv == NULL)
 		return;
 	evconnlistener_free(srv->listener);
+	if (srv->unix_listener) {
+		evconnlistener_free(srv->unix_listener);
+		unlink(srv->unix_path);
+		free(srv->unix_path);
+	}
 	while (srv->conns)
 		conn_free(srv->conns);
 	nghttp2_session_callbacks_del(srv->callbacks);

@@ -32,6 +32,7 @@ struct cove_grpc_options {
 	const char *address;       /* "127.0.0.1" */
 	int port;                  /* 0: pick a free port */
 	size_t max_message_bytes;  /* larger messages answer RESOURCE_EXHAUSTED; default 100 MiB + 1 KiB */
+	const char *unix_path;     /* also listen on this Unix socket (replacing a stale one); NULL: not */
 };
 
 /* Bind and listen. Returns NULL and fills *err on failure (address in use, ...). */

@@ -164,7 +164,7 @@ cove_isolate_prepare_image(struct cove_ctx *ctx, const char *what, const char *i
 	out->rootfs.n_layers = n;
 	out->rootfs.scratch = out->scratch;
 	out->rootfs.user = out->image->user;
-	out->rootfs.block_network = 0; /* functions dial Cove's API over the host's loopback */
+	out->rootfs.block_network = 0; /* functions dial Cove's API over the host's loopback (unless blocked) */
 	if (res) {
 		out->limits.milli_cpu = res->milli_cpu;
 		out->limits.milli_cpu_max = res->milli_cpu_max;

@@ -1238,6 +1238,20 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 		vmounts[0] = (struct cove_container_mount){.source = xstrdup(ctx->client_deps), .target = xstrdup("/__modal/deps"),
 							   .read_only = 1};
 		n_vmounts++;
+		if (fn->def->block_network) {
+			/* No network at all: the API through its Unix socket, mounted into the container. */
+			if (ctx->api_socket == NULL) {
+				cove_error_set(err, COVE_FAILED_PRECONDITION,
+					       "function %s has block_network=True, and Cove has no API socket to give it (its "
+					       "state directory's path is too long for a Unix socket)",
+					       fn->tag);
+				goto out;
+			}
+			iso.rootfs.block_network = 1;
+			vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
+			vmounts[n_vmounts++] = (struct cove_container_mount){
+				.source = xstrdup(ctx->api_socket), .target = xstrdup("/__modal/api.sock"), .read_only = 0};
+		}
 		const char *ca = cove_isolate_ca_bundle(ctx);
 		if (ca) {
 			vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
@@ -1299,7 +1313,8 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	}
 	env[n_env++] = xstrdup("LANG=C.UTF-8");
 	env[n_env++] = xstrdup("PYTHONUNBUFFERED=1");
-	env[n_env++] = xasprintf("MODAL_SERVER_URL=%s", ctx->server_url);
+	env[n_env++] = iso.rootfs.block_network ? xstrdup("MODAL_SERVER_URL=unix:///__modal/api.sock")
+						 : xasprintf("MODAL_SERVER_URL=%s", ctx->server_url);
 	env[n_env++] = xstrdup("MODAL_IS_REMOTE=1");
 	env[n_env++] = xasprintf("MODAL_CONTAINER_ARGUMENTS_PATH=%s", args_path);
 	env[n_env++] = xasprintf("MODAL_TASK_ID=%s", t->id);

@@ -300,3 +300,15 @@ def test_multi_stage_dockerfile_copies_from_stages(linux_cove, tmp_path):
     )
     got, _ = modal_run_json(linux_cove, "multistage_app.py::main", COVE_TEST_DOCKER_CONTEXT=str(ctx))
     assert got == {"tree": "built-in-stage", "deleted": False, "single": "built-in-stage", "stage_only": False}, got
+
+
+def test_block_network_function_has_no_network_but_runs(linux_cove):
+    port = int(linux_cove.url.rsplit(":", 1)[1])
+    code = f"""
+import json, isolation
+with isolation.app.run():
+    print("RESULT=" + json.dumps(isolation.offline.remote({port})))
+"""
+    (net, ifaces), _ = run_json(linux_cove, code)
+    assert net != "open", net
+    assert ifaces == ["lo"], ifaces

@@ -43,3 +43,16 @@ def spin(seconds: float) -> dict:
     while time.monotonic() - w0 < seconds:
         pass
     return {"wall": time.monotonic() - w0, "cpu": time.process_time() - c0}
+
+
+@app.function(block_network=True)
+def offline(port: int) -> list:
+    """block_network=True: nothing reachable, yet the call itself works (Cove's API over a Unix socket)."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        net = "open"
+    except OSError as e:
+        net = type(e).__name__
+    return [net, sorted(os.listdir("/sys/class/net"))]
