@@ -1260,11 +1260,6 @@ step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error 
 	return rv < 0 ? -1 : 1;
 }
 
-struct copy_item {
-	const Modal__Client__MountFile *f;
-	char *dest;
-};
-
 static char *
 normalize_src(const char *s)
 {
@@ -1281,21 +1276,69 @@ normalize_src(const char *s)
 	return p;
 }
 
+/* A file of the build context: from the context mount (content in the blob store), or sent inline with the
+ * image definition (Image.context_files: requirements files and the like). */
+struct ctx_file {
+	const char *filename; /* absolute, from the context's root */
+	char sha256[65];
+	unsigned mode;
+	const ProtobufCBinaryData *inline_data; /* NULL: in the blob store */
+};
+
+struct copy_item {
+	const struct ctx_file *f;
+	char *dest;
+};
+
+static int
+copy_item_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct copy_item *)a)->dest, ((const struct copy_item *)b)->dest);
+}
+
 static int
 step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 {
 	if (c->from)
 		return step_copy_from(bd, c, err);
-	if (bd->def->context_mount_id == NULL || *bd->def->context_mount_id == '\0')
+	const Modal__Client__Image *def = bd->def;
+	int has_mount = def->context_mount_id && *def->context_mount_id;
+	if (!has_mount && def->n_context_files == 0)
 		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s %s: the image has no build context", c->keyword, c->text);
-	cleanup_free uint8_t *data = NULL;
-	size_t len = 0;
-	if (cove_store_object_get(bd->b->ctx->store, bd->def->context_mount_id, NULL, &data, &len, err) < 0)
-		return cove_error_wrap(err, "context mount %s", bd->def->context_mount_id);
-	Modal__Client__MountGetOrCreateRequest *m =
-		pb_unpack(&modal__client__mount_get_or_create_request__descriptor, data, len);
-	if (m == NULL)
-		return cove_error_set(err, COVE_DATA_LOSS, "mount %s is corrupt in the store", bd->def->context_mount_id);
+	Modal__Client__MountGetOrCreateRequest *m = NULL;
+	if (has_mount) {
+		cleanup_free uint8_t *data = NULL;
+		size_t len = 0;
+		if (cove_store_object_get(bd->b->ctx->store, def->context_mount_id, NULL, &data, &len, err) < 0)
+			return cove_error_wrap(err, "context mount %s", def->context_mount_id);
+		m = pb_unpack(&modal__client__mount_get_or_create_request__descriptor, data, len);
+		if (m == NULL)
+			return cove_error_set(err, COVE_DATA_LOSS, "mount %s is corrupt in the store", def->context_mount_id);
+	}
+	size_t n_files = (m ? m->n_files : 0) + def->n_context_files;
+	struct ctx_file *files = xcalloc(n_files + 1, sizeof(*files));
+	size_t nf = 0;
+	for (size_t i = 0; m && i < m->n_files; i++) {
+		files[nf].filename = m->files[i]->filename;
+		snprintf(files[nf].sha256, sizeof(files[nf].sha256), "%s", m->files[i]->sha256_hex);
+		files[nf].mode = m->files[i]->_mode_case ? m->files[i]->mode & 07777 : 0644;
+		nf++;
+	}
+	for (size_t i = 0; i < def->n_context_files; i++) {
+		const Modal__Client__ImageContextFile *cf = def->context_files[i];
+		if (cf->filename == NULL || cf->filename[0] != '/' || strstr(cf->filename, "/../")) {
+			free(files);
+			if (m)
+				pb_free(m);
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "context file %s: not an absolute, normalized path",
+					      cf->filename ? cf->filename : "");
+		}
+		files[nf].filename = cf->filename;
+		cove_sha256_hex(cf->data.data, cf->data.len, files[nf].sha256);
+		files[nf].mode = 0644;
+		files[nf].inline_data = &cf->data;
+		nf++;
+	}
 	cleanup_free char *dst_raw = expand(bd, c->args[c->n_args - 1]);
 	char *dst = dst_raw[0] == '/' ? xstrdup(dst_raw)
 				       : xasprintf("%s/%s", bd->workdir ? bd->workdir : "", dst_raw);
@@ -1310,8 +1353,8 @@ step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err
 		cleanup_free char *src = normalize_src(c->args[s]);
 		int glob = strpbrk(src, "*?[") != NULL;
 		size_t found = 0;
-		for (size_t i = 0; i < m->n_files; i++) {
-			const char *fn = m->files[i]->filename;
+		for (size_t i = 0; i < nf; i++) {
+			const char *fn = files[i].filename;
 			size_t sl = strlen(src);
 			char *dest = NULL;
 			if (strcmp(src, "/") == 0) {
@@ -1338,20 +1381,23 @@ step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err
 			if (dest == NULL)
 				continue;
 			items = xrealloc(items, (n_items + 1) * sizeof(*items));
-			items[n_items++] = (struct copy_item){m->files[i], dest};
+			items[n_items++] = (struct copy_item){&files[i], dest};
 			found++;
 		}
 		if (found == 0)
 			rv = cove_error_set(err, COVE_NOT_FOUND, "%s %s: %s not found in the build context", c->keyword,
 					    c->text, c->args[s]);
 	}
-	/* The layer's key: what lands where, with which content and mode. */
+	/* The layer's key: what lands where, with which content and mode, in an order of its own (the client
+	 * uploads a directory's files in no particular order). */
+	if (n_items > 1)
+		qsort(items, n_items, sizeof(*items), copy_item_cmp);
+	unsigned chmod_mode = c->chmod ? (unsigned)strtoul(c->chmod, NULL, 8) : 0;
 	char *digest_text = NULL;
 	size_t digest_len = 0;
 	FILE *df = open_memstream(&digest_text, &digest_len);
 	for (size_t i = 0; i < n_items; i++)
-		fprintf(df, "%s %s %o\n", items[i].dest, items[i].f->sha256_hex,
-			items[i].f->_mode_case ? items[i].f->mode : 0644);
+		fprintf(df, "%s %s %o\n", items[i].dest, items[i].f->sha256, chmod_mode ? chmod_mode : items[i].f->mode);
 	fclose(df);
 	if (rv == 0) {
 		chain(bd, c->text, digest_text);
@@ -1365,18 +1411,25 @@ step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err
 			cove_random_base62(rnd, 16);
 			rnd[16] = '\0';
 			cleanup_free char *tmp = xasprintf("%s/copy-%s", bd->b->tmp_dir, rnd);
-			unsigned chmod_mode = c->chmod ? (unsigned)strtoul(c->chmod, NULL, 8) : 0;
 			for (size_t i = 0; i < n_items && rv == 0; i++) {
+				const struct ctx_file *f = items[i].f;
 				cleanup_free char *path = xasprintf("%s%s", tmp, items[i].dest);
 				cleanup_free char *dir = xstrdup(path);
 				*strrchr(dir, '/') = '\0';
-				cleanup_free char *blob = cove_blobstore_file_path(bd->b->ctx->blobs, items[i].f->sha256_hex);
-				cleanup_free uint8_t *content = NULL;
-				size_t clen = 0;
-				int mode = chmod_mode ? (int)chmod_mode : items[i].f->_mode_case ? (int)(items[i].f->mode & 07777) : 0644;
-				if (cove_mkdirs(dir, err) < 0 || cove_read_file(blob, &content, &clen, err) < 0 ||
-				    cove_write_file_atomic(path, content, clen, mode, err) < 0)
+				int mode = (int)(chmod_mode ? chmod_mode : f->mode);
+				if (cove_mkdirs(dir, err) < 0) {
 					rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+				} else if (f->inline_data) {
+					if (cove_write_file_atomic(path, f->inline_data->data, f->inline_data->len, mode, err) < 0)
+						rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+				} else {
+					cleanup_free char *blob = cove_blobstore_file_path(bd->b->ctx->blobs, f->sha256);
+					cleanup_free uint8_t *content = NULL;
+					size_t clen = 0;
+					if (cove_read_file(blob, &content, &clen, err) < 0 ||
+					    cove_write_file_atomic(path, content, clen, mode, err) < 0)
+						rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+				}
 			}
 			if (rv == 0)
 				rv = layer_commit(bd, tmp, err);
@@ -1391,8 +1444,10 @@ step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err
 	for (size_t i = 0; i < n_items; i++)
 		free(items[i].dest);
 	free(items);
+	free(files);
 	free(dst);
-	pb_free(m);
+	if (m)
+		pb_free(m);
 	return rv < 0 ? -1 : 1;
 }
 
@@ -1408,6 +1463,20 @@ expand(const struct build *bd, const char *text)
 	for (size_t i = 0; i < bd->env.n; i++)
 		strv_add(&vars, bd->env.v[i]);
 	char *out = cove_dockerfile_expand(text, vars.v, vars.n);
+	strv_clear(&vars);
+	return out;
+}
+
+/* An ENV or ARG value: quotes processed and variables expanded, as Docker does. */
+static char *
+word(const struct build *bd, const char *raw)
+{
+	struct strv vars = {0};
+	for (size_t i = 0; i < bd->args.n; i++)
+		strv_add(&vars, bd->args.v[i]);
+	for (size_t i = 0; i < bd->env.n; i++)
+		strv_add(&vars, bd->env.v[i]);
+	char *out = cove_dockerfile_word(raw, vars.v, vars.n);
 	strv_clear(&vars);
 	return out;
 }
@@ -1431,6 +1500,12 @@ set_list(struct strv *l, const struct cove_df_cmd *c, const struct strv *shell)
 	strv_add(l, c->text);
 }
 
+static int
+strcmp_ptr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Run one step: 1 done, 0 continues asynchronously, -1 error. */
 static int
 step(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
@@ -1444,8 +1519,26 @@ step(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 		bd->from_seen = 1;
 		bd->stage_name = c->n_args > 1 ? xstrdup(c->args[1]) : NULL;
 		return step_from(bd, c, err);
-	case COVE_DF_RUN:
-		chain(bd, c->text, NULL);
+	case COVE_DF_RUN: {
+		/* The secrets' values are inputs of the step too: a changed secret reruns it. */
+		char secrets[65] = "";
+		if (bd->def->n_secret_ids) {
+			struct strv env = {0};
+			if (secret_env(bd, &env, err) < 0) {
+				strv_clear(&env);
+				return -1;
+			}
+			qsort(env.v, env.n, sizeof(char *), strcmp_ptr);
+			struct cove_sha256_ctx *h = cove_sha256_new();
+			for (size_t i = 0; i < env.n; i++)
+				cove_sha256_update(h, env.v[i], strlen(env.v[i]) + 1);
+			uint8_t d[32];
+			cove_sha256_final(h, d);
+			cove_hex(d, 32, secrets);
+			secrets[64] = '\0';
+			strv_clear(&env);
+		}
+		chain(bd, c->text, secrets[0] ? secrets : NULL);
 		if (!layer_needed(bd)) {
 			build_logf(bd, "  (cached)\n");
 			char *rel = xasprintf("%s/fs", bd->layer_hex);
@@ -1454,22 +1547,33 @@ step(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 			return 1;
 		}
 		return step_run(bd, c, err) < 0 ? -1 : 0;
+	}
 	case COVE_DF_COPY:
 		return step_copy(bd, c, err);
-	case COVE_DF_ENV:
+	case COVE_DF_ENV: {
+		/* The key covers the values as set (after quotes and expansion), not only the text. */
+		char *set = NULL;
+		size_t set_len = 0;
+		FILE *f = open_memstream(&set, &set_len);
 		for (size_t i = 0; i + 1 < c->n_args; i += 2) {
-			char *v = expand(bd, c->args[i + 1]);
+			char *v = word(bd, c->args[i + 1]);
 			env_set(&bd->env, c->args[i], v);
+			fprintf(f, "%zu:%s=%s\n", strlen(v), c->args[i], v); /* length-prefixed: any value */
 			free(v);
 		}
-		break;
+		fclose(f);
+		chain(bd, "ENV", set);
+		free(set);
+		return 1;
+	}
 	case COVE_DF_ARG:
 		for (size_t i = 0; i + 1 < c->n_args; i += 2) {
 			const char *given = NULL;
 			for (size_t k = 0; k < bd->def->n_build_args; k++)
 				if (strcmp(bd->def->build_args[k]->key, c->args[i]) == 0)
 					given = bd->def->build_args[k]->value;
-			const char *v = given ? given : c->args[i + 1];
+			cleanup_free char *dflt = !given && c->args[i + 1] ? word(bd, c->args[i + 1]) : NULL;
+			const char *v = given ? given : dflt;
 			env_set(&bd->args, c->args[i], v ? v : "");
 			char *kv = xasprintf("%s=%s", c->args[i], v ? v : "");
 			chain(bd, "ARG", kv);

@@ -131,11 +131,38 @@ split_words(const char *s, struct cove_df_cmd *c)
 	return 0;
 }
 
+/* Split on unquoted whitespace, keeping quotes and backslashes (cove_dockerfile_word processes them). */
+static int
+split_words_raw(const char *s, struct cove_df_cmd *c)
+{
+	while (*s) {
+		while (isspace((unsigned char)*s))
+			s++;
+		if (*s == '\0')
+			break;
+		const char *start = s;
+		char q = 0;
+		while (*s && (q || !isspace((unsigned char)*s))) {
+			if (q == 0 && (*s == '"' || *s == '\''))
+				q = *s;
+			else if (q && *s == q)
+				q = 0;
+			else if (*s == '\\' && q != '\'' && s[1])
+				s++;
+			s++;
+		}
+		if (q)
+			return -1;
+		add_arg(c, xstrndup(start, (size_t)(s - start)));
+	}
+	return 0;
+}
+
 static int
 parse_pairs(const char *text, struct cove_df_cmd *c, int is_arg, struct cove_error **err)
 {
 	struct cove_df_cmd words = {0};
-	if (split_words(text, &words) < 0) {
+	if (split_words_raw(text, &words) < 0) {
 		cove_df_cmd_clear(&words);
 		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s %s: unbalanced quotes", c->keyword, text);
 	}
@@ -321,6 +348,51 @@ sb_add(struct sbuf *b, const char *s, size_t len)
 	b->p[b->n] = '\0';
 }
 
+/* Expand the $NAME or ${...} at *s (which points at the '$') into b; advance *s past it. */
+static void
+expand_dollar(const char **sp, struct sbuf *b, char *const *vars, size_t n_vars)
+{
+	const char *s = *sp;
+	if (s[1] == '{') {
+		const char *end = strchr(s + 2, '}');
+		if (end == NULL) {
+			sb_add(b, s, strlen(s));
+			*sp = s + strlen(s);
+			return;
+		}
+		const char *name = s + 2;
+		size_t nl = 0;
+		while (name + nl < end && (isalnum((unsigned char)name[nl]) || name[nl] == '_'))
+			nl++;
+		const char *val = lookup(name, nl, vars, n_vars);
+		const char *mod = name + nl;
+		if (mod + 1 < end && mod[0] == ':' && (mod[1] == '-' || mod[1] == '+')) {
+			const char *word = mod + 2;
+			size_t wl = (size_t)(end - word);
+			if (mod[1] == '-')
+				val && *val ? sb_add(b, val, strlen(val)) : sb_add(b, word, wl);
+			else if (val && *val)
+				sb_add(b, word, wl);
+		} else if (val) {
+			sb_add(b, val, strlen(val));
+		}
+		*sp = end + 1;
+		return;
+	}
+	size_t nl = 0;
+	while (isalnum((unsigned char)s[1 + nl]) || s[1 + nl] == '_')
+		nl++;
+	if (nl == 0) {
+		sb_add(b, s, 1);
+		*sp = s + 1;
+		return;
+	}
+	const char *val = lookup(s + 1, nl, vars, n_vars);
+	if (val)
+		sb_add(b, val, strlen(val));
+	*sp = s + 1 + nl;
+}
+
 char *
 cove_dockerfile_expand(const char *s, char *const *vars, size_t n_vars)
 {
@@ -330,48 +402,45 @@ cove_dockerfile_expand(const char *s, char *const *vars, size_t n_vars)
 		if (s[0] == '\\' && s[1] == '$') {
 			sb_add(&b, "$", 1);
 			s += 2;
-			continue;
-		}
-		if (*s != '$') {
+		} else if (*s == '$') {
+			expand_dollar(&s, &b, vars, n_vars);
+		} else {
 			sb_add(&b, s++, 1);
-			continue;
 		}
-		if (s[1] == '{') {
-			const char *end = strchr(s + 2, '}');
-			if (end == NULL) {
-				sb_add(&b, s, strlen(s));
-				break;
-			}
-			const char *name = s + 2;
-			size_t nl = 0;
-			while (name + nl < end && (isalnum((unsigned char)name[nl]) || name[nl] == '_'))
-				nl++;
-			const char *val = lookup(name, nl, vars, n_vars);
-			const char *mod = name + nl;
-			if (mod + 1 < end && mod[0] == ':' && (mod[1] == '-' || mod[1] == '+')) {
-				const char *word = mod + 2;
-				size_t wl = (size_t)(end - word);
-				if (mod[1] == '-')
-					val && *val ? sb_add(&b, val, strlen(val)) : sb_add(&b, word, wl);
-				else if (val && *val)
-					sb_add(&b, word, wl);
-			} else if (val) {
-				sb_add(&b, val, strlen(val));
-			}
-			s = end + 1;
-			continue;
-		}
-		size_t nl = 0;
-		while (isalnum((unsigned char)s[1 + nl]) || s[1 + nl] == '_')
-			nl++;
-		if (nl == 0) {
+	}
+	return b.p;
+}
+
+char *
+cove_dockerfile_word(const char *s, char *const *vars, size_t n_vars)
+{
+	struct sbuf b = {0};
+	sb_add(&b, "", 0);
+	char q = 0;
+	while (*s) {
+		if (q == '\'') {
+			if (*s == '\'')
+				q = 0;
+			else
+				sb_add(&b, s, 1);
+			s++;
+		} else if (*s == '\\' && s[1]) {
+			/* In double quotes only \", \\ and \$ are escapes; elsewhere any character is. */
+			if (q == '"' && s[1] != '"' && s[1] != '\\' && s[1] != '$')
+				sb_add(&b, s, 2);
+			else
+				sb_add(&b, s + 1, 1);
+			s += 2;
+		} else if (*s == '$') {
+			expand_dollar(&s, &b, vars, n_vars);
+		} else if (q == 0 && (*s == '"' || *s == '\'')) {
+			q = *s++;
+		} else if (q == '"' && *s == '"') {
+			q = 0;
+			s++;
+		} else {
 			sb_add(&b, s++, 1);
-			continue;
 		}
-		const char *val = lookup(s + 1, nl, vars, n_vars);
-		if (val)
-			sb_add(&b, val, strlen(val));
-		s += 1 + nl;
 	}
 	return b.p;
 }

@@ -26,8 +26,9 @@ struct cove_df_cmd {
 	char *keyword; /* upper-case, as written: "RUN" */
 	char *text;    /* everything after the keyword (and its flags), trimmed */
 	int json;      /* RUN/CMD/ENTRYPOINT/SHELL in exec form: args is the JSON array */
-	char **args;   /* exec form: the array; COPY: sources then destination; ENV/ARG: name, value pairs (value
-			* NULL for an ARG without default); FROM: reference [, stage name]; others: text as one arg */
+	char **args;   /* exec form: the array; COPY: sources then destination; ENV/ARG: name, value pairs, the value
+			* as written, quotes included (see cove_dockerfile_word; NULL for an ARG without default); FROM:
+			* reference [, stage name]; others: text as one arg */
 	size_t n_args;
 	char *from;    /* COPY --from= */
 	char *chmod;   /* COPY --chmod= (octal) */
@@ -44,5 +45,10 @@ void cove_df_cmd_clear(struct cove_df_cmd *c);
 /* $NAME and ${NAME} (and ${NAME:-default}, ${NAME:+alt}) from vars ("NAME=value" strings, later ones win);
  * unknown names expand to "". A backslash escapes a dollar. Caller frees. */
 char *cove_dockerfile_expand(const char *s, char *const *vars, size_t n_vars);
+
+/* One word as Docker reads ENV and ARG values: 'single quotes' keep everything literal, "double quotes" expand
+ * variables (\", \\ and \$ escape), unquoted text expands variables and a backslash escapes any character;
+ * the quotes themselves go. Caller frees. */
+char *cove_dockerfile_word(const char *s, char *const *vars, size_t n_vars);
 
 #endif

@@ -1212,6 +1212,7 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	/* Under the linux runtime the container's files are written into its writable layer, at the paths the
 	 * container sees; the process runtime mirrors those paths under the task directory. */
 	struct cove_isolated iso = {0};
+	char **full_argv = NULL; /* the image's ENTRYPOINT, then argv */
 	const char *layout_root = t->dir;
 	int rv = -1;
 	if (ctx->builder) {
@@ -1329,8 +1330,21 @@ task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **e
 	env[n_env] = NULL;
 
 	argv[0] = iso.image ? "python" : (char *)ctx->cfg.python;
-	struct cove_container_spec spec = {
-		.id = t->id, .workdir = root, .argv = argv, .envp = env, .mounts = vmounts, .n_mounts = n_vmounts};
+	/* An image's ENTRYPOINT runs first and execs the runtime's command ("exec \"$@\""), as the docs ask. */
+	if (iso.image && iso.image->n_entrypoint > 0) {
+		full_argv = xcalloc(iso.image->n_entrypoint + 4, sizeof(char *));
+		size_t k = 0;
+		for (size_t i = 0; i < iso.image->n_entrypoint; i++)
+			full_argv[k++] = iso.image->entrypoint[i];
+		for (size_t i = 0; i < 3; i++)
+			full_argv[k++] = argv[i];
+	}
+	struct cove_container_spec spec = {.id = t->id,
+					   .workdir = root,
+					   .argv = full_argv ? full_argv : argv,
+					   .envp = env,
+					   .mounts = vmounts,
+					   .n_mounts = n_vmounts};
 	if (iso.image) {
 		spec.workdir = iso.image->workdir ? iso.image->workdir : "/root";
 		spec.rootfs = &iso.rootfs;
@@ -1361,6 +1375,7 @@ out:
 	free(env);
 	cove_volume_mounts_free(vmounts, n_vmounts);
 	cove_isolate_clear(&iso);
+	free(full_argv);
 	if (t) {
 		if (vmounts)
 			cove_volview_task_exit(t->id);

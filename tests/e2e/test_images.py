@@ -1,7 +1,7 @@
 """Image methods with the official client against the linux runtime, each observed from inside the function
 (apps/linux/image_features.py): requirements files, pyproject.toml, pip options, local files (copied and
 mounted), entrypoint/cmd, env values, force_build and MODAL_FORCE_BUILD, failing steps, build secrets, and
-bases Cove cannot reach. Tests marked xfail(strict=True) document a Cove bug each (the reason says which)."""
+bases Cove cannot reach."""
 
 import json
 import os
@@ -46,14 +46,6 @@ def steps(r) -> list[str]:
 # --- Python packages -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cove bug: the builder ignores Image.context_files (the file contents the client sends inline with the "
-    "definition), so pip_install_from_requirements' `COPY /.requirements.txt /.requirements.txt` fails with "
-    "'the image has no build context' (src/image/builder.c step_copy only reads context_mount_id). "
-    "poetry_install_from_file, micromamba_install(spec_file=) and uv_pip_install(requirements=) use the same "
-    "mechanism.",
-)
 def test_pip_install_from_requirements(linux_cove, tmp_path):
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("# installed by test_images.py\nsix\n")
@@ -132,14 +124,6 @@ def test_local_files_copied_into_the_image_and_mounted_at_start(linux_cove, tmp_
     assert got["read"]["/opt/cove/file.txt"] == f"copied {token}\n", got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cove bug: a COPY layer's cache key depends on the order of the files in the context mount. "
-    "builder.c step_copy() hashes the copied items in the order of MountGetOrCreateRequest.files, which the client "
-    "sends in upload-completion order (mount.py async_map), not sorted (api/mount.c sorts them for its own checksum). "
-    "So a COPY of a directory of several files is rebuilt ('copied N files', never '(cached)') whenever a later "
-    "Dockerfile step changes, and so is every step after it.",
-)
 def test_copy_of_a_directory_is_cached_when_a_later_step_changes(linux_cove, tmp_path):
     ctx = tmp_path / "ctx"
     token = uuid.uuid4().hex
@@ -170,7 +154,7 @@ def _entrypoint_script(tmp_path: Path) -> Path:
     return ep
 
 
-ENV_PROBE = {"env": ["COVE_SPACES", "COVE_DOLLAR", "COVE_QUOTES"], "read": ["/opt/env-at-build"]}
+ENV_PROBE = {"env": ["COVE_SPACES", "COVE_DOLLAR", "COVE_QUOTES"], "read": ["/opt/env-at-build", "/tmp/cove-ep-ran"]}
 
 
 def test_entrypoint_and_cmd_do_not_break_functions_and_env_values_keep_spaces_and_quotes(linux_cove, tmp_path):
@@ -181,20 +165,15 @@ def test_entrypoint_and_cmd_do_not_break_functions_and_env_values_keep_spaces_an
     }
     got, r = run_variant(linux_cove, "env_entrypoint", ENV_PROBE,
                          COVE_TEST_ENTRYPOINT=str(_entrypoint_script(tmp_path)), COVE_TEST_ENV=json.dumps(values))
-    # The function ran (CMD is /bin/false: a container that ran it would not have answered).
+    # The function ran (CMD is /bin/false: a container that ran it would not have answered), through the
+    # image's ENTRYPOINT, which execs the runtime's command as the docs ask.
     assert got["cwd"] == "/root", got
+    assert got["read"]["/tmp/cove-ep-ran"] == "ran with: python -m modal._container_entrypoint\n", got
     assert got["env"] == values, got
     assert got["read"]["/opt/env-at-build"] == "|".join(values[k] for k in ("COVE_SPACES", "COVE_DOLLAR",
                                                                             "COVE_QUOTES")), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cove bug: ENV expands $VAR / ${VAR} inside single quotes. Image.env() sends "
-    "`ENV K=<shlex.quote(value)>`, i.e. `ENV COVE_DOLLAR='cost $5 and ${HOME}'`, and Docker keeps single-quoted "
-    "text literal, but Cove's dockerfile.c split_words() drops the quotes before builder.c expands the value "
-    "(cove_dockerfile_expand), so the function sees 'cost  and ' ($5 and ${HOME} become empty).",
-)
 def test_env_values_with_dollar_signs_survive(linux_cove, tmp_path):
     values = {
         "COVE_SPACES": "price list",
@@ -368,12 +347,6 @@ def test_build_secret_is_visible_to_its_step_and_not_to_the_function(linux_cove)
     assert f"RUN echo $MY_SECRET > /opt/s  # {nonce}" in steps(r), r.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cove bug: a RUN layer's cache key (builder.c chain()) covers the steps but not the image's secrets, so "
-    "after a build secret changes (a new image definition: new secret_ids) the step is '(cached)' and the image "
-    "keeps the value of the old secret.",
-)
 def test_changing_a_build_secret_rebuilds_its_step(linux_cove):
     nonce = uuid.uuid4().hex[:12]
     got, _ = run_variant(linux_cove, "secret", {"read": ["/opt/s"]}, COVE_TEST_NONCE=nonce, COVE_TEST_SECRET="first")

@@ -38,9 +38,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (c.args[k] == NULL)
 					continue;
 				char *e = cove_dockerfile_expand(c.args[k], vars, 4);
-				if (e == NULL)
+				char *w = cove_dockerfile_word(c.args[k], vars, 4);
+				if (e == NULL || w == NULL)
 					abort();
 				free(e);
+				free(w);
 			}
 			cove_df_cmd_clear(&c);
 		}
