@@ -70,7 +70,7 @@ cove_api_ImageGetOrCreate(struct cove_api_req *req)
 	}
 	if (req->ctx->builder) {
 		int force = r->force_build || r->ignore_cache;
-		int built = cove_builder_start(req->ctx->builder, id, r->image, force, &err);
+		int built = cove_builder_start(req->ctx->builder, id, r->image, r->build_function_id, force, &err);
 		if (built < 0) {
 			cove_api_fail(req->call, err);
 			return;

@@ -21,6 +21,7 @@
 #include "image/dockerfile.h"
 #include "image/registry.h"
 #include "runtime/runtime.h"
+#include "sched/sched.h"
 #include "server.h"
 #include "store/store.h"
 #include "util/alloc.h"
@@ -126,6 +127,8 @@ struct build {
 	size_t n_stages;
 	char *stage_name;
 	int from_seen;
+	int fn_started; /* run_function: its container runs (or ran) */
+	char *build_function_id; /* run_function's builder function, or NULL */
 };
 
 struct cove_builder {
@@ -1611,6 +1614,94 @@ step(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 	return 1;
 }
 
+/* ---- run_function ---- */
+
+static void
+fn_done(void *arg, const char *failure)
+{
+	struct build *bd = arg;
+	struct cove_error *err = NULL;
+	if (failure)
+		cove_error_set(&err, COVE_FAILED_PRECONDITION, "%s", failure);
+	else if (layer_commit(bd, bd->scratch, &err) == 0)
+		build_logf(bd, "  run_function finished; its file system is the image's last layer\n");
+	struct cove_error *ignored = NULL;
+	cove_remove_tree(bd->scratch, &ignored);
+	cove_error_free(ignored);
+	free(bd->scratch);
+	bd->scratch = NULL;
+	if (err) {
+		build_fail(bd, err);
+		return;
+	}
+	build_next(bd);
+}
+
+/* Image.run_function: the builder function runs once in a container of the base image (the scheduler's, with
+ * the function's own mounts, secrets and volumes), and what it leaves in its file system becomes a layer. 1 done
+ * (cached), 0 running, -1 error. */
+static int
+step_run_function(struct build *bd, struct cove_error **err)
+{
+	const Modal__Client__Image *def = bd->def;
+	bd->fn_started = 1;
+	if (bd->layers.n == 0) {
+		if (def->n_base_images != 1)
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "run_function needs exactly one base image");
+		struct cove_df_cmd from = {0};
+		char *args[1] = {def->base_images[0]->docker_tag};
+		from.op = COVE_DF_FROM;
+		from.args = args;
+		from.n_args = 1;
+		if (step_from(bd, &from, err) < 0)
+			return -1;
+	}
+	const Modal__Client__BuildFunction *f = def->build_function;
+	cleanup_free uint8_t *input = NULL;
+	size_t len = 0;
+	if (f && f->input) {
+		input = pb_pack(&f->input->base, &len);
+	} else {
+		Modal__Client__FunctionInput in = MODAL__CLIENT__FUNCTION_INPUT__INIT;
+		in.args_oneof_case = MODAL__CLIENT__FUNCTION_INPUT__ARGS_ONEOF_ARGS;
+		in.args.data = (uint8_t *)cove_empty_args_pickle;
+		in.args.len = cove_empty_args_pickle_len;
+		in.data_format = MODAL__CLIENT__DATA_FORMAT__DATA_FORMAT_PICKLE;
+		input = pb_pack(&in.base, &len);
+	}
+	/* The key: the function's source, its globals and its arguments. */
+	struct cove_sha256_ctx *h = cove_sha256_new();
+	if (f) {
+		cove_sha256_update(h, f->definition, strlen(f->definition) + 1);
+		cove_sha256_update(h, f->globals.data, f->globals.len);
+	}
+	cove_sha256_update(h, input, len);
+	uint8_t d[32];
+	cove_sha256_final(h, d);
+	char hex[65];
+	cove_hex(d, 32, hex);
+	hex[64] = '\0';
+	chain(bd, "run_function", hex);
+	build_logf(bd, "=> run_function (builder function %s)\n", bd->build_function_id);
+	if (!layer_needed(bd)) {
+		build_logf(bd, "  (cached)\n");
+		char *rel = xasprintf("%s/fs", bd->layer_hex);
+		strv_add(&bd->layers, rel);
+		free(rel);
+		return 1;
+	}
+	char rnd[17];
+	cove_random_base62(rnd, 16);
+	rnd[16] = '\0';
+	bd->scratch = xasprintf("%s/fn-%s", bd->b->tmp_dir, rnd);
+	if (cove_sched_run_builder(bd->b->ctx->sched, bd->build_function_id, input, len, bd->scratch, fn_done, bd, err) < 0) {
+		free(bd->scratch);
+		bd->scratch = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 static void
 build_next(struct build *bd)
 {
@@ -1636,6 +1727,15 @@ build_next(struct build *bd)
 	if (bd->done)
 		return;
 	struct cove_error *err = NULL;
+	if (bd->build_function_id && !bd->fn_started) {
+		int r = step_run_function(bd, &err);
+		if (r < 0) {
+			build_fail(bd, err);
+			return;
+		}
+		if (r == 0)
+			return; /* fn_done continues */
+	}
 	if (bd->layers.n == 0)
 		cove_error_set(&err, COVE_INVALID_ARGUMENT, "the image definition has no FROM");
 	else
@@ -1669,6 +1769,7 @@ build_free(struct build *bd)
 	free(bd->exception);
 	free(bd->scratch);
 	free(bd->tail);
+	free(bd->build_function_id);
 	stages_free(bd);
 	if (bd->def)
 		pb_free(bd->def);
@@ -1677,8 +1778,8 @@ build_free(struct build *bd)
 }
 
 int
-cove_builder_start(struct cove_builder *b, const char *image_id, const Modal__Client__Image *def, int force,
-		   struct cove_error **err)
+cove_builder_start(struct cove_builder *b, const char *image_id, const Modal__Client__Image *def,
+		   const char *build_function_id, int force, struct cove_error **err)
 {
 	struct build *old = cove_map_get(&b->builds, image_id);
 	if (old && !old->done)
@@ -1699,6 +1800,7 @@ cove_builder_start(struct cove_builder *b, const char *image_id, const Modal__Cl
 	cleanup_free uint8_t *bytes = pb_pack(&def->base, &len);
 	bd->def = pb_unpack(&modal__client__image__descriptor, bytes, len);
 	bd->force = force;
+	bd->build_function_id = build_function_id && *build_function_id ? xstrdup(build_function_id) : NULL;
 	bd->started = time(NULL);
 	bd->n_lines = cove_dockerfile_lines(def->dockerfile_commands, def->n_dockerfile_commands, &bd->lines);
 	cove_map_put(&b->builds, image_id, bd);
@@ -1766,7 +1868,7 @@ cove_builder_join(struct cove_builder *b, struct cove_call *call, const char *im
 			cove_api_fail_code(call, COVE_DATA_LOSS, "the definition of image %s is corrupt", image_id);
 			return;
 		}
-		cove_builder_start(b, image_id, r->image, r->force_build, &err);
+		cove_builder_start(b, image_id, r->image, r->build_function_id, r->force_build, &err);
 		pb_free(r);
 		bd = cove_map_get(&b->builds, image_id);
 		if (bd == NULL) {

@@ -51,8 +51,8 @@ const char *cove_builder_layers_dir(const struct cove_builder *b);
 
 /* Make sure image_id (whose definition is def) is built: 1 when it already is (and force is 0), 0 when a build
  * runs now (or already ran in this process and failed: join it to learn how). */
-int cove_builder_start(struct cove_builder *b, const char *image_id, const Modal__Client__Image *def, int force,
-		       struct cove_error **err);
+int cove_builder_start(struct cove_builder *b, const char *image_id, const Modal__Client__Image *def,
+		       const char *build_function_id, int force, struct cove_error **err);
 /* Answer an ImageJoinStreaming call: the build's log entries after last_entry_id, then its result, streamed
  * as they happen until the build ends or timeout_s passes. A build unknown to this process is started from the
  * definition in the store (a restart during a build); an unknown image is NOT_FOUND. */

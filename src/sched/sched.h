@@ -151,6 +151,7 @@ struct cove_function {
 	size_t n_starting; /* tasks that have not asked for inputs yet */
 	size_t n_idle;     /* tasks parked in FunctionGetInputs */
 	Modal__Client__AutoscalerSettings *autoscaler; /* update_autoscaler()'s settings, or NULL */
+	struct cove_build_run *build_run; /* an image build's run_function in progress (see cove_sched_run_builder) */
 	struct cove_waitlist input_waiters; /* containers' parked FunctionGetInputs */
 	/* A class instance bound to parameters/options (FunctionBindParams): parent is the class's service
 	 * function; params are handed to its containers. Bound functions are kept in parent->bound. */
@@ -325,5 +326,17 @@ void cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int ter
 void cove_sched_task_heartbeat(struct cove_sched *s, struct cove_call *call, struct cove_task *t);
 /* TaskResult: a container's own failure (e.g. import error); kept for the inputs it leaves behind. */
 void cove_sched_task_result(struct cove_sched *s, struct cove_task *task, const Modal__Client__GenericResult *result);
+
+/* pickle protocol 4 of ((), {}): a call's arguments when there are none. */
+extern const uint8_t cove_empty_args_pickle[];
+extern const size_t cove_empty_args_pickle_len;
+
+/* Image.run_function: run the builder function function_id once, with input (a packed FunctionInput), in a
+ * container of its own; when its input has finished and the container has exited, move the container's writable
+ * layer to keep_dir and call done(arg, NULL), or done(arg, why) if the function failed. 0, or -1 + err
+ * (NOT_FOUND: no such function; FAILED_PRECONDITION: it is already building). */
+int cove_sched_run_builder(struct cove_sched *s, const char *function_id, const uint8_t *input, size_t len,
+			   const char *keep_dir, void (*done)(void *arg, const char *failure), void *arg,
+			   struct cove_error **err);
 
 #endif

@@ -312,3 +312,23 @@ with isolation.app.run():
     (net, ifaces), _ = run_json(linux_cove, code)
     assert net != "open", net
     assert ifaces == ["lo"], ifaces
+
+
+def test_run_function_bakes_its_files_into_the_image(linux_cove):
+    mark = uuid.uuid4().hex[:8]
+    got, r = modal_run_json(linux_cove, "run_function_app.py::main", COVE_TEST_MARK=mark)
+    assert got["files"] == ["built-by", f"model-{mark}.bin"], got
+    assert got["size"] == 1000
+    # Built by another container (the builder function's), not the one reading it.
+    assert got["built_by"].startswith("ta-") and got["built_by"] != got["me"], got
+    # The same definition again: the function does not run again.
+    got2, r2 = modal_run_json(linux_cove, "run_function_app.py::main", COVE_TEST_MARK=mark)
+    assert got2["built_by"] == got["built_by"], (got, got2)
+    assert "=> run_function (" not in r2.output and "Building image" not in r2.output, r2.output
+
+
+def test_run_function_that_raises_fails_the_build(linux_cove):
+    r = linux_cove.run_modal(["run", "run_function_app.py::main"], cwd=LINUX_APPS, timeout=300,
+                             env=dict(linux_cove.env, COVE_TEST_MARK="f", COVE_TEST_FAIL="1"))
+    assert r.returncode != 0
+    assert "Image build for" in r.output and "the download failed on purpose" in r.output, r.output
