@@ -12,6 +12,7 @@
 #include "config.h"
 #include "gateway/gateway.h"
 #include "image/builder.h"
+#include "sched/isolate.h"
 #include "image/registry.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
@@ -361,9 +362,9 @@ static int
 cmd_images(struct opts *o, int gc)
 {
 	cleanup_free char *dir = o->image_dir ? xstrdup(o->image_dir) : xasprintf("%s/images", o->state_dir);
-	if (access(dir, F_OK) < 0)
-		return 0;
 	struct cove_error *err = NULL;
+	if (gc && access(dir, F_OK) < 0)
+		return 0;
 	if (gc) {
 		size_t n = 0;
 		uint64_t freed = 0;
@@ -379,6 +380,14 @@ cmd_images(struct opts *o, int gc)
 	uint64_t bytes = 0;
 	size_t n_layers = 0, n_images = 0;
 	cove_builder_usage(dir, &bytes, &n_layers, &n_images);
+	cleanup_free char *helper = cove_isolate_helper_path();
+	struct cove_error *why = NULL;
+	if (cove_runtime_linux_check(helper, &why) == 0)
+		printf("runtime: linux available (cgroups %s); `cove serve` uses it unless --runtime process\n",
+		       cove_runtime_linux_cgroup_kind(NULL));
+	else
+		printf("runtime: process (the linux runtime is not available: %s)\n", why->msg);
+	cove_error_free(why);
 	printf("images: %zu built, %zu layers, %.1f MiB on disk in %s\n", n_images, n_layers, (double)bytes / (1 << 20),
 	       dir);
 	return 0;

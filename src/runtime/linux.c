@@ -252,6 +252,16 @@ probe(struct cove_error **err)
 	return 0;
 }
 
+int
+cove_runtime_linux_check(const char *helper, struct cove_error **err)
+{
+	if (probe(err) < 0)
+		return -1;
+	if (access(helper, X_OK) < 0)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION, "the linux runtime needs %s: %s", helper, strerror(errno));
+	return 0;
+}
+
 struct cove_runtime *
 cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callbacks *cb, const char *helper,
 		       struct cove_error **err)

@@ -116,6 +116,8 @@ size_t cove_runtime_process_live(struct cove_runtime *rt);
  * naming what is missing. */
 struct cove_runtime *cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callbacks *cb,
 					    const char *helper, struct cove_error **err);
+/* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */
+int cove_runtime_linux_check(const char *helper, struct cove_error **err);
 /* The cgroup hierarchy the linux runtime uses ("v1", "v2"), for `cove status`. */
 const char *cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt);
 /* Count of containers still running, whichever runtime. */

@@ -36,8 +36,8 @@ find_client_deps(const char *python)
 }
 
 /* Next to the cove binary (a build tree), else where it is installed. */
-static char *
-find_helper(void)
+char *
+cove_isolate_helper_path(void)
 {
 	char exe[4096];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -75,7 +75,7 @@ cove_sched_runtime_new(struct cove_ctx *ctx, const struct cove_runtime_callbacks
 		return NULL;
 	}
 	if (want == NULL || strcmp(want, "linux") == 0) {
-		cleanup_free char *helper = find_helper();
+		cleanup_free char *helper = cove_isolate_helper_path();
 		struct cove_error *why = NULL;
 		struct cove_runtime *rt = cove_runtime_linux_new(ctx->base, cb, helper, &why);
 		char *deps = NULL;

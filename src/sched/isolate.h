@@ -14,6 +14,9 @@ struct cove_image_info;
 struct cove_runtime *cove_sched_runtime_new(struct cove_ctx *ctx, const struct cove_runtime_callbacks *cb,
 					    struct cove_error **err);
 
+/* The cove-container program: beside the cove binary, else in libexec. Caller frees. */
+char *cove_isolate_helper_path(void);
+
 /* The host file mounted at COVE_CA_PATH in containers, or NULL. */
 const char *cove_isolate_ca_bundle(const struct cove_ctx *ctx);
 
