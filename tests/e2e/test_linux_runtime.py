@@ -211,7 +211,8 @@ def test_cove_gc_removes_only_unreferenced_layers_and_status_reports_them(tmp_pa
                         text=True, timeout=60)
     assert st.returncode == 0, st.stderr
     assert "images: 1 built, 2 layers" in st.stdout, st.stdout
-    assert "runtime: linux available" in st.stdout, st.stdout  # tests run as root
+    if os.geteuid() == 0:
+        assert "runtime: linux available" in st.stdout, st.stdout
     gc = subprocess.run([cove_bin(), "gc", "--state-dir", state, "--image-dir", images], capture_output=True,
                         text=True, timeout=60)
     assert gc.returncode == 0, gc.stderr
