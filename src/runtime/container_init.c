@@ -44,6 +44,8 @@
 #include <linux/capability.h>
 #include <unistd.h>
 
+#include "runtime/mkdir_p.h"
+
 #define MAX_ITEMS 256
 
 struct bind {
@@ -177,20 +179,8 @@ join_cgroups(void)
 static void
 mkdirs(const char *path, mode_t mode)
 {
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-	if (n >= sizeof(buf))
-		fail(ENAMETOOLONG, "path too long: %s", path);
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		char c = buf[i];
-		buf[i] = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			fail(errno, "mkdir %s: %s", buf, strerror(errno));
-		buf[i] = c;
-	}
+	if (cove_mkdir_p(path, mode) < 0)
+		fail(errno, "mkdir -p %s: %s", path, strerror(errno));
 }
 
 static void

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/mkdir_p.h"
 #include "runtime/runtime.h"
 #include "util/alloc.h"
 #include "util/log.h"
@@ -134,29 +135,6 @@ struct setup_failure {
 
 enum setup_step { STEP_UNSHARE = 1, STEP_PRIVATE, STEP_MKDIR, STEP_BIND, STEP_READONLY };
 
-/* mkdir -p in the child: no allocation (async-signal-safe calls only). */
-static int
-child_mkdirs(const char *path)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-	if (n == 0 || n >= sizeof(buf)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		char c = buf[i];
-		buf[i] = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -1;
-		buf[i] = c;
-	}
-	return 0;
-}
-
 static void
 child_fail(int fd, int step, int index)
 {
@@ -177,7 +155,7 @@ child_mounts(const struct cove_container_spec *spec, int errfd)
 		child_fail(errfd, STEP_PRIVATE, -1);
 	for (size_t i = 0; i < spec->n_mounts; i++) {
 		const struct cove_container_mount *m = &spec->mounts[i];
-		if (child_mkdirs(m->target) < 0)
+		if (cove_mkdir_p(m->target, 0755) < 0)
 			child_fail(errfd, STEP_MKDIR, (int)i);
 		if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) < 0)
 			child_fail(errfd, STEP_BIND, (int)i);
