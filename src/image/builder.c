@@ -330,32 +330,30 @@ out:
 
 /* ---- the steps ---- */
 
-/* Expand $VARS in an instruction's argument: build args, then the image's env (which wins, as in Docker). */
-char *
-build_expand(const struct build *bd, const char *text)
+/* fn(text) with the build's variables: build args, then the image's env (which wins, as in Docker). */
+static char *
+with_vars(const struct build *bd, const char *text, char *(*fn)(const char *, char *const *, size_t))
 {
 	struct strv vars = {0};
 	for (size_t i = 0; i < bd->args.n; i++)
 		strv_add(&vars, bd->args.v[i]);
 	for (size_t i = 0; i < bd->env.n; i++)
 		strv_add(&vars, bd->env.v[i]);
-	char *out = cove_dockerfile_expand(text, vars.v, vars.n);
+	char *out = fn(text, vars.v, vars.n);
 	strv_clear(&vars);
 	return out;
 }
 
-/* An ENV or ARG value: quotes processed and variables expanded, as Docker does. */
+char *
+build_expand(const struct build *bd, const char *text)
+{
+	return with_vars(bd, text, cove_dockerfile_expand);
+}
+
 char *
 build_word(const struct build *bd, const char *raw)
 {
-	struct strv vars = {0};
-	for (size_t i = 0; i < bd->args.n; i++)
-		strv_add(&vars, bd->args.v[i]);
-	for (size_t i = 0; i < bd->env.n; i++)
-		strv_add(&vars, bd->env.v[i]);
-	char *out = cove_dockerfile_word(raw, vars.v, vars.n);
-	strv_clear(&vars);
-	return out;
+	return with_vars(bd, raw, cove_dockerfile_word);
 }
 
 static void
