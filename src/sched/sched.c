@@ -40,8 +40,6 @@
 #define DEFAULT_MAX_CONTAINERS 8
 /* Grace for a stopping container between SIGINT and SIGKILL. */
 #define STOP_GRACE_MS 5000
-/* An input's time limit when the function sets none. */
-#define DEFAULT_TIMEOUT_S 300
 /* How long a container's heartbeat is held open waiting for cancellations (its client gives up at 15 s). */
 #define HEARTBEAT_HOLD_S 10.0
 /* Log records kept per app in memory. */
@@ -49,21 +47,7 @@
 
 #include "sched/sched_internal.h"
 
-static struct cove_sched *the_sched; /* for runtime and timer callbacks, which carry only their object */
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct task_ext *
-ext(struct cove_task *t)
-{
-	return (struct task_ext *)(t + 1);
-}
+struct cove_sched *the_sched; /* for runtime and timer callbacks, which carry only their object */
 
 /* ---- apps and logs ---- */
 
@@ -262,16 +246,12 @@ cove_sched_app_get_logs(struct cove_sched *s, struct cove_call *call, struct cov
 	w->cursor = tmp.cursor;
 }
 
-static void task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
 static void task_drain(struct cove_sched *s, struct cove_task *t);
 static size_t min_containers(const struct cove_function *fn);
 static struct cove_input *pending_pop(struct cove_function *fn);
 static void input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message,
 		       const uint8_t *result_bytes, size_t result_len, const char *task_id);
-static unsigned startup_timeout(const struct cove_function *fn);
 static void input_clear_timer(struct cove_input *in);
-static void build_run_output(struct cove_sched *s, struct cove_fcall *fc, const Modal__Client__GenericResult *result);
-static void build_run_task_exit(struct cove_sched *s, struct cove_task *t);
 
 static void
 app_check_done(struct cove_sched *s, struct cove_app *app)
@@ -314,7 +294,7 @@ cove_sched_app_stop(struct cove_sched *s, struct cove_app *app, const char *reas
 	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
 		struct cove_task *t = v;
 		if (t->app == app)
-			task_stop(s, t, 1);
+			sched_task_stop(s, t, 1);
 	}
 	if (s->stop_hook)
 		s->stop_hook(s->stop_hook_arg, app);
@@ -849,7 +829,7 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 	outputs_wake(fc);
 	cove_sched_data_output_recorded(fc); /* in-server readers (the web gateway) */
 	if (fc->fn->build_run)
-		build_run_output(s, fc, result);
+		sched_build_run_output(s, fc, result);
 	return 0;
 }
 
@@ -1022,8 +1002,8 @@ task_drop_waiters(struct cove_task *t, const char *why)
 	x->n_cancel = 0;
 }
 
-static void
-task_free(struct cove_task *t)
+void
+sched_task_free(struct cove_task *t)
 {
 	if (ext(t)->startup_timer)
 		event_free(ext(t)->startup_timer);
@@ -1089,7 +1069,7 @@ task_on_exit(void *owner, int status)
 		cleanup_free char *msg =
 			ext(t)->startup_timed_out
 				? xasprintf("container %s for function %s did not start within its startup timeout (%u s)", t->id,
-					    fn->tag, startup_timeout(fn))
+					    fn->tag, sched_startup_timeout(fn))
 				: xasprintf("container %s for function %s %s during startup; see the logs above", t->id, fn->tag,
 					    why);
 		struct cove_input *in;
@@ -1105,7 +1085,7 @@ task_on_exit(void *owner, int status)
 	app->n_tasks--;
 	cove_volview_task_exit(t->id); /* a last commit of its volumes, whatever way it exited */
 	if (fn->build_run)
-		build_run_task_exit(s, t);
+		sched_build_run_task_exit(s, t);
 	if (t->dir) {
 		struct cove_error *err = NULL;
 		if (cove_remove_tree(t->dir, &err) < 0) {
@@ -1113,286 +1093,13 @@ task_on_exit(void *owner, int status)
 			cove_error_free(err);
 		}
 	}
-	task_free(t);
+	sched_task_free(t);
 	if (app->stopping)
 		app_check_done(s, app);
 	else
 		cove_sched_kick(s, fn);
 }
 
-/* Lay a mount's files out under root (host paths mirror the container paths). */
-static int
-layout_mount(struct cove_sched *s, const char *root, const char *mount_id, struct cove_error **err)
-{
-	cleanup_free uint8_t *data = NULL;
-	size_t len = 0;
-	if (cove_store_object_get(s->ctx->store, mount_id, NULL, &data, &len, err) < 0)
-		return cove_error_wrap(err, "mount %s", mount_id);
-	Modal__Client__MountGetOrCreateRequest *m = pb_unpack(&modal__client__mount_get_or_create_request__descriptor, data, len);
-	if (m == NULL)
-		return cove_error_set(err, COVE_DATA_LOSS, "mount %s is corrupt in the store", mount_id);
-	int rv = 0;
-	for (size_t i = 0; i < m->n_files && rv == 0; i++) {
-		const Modal__Client__MountFile *f = m->files[i];
-		cleanup_free char *dst = xasprintf("%s%s", root, f->filename);
-		cleanup_free char *dir = xstrdup(dst);
-		*strrchr(dir, '/') = '\0';
-		if (cove_mkdirs(dir, err) < 0) {
-			rv = -1;
-			break;
-		}
-		cleanup_free char *src = cove_blobstore_file_path(s->ctx->blobs, f->sha256_hex);
-		cleanup_free uint8_t *content = NULL;
-		size_t clen = 0;
-		if (cove_read_file(src, &content, &clen, err) < 0 ||
-		    cove_write_file_atomic(dst, content, clen, f->_mode_case ? (int)(f->mode & 0777) : 0644, err) < 0) {
-			cove_error_wrap(err, "mount %s: %s", mount_id, f->filename);
-			rv = -1;
-		}
-	}
-	pb_free(m);
-	return rv;
-}
-
-/* Append the secret's variables to env. */
-static int
-secret_env(struct cove_sched *s, const char *secret_id, char ***env, size_t *n, struct cove_error **err)
-{
-	cleanup_free uint8_t *data = NULL;
-	size_t len = 0;
-	if (cove_store_object_get(s->ctx->store, secret_id, NULL, &data, &len, err) < 0)
-		return cove_error_wrap(err, "secret %s", secret_id);
-	Modal__Client__SecretGetOrCreateRequest *sec = pb_unpack(&modal__client__secret_get_or_create_request__descriptor, data, len);
-	if (sec == NULL)
-		return cove_error_set(err, COVE_DATA_LOSS, "secret %s is corrupt in the store", secret_id);
-	*env = xrealloc(*env, (*n + sec->n_env_dict + 1) * sizeof(char *));
-	for (size_t i = 0; i < sec->n_env_dict; i++)
-		(*env)[(*n)++] = xasprintf("%s=%s", sec->env_dict[i]->key, sec->env_dict[i]->value);
-	pb_free(sec);
-	return 0;
-}
-
-static unsigned
-startup_timeout(const struct cove_function *fn)
-{
-	if (fn->def->startup_timeout_secs)
-		return fn->def->startup_timeout_secs;
-	return fn->def->timeout_secs ? fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
-}
-
-/* A container that has not asked for inputs within its startup timeout is killed. */
-static void
-task_startup_timed_out(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct cove_task *t = arg;
-	if (!ext(t)->starting)
-		return;
-	log_info("container %s (%s) did not start within %u s; stopping it", t->id, t->fn->tag, startup_timeout(t->fn));
-	ext(t)->startup_timed_out = 1;
-	task_stop(the_sched, t, 0);
-}
-
-static int
-task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **err)
-{
-	struct cove_ctx *ctx = s->ctx;
-	struct cove_task *t = xcalloc(1, sizeof(*t) + sizeof(struct task_ext));
-	t->id = cove_id_new("ta");
-	t->secret = xmalloc(41);
-	cove_random_base62(t->secret, 40);
-	t->secret[40] = '\0';
-	t->fn = fn;
-	t->app = fn->app;
-	t->state = COVE_TASK_STARTING;
-	t->dir = xasprintf("%s/%s", ctx->tasks_dir, t->id);
-	cleanup_free char *root = xasprintf("%s/root", t->dir);
-	char **env = NULL;
-	size_t n_env = 0;
-	char *argv[4] = {NULL, "-m", "modal._container_entrypoint", NULL};
-	cleanup_free uint8_t *abytes = NULL;
-	cleanup_free char *args_path = NULL;
-	struct cove_container_mount *vmounts = NULL;
-	size_t n_vmounts = 0;
-	/* Under the linux runtime the container's files are written into its writable layer, at the paths the
-	 * container sees; the process runtime mirrors those paths under the task directory. */
-	struct cove_isolated iso = {0};
-	char **full_argv = NULL; /* the image's ENTRYPOINT, then argv */
-	const char *layout_root = t->dir;
-	int rv = -1;
-	if (ctx->builder) {
-		if (cove_isolate_prepare(ctx, fn->def, t->dir, &iso, err) < 0)
-			goto out;
-		layout_root = iso.upper;
-		free(root);
-		root = xstrdup("/root");
-		if (cove_mkdirs(iso.upper, err) < 0)
-			goto out;
-	} else if (cove_mkdirs(root, err) < 0) {
-		goto out;
-	}
-	for (size_t i = 0; i < fn->def->n_mount_ids; i++)
-		if (layout_mount(s, layout_root, fn->def->mount_ids[i], err) < 0)
-			goto out;
-	/* Volumes (store/volview.c): a view of each, bind-mounted at its path by the runtime. */
-	if (cove_volume_mounts_for_task(ctx, t->id, fn->def, &vmounts, &n_vmounts, err) < 0)
-		goto out;
-	if (ctx->builder) {
-		/* The client package, read-only, first in the mounts. */
-		vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
-		memmove(vmounts + 1, vmounts, n_vmounts * sizeof(*vmounts));
-		vmounts[0] = (struct cove_container_mount){.source = xstrdup(ctx->client_deps), .target = xstrdup("/__modal/deps"),
-							   .read_only = 1};
-		n_vmounts++;
-		if (fn->def->block_network) {
-			/* No network at all: the API through its Unix socket, mounted into the container. */
-			if (ctx->api_socket == NULL) {
-				cove_error_set(err, COVE_FAILED_PRECONDITION,
-					       "function %s has block_network=True, and Cove has no API socket to give it (its "
-					       "state directory's path is too long for a Unix socket)",
-					       fn->tag);
-				goto out;
-			}
-			iso.rootfs.block_network = 1;
-			vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
-			vmounts[n_vmounts++] = (struct cove_container_mount){
-				.source = xstrdup(ctx->api_socket), .target = xstrdup("/__modal/api.sock"), .read_only = 0};
-		}
-		const char *ca = cove_isolate_ca_bundle(ctx);
-		if (ca) {
-			vmounts = xrealloc(vmounts, (n_vmounts + 1) * sizeof(*vmounts));
-			memmove(vmounts + 1, vmounts, n_vmounts * sizeof(*vmounts));
-			vmounts[0] = (struct cove_container_mount){.source = xstrdup(ca), .target = xstrdup(COVE_CA_PATH),
-								   .read_only = 1};
-			n_vmounts++;
-		}
-	}
-
-	Modal__Client__ContainerArguments args = MODAL__CLIENT__CONTAINER_ARGUMENTS__INIT;
-	args.task_id = t->id;
-	args.function_id = fn->id;
-	args.app_id = fn->app->id;
-	args.function_def = fn->def;
-	args.environment_name = fn->app->env;
-	args.serialized_params.data = fn->params;
-	args.serialized_params.len = fn->params_len;
-	args.app_layout = cove_sched_app_layout(s, fn->app);
-	cove_volume_fill_layout(args.app_layout);
-	size_t alen;
-	abytes = pb_pack(&args.base, &alen);
-	cove_sched_layout_free(args.app_layout);
-	if (ctx->builder) {
-		cleanup_free char *dir = xasprintf("%s/__modal", layout_root);
-		if (cove_mkdirs(dir, err) < 0)
-			goto out;
-		args_path = xasprintf("%s/container_arguments.bin", dir);
-	} else {
-		args_path = xasprintf("%s/container_arguments.bin", t->dir);
-	}
-	if (cove_write_file_atomic(args_path, abytes, alen, 0600, err) < 0)
-		goto out;
-
-	/* The environment: the image's, the client's container contract, secrets, and a few host basics. */
-	env = xcalloc(16 + (iso.image ? iso.image->n_env : 0), sizeof(char *));
-	if (iso.image) {
-		int has_path = 0;
-		for (size_t i = 0; i < iso.image->n_env; i++) {
-			env[n_env++] = xstrdup(iso.image->env[i]);
-			has_path |= strncmp(iso.image->env[i], "PATH=", 5) == 0;
-		}
-		if (!has_path)
-			env[n_env++] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-		env[n_env++] = xstrdup("HOME=/root");
-		env[n_env++] = xstrdup("PYTHONPATH=/root:/pkg:/__modal/deps");
-		if (cove_isolate_ca_bundle(ctx)) {
-			env = xrealloc(env, (n_env + 24) * sizeof(char *));
-			for (size_t i = 0; cove_ca_env[i]; i++)
-				env[n_env++] = xasprintf("%s=%s", cove_ca_env[i], COVE_CA_PATH);
-		}
-		free(args_path);
-		args_path = xstrdup("/__modal/container_arguments.bin");
-	} else {
-		const char *path = getenv("PATH");
-		env[n_env++] = xasprintf("PATH=%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
-		env[n_env++] = xasprintf("HOME=%s", root);
-		env[n_env++] = xasprintf("PYTHONPATH=%s:%s/pkg", root, t->dir);
-	}
-	env[n_env++] = xstrdup("LANG=C.UTF-8");
-	env[n_env++] = xstrdup("PYTHONUNBUFFERED=1");
-	env[n_env++] = iso.rootfs.block_network ? xstrdup("MODAL_SERVER_URL=unix:///__modal/api.sock")
-						 : xasprintf("MODAL_SERVER_URL=%s", ctx->server_url);
-	env[n_env++] = xstrdup("MODAL_IS_REMOTE=1");
-	env[n_env++] = xasprintf("MODAL_CONTAINER_ARGUMENTS_PATH=%s", args_path);
-	env[n_env++] = xasprintf("MODAL_TASK_ID=%s", t->id);
-	env[n_env++] = xasprintf("MODAL_ENVIRONMENT=%s", fn->app->env);
-	env[n_env++] = xasprintf("MODAL_IMAGE_ID=%s", fn->def->image_id);
-	env[n_env++] = xasprintf("MODAL_OVERRIDE_HEADERS=x-cove-task:%s", t->secret);
-	env[n_env++] = xstrdup("NO_PROXY=127.0.0.1,localhost");
-	for (size_t i = 0; i < fn->def->n_secret_ids; i++)
-		if (secret_env(s, fn->def->secret_ids[i], &env, &n_env, err) < 0)
-			goto out;
-	env = xrealloc(env, (n_env + 1) * sizeof(char *));
-	env[n_env] = NULL;
-
-	argv[0] = iso.image ? "python" : (char *)ctx->cfg.python;
-	/* An image's ENTRYPOINT runs first and execs the runtime's command ("exec \"$@\""), as the docs ask. */
-	if (iso.image && iso.image->n_entrypoint > 0) {
-		full_argv = xcalloc(iso.image->n_entrypoint + 4, sizeof(char *));
-		size_t k = 0;
-		for (size_t i = 0; i < iso.image->n_entrypoint; i++)
-			full_argv[k++] = iso.image->entrypoint[i];
-		for (size_t i = 0; i < 3; i++)
-			full_argv[k++] = argv[i];
-	}
-	struct cove_container_spec spec = {.id = t->id,
-					   .workdir = root,
-					   .argv = full_argv ? full_argv : argv,
-					   .envp = env,
-					   .mounts = vmounts,
-					   .n_mounts = n_vmounts};
-	if (iso.image) {
-		spec.workdir = iso.image->workdir ? iso.image->workdir : "/root";
-		spec.rootfs = &iso.rootfs;
-		spec.limits = &iso.limits;
-	}
-	cove_map_put(&s->tasks, t->secret, t);
-	cove_map_put(&s->tasks_by_id, t->id, t);
-	if (ctx->runtime->ops->start(ctx->runtime, &spec, t, &t->container, err) < 0) {
-		cove_map_del(&s->tasks, t->secret);
-		cove_map_del(&s->tasks_by_id, t->id);
-		goto out;
-	}
-	t->started_at = now_s();
-	fn->n_tasks++;
-	fn->n_starting++;
-	ext(t)->starting = 1;
-	ext(t)->startup_timer = evtimer_new(ctx->base, task_startup_timed_out, t);
-	struct timeval stv = {(time_t)startup_timeout(fn), 0};
-	evtimer_add(ext(t)->startup_timer, &stv);
-	fn->app->n_tasks++;
-	ext(t)->idle_since = now_s();
-	log_debug("container %s: started for %s (%s)", t->id, fn->tag, fn->id);
-	t = NULL;
-	rv = 0;
-out:
-	for (size_t i = 0; env && i < n_env; i++)
-		free(env[i]);
-	free(env);
-	cove_volume_mounts_free(vmounts, n_vmounts);
-	cove_isolate_clear(&iso);
-	free(full_argv);
-	if (t) {
-		if (vmounts)
-			cove_volview_task_exit(t->id);
-		struct cove_error *ignored = NULL;
-		if (t->dir)
-			cove_remove_tree(t->dir, &ignored);
-		cove_error_free(ignored);
-		task_free(t);
-	}
-	return rv;
-}
 
 static void
 running_remove(struct cove_task *t, struct cove_input *in)
@@ -1427,7 +1134,7 @@ input_timed_out(evutil_socket_t fd, short what, void *arg)
 	uint32_t secs = in->fc->fn->def->timeout_secs ? in->fc->fn->def->timeout_secs : DEFAULT_TIMEOUT_S;
 	cleanup_free char *msg = xasprintf("Function %s timed out after %u seconds", in->fc->fn->tag, secs);
 	input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TIMEOUT, msg, NULL, 0, t->id);
-	task_stop(s, t, 0);
+	sched_task_stop(s, t, 0);
 }
 
 static Modal__Client__FunctionGetInputsItem *
@@ -1602,7 +1309,7 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 	size_t max_starting = cores > 0 ? (size_t)cores : 1;
 	for (size_t i = 0; i < want && fn->n_starting < max_starting; i++) {
 		struct cove_error *err = NULL;
-		if (task_start(s, fn, &err) < 0) {
+		if (sched_task_start(s, fn, &err) < 0) {
 			/* Nothing will run these: fail them with the reason rather than leave callers waiting. */
 			log_error("function %s: cannot start a container: %s", fn->tag, err->msg);
 			cleanup_free char *msg = xasprintf("Cove could not start a container for %s: %s", fn->tag, err->msg);
@@ -1714,7 +1421,7 @@ cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminat
 			input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED,
 				   "the function call was cancelled", NULL, 0, t ? t->id : NULL);
 			if (t)
-				task_stop(s, t, 0);
+				sched_task_stop(s, t, 0);
 			continue;
 		}
 		/* The container cancels it and answers TERMINATED itself. */
@@ -1743,7 +1450,7 @@ void
 cove_sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
 {
 	if (!graceful) {
-		task_stop(s, t, 0);
+		sched_task_stop(s, t, 0);
 		return;
 	}
 	task_drain(s, t);
@@ -1767,7 +1474,7 @@ task_drain(struct cove_sched *s, struct cove_task *t)
 {
 	t->draining = 1;
 	if (ext(t)->starting) {
-		task_stop(s, t, 1); /* nothing to finish yet */
+		sched_task_stop(s, t, 1); /* nothing to finish yet */
 		return;
 	}
 	if (ext(t)->inputs_waiter && t->n_running == 0) {
@@ -1780,8 +1487,8 @@ task_drain(struct cove_sched *s, struct cove_task *t)
 	}
 }
 
-static void
-task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
+void
+sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
 {
 	(void)s;
 	if (t->container == NULL)
@@ -1802,112 +1509,6 @@ task_stop(struct cove_sched *s, struct cove_task *t, int graceful)
 	}
 	if (!was_stopping || !graceful)
 		s->ctx->runtime->ops->stop(s->ctx->runtime, t->container, graceful, STOP_GRACE_MS);
-}
-
-/* ---- layout ---- */
-
-Modal__Client__AppLayout *
-cove_sched_app_layout(struct cove_sched *s, struct cove_app *app)
-{
-	(void)s;
-	size_t cap = app->functions.len + app->classes.len + 16, n = 0;
-	Modal__Client__Object *objs = xcalloc(cap, sizeof(*objs));
-	Modal__Client__Object **objp = xcalloc(cap, sizeof(*objp));
-	Modal__Client__ClassHandleMetadata class_meta = MODAL__CLIENT__CLASS_HANDLE_METADATA__INIT;
-	Modal__Client__AppLayout__FunctionIdsEntry *fids = xcalloc(app->functions.len + 1, sizeof(*fids));
-	Modal__Client__AppLayout__FunctionIdsEntry **fidp = xcalloc(app->functions.len + 1, sizeof(*fidp));
-	Modal__Client__AppLayout__ClassIdsEntry *cids = xcalloc(app->classes.len + 1, sizeof(*cids));
-	Modal__Client__AppLayout__ClassIdsEntry **cidp = xcalloc(app->classes.len + 1, sizeof(*cidp));
-	size_t nf = 0, nc = 0;
-	struct cove_map seen = {0};
-	size_t it = 0;
-	const char *key;
-	void *v;
-	while (cove_map_next(&app->functions, &it, &key, &v)) {
-		struct cove_function *fn = v;
-		if (fn->meta == NULL)
-			continue;
-		Modal__Client__AppLayout__FunctionIdsEntry e = MODAL__CLIENT__APP_LAYOUT__FUNCTION_IDS_ENTRY__INIT;
-		e.key = (char *)key;
-		e.value = fn->id;
-		fids[nf] = e;
-		fidp[nf] = &fids[nf];
-		nf++;
-		Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
-		o.object_id = fn->id;
-		o.handle_metadata_oneof_case = MODAL__CLIENT__OBJECT__HANDLE_METADATA_ONEOF_FUNCTION_HANDLE_METADATA;
-		o.function_handle_metadata = fn->meta;
-		objs[n] = o;
-		objp[n] = &objs[n];
-		n++;
-		cove_map_put(&seen, fn->id, fn);
-	}
-	it = 0;
-	while (cove_map_next(&app->classes, &it, &key, &v)) {
-		Modal__Client__AppLayout__ClassIdsEntry e = MODAL__CLIENT__APP_LAYOUT__CLASS_IDS_ENTRY__INIT;
-		e.key = (char *)key;
-		e.value = v;
-		cids[nc] = e;
-		cidp[nc] = &cids[nc];
-		nc++;
-		Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
-		o.object_id = v;
-		o.handle_metadata_oneof_case = MODAL__CLIENT__OBJECT__HANDLE_METADATA_ONEOF_CLASS_HANDLE_METADATA;
-		o.class_handle_metadata = &class_meta;
-		if (n == cap) {
-			cap *= 2;
-			objs = xrealloc(objs, cap * sizeof(*objs));
-			objp = xrealloc(objp, cap * sizeof(*objp));
-		}
-		objs[n] = o;
-		n++;
-		cove_map_put(&seen, v, v);
-	}
-	/* Every object a function depends on must be present, even without metadata. */
-	it = 0;
-	while (cove_map_next(&app->functions, &it, NULL, &v)) {
-		struct cove_function *fn = v;
-		if (fn->def == NULL)
-			continue;
-		for (size_t i = 0; i < fn->def->n_object_dependencies; i++) {
-			const char *dep = fn->def->object_dependencies[i]->object_id;
-			if (cove_map_get(&seen, dep))
-				continue;
-			cove_map_put(&seen, dep, (void *)dep);
-			if (n == cap) {
-				cap *= 2;
-				objs = xrealloc(objs, cap * sizeof(*objs));
-				objp = xrealloc(objp, cap * sizeof(*objp));
-			}
-			Modal__Client__Object o = MODAL__CLIENT__OBJECT__INIT;
-			o.object_id = (char *)dep;
-			objs[n++] = o;
-		}
-	}
-	for (size_t i = 0; i < n; i++)
-		objp[i] = &objs[i];
-	Modal__Client__AppLayout layout = MODAL__CLIENT__APP_LAYOUT__INIT;
-	layout.n_objects = n;
-	layout.objects = objp;
-	layout.n_function_ids = nf;
-	layout.function_ids = fidp;
-	layout.n_class_ids = nc;
-	layout.class_ids = cidp;
-	Modal__Client__AppLayout *copy = pb_dup(&layout.base);
-	cove_map_clear(&seen);
-	free(objs);
-	free(objp);
-	free(fids);
-	free(fidp);
-	free(cids);
-	free(cidp);
-	return copy;
-}
-
-void
-cove_sched_layout_free(Modal__Client__AppLayout *layout)
-{
-	pb_free(layout);
 }
 
 /* ---- life cycle ---- */
@@ -1946,7 +1547,7 @@ cove_sched_stop_all(struct cove_sched *s)
 	size_t it = 0;
 	void *v;
 	while (cove_map_next(&s->tasks, &it, NULL, &v))
-		task_stop(s, v, 1);
+		sched_task_stop(s, v, 1);
 	if (s->stop_hook)
 		s->stop_hook(s->stop_hook_arg, NULL);
 	return cove_runtime_live(s->ctx->runtime);
@@ -1976,7 +1577,7 @@ cove_sched_free(struct cove_sched *s)
 	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
 		struct cove_task *t = v;
 		task_drop_waiters(t, "server shutting down");
-		task_free(t);
+		sched_task_free(t);
 	}
 	cove_map_clear(&s->tasks);
 	cove_map_clear(&s->tasks_by_id);
@@ -2060,91 +1661,3 @@ cove_sched_function_autoscaler(struct cove_sched *s, struct cove_function *fn,
 	return pb_dup(&merged.base);
 }
 
-/* ---- Image.run_function ---- */
-
-struct cove_build_run {
-	struct cove_fcall *fc;
-	char *keep_dir;
-	void (*done)(void *arg, const char *failure);
-	void *arg;
-	int finished;  /* its input has an output */
-	char *failure; /* NULL: it succeeded */
-	int kept;      /* the writable layer was moved to keep_dir */
-};
-
-int
-cove_sched_run_builder(struct cove_sched *s, const char *function_id, const uint8_t *input, size_t len,
-		       const char *keep_dir, void (*done)(void *arg, const char *failure), void *arg,
-		       struct cove_error **err)
-{
-	struct cove_function *fn = cove_sched_function_get(s, function_id);
-	if (fn == NULL || fn->def == NULL)
-		return cove_error_set(err, COVE_NOT_FOUND, "builder function %s not found", function_id);
-	if (fn->build_run)
-		return cove_error_set(err, COVE_FAILED_PRECONDITION, "builder function %s is already running", fn->tag);
-	struct cove_fcall *fc = cove_sched_call_create(s, fn, MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_UNARY,
-						       MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_SYNC,
-						       err);
-	if (fc == NULL || cove_sched_input_add(s, fc, 0, input, len, err) == NULL)
-		return cove_error_wrap(err, "run builder function %s", fn->tag);
-	struct cove_build_run *br = xcalloc(1, sizeof(*br));
-	br->fc = fc;
-	br->keep_dir = xstrdup(keep_dir);
-	br->done = done;
-	br->arg = arg;
-	fn->build_run = br;
-	cove_sched_kick(s, fn);
-	return 0;
-}
-
-/* Its input finished: stop the container, whose file system is then complete. */
-static void
-build_run_output(struct cove_sched *s, struct cove_fcall *fc, const Modal__Client__GenericResult *result)
-{
-	struct cove_build_run *br = fc->fn->build_run;
-	if (br->fc != fc || br->finished)
-		return;
-	br->finished = 1;
-	if (result->status != MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_SUCCESS)
-		br->failure = xasprintf("run_function %s failed: %s", fc->fn->tag,
-					result->exception && *result->exception ? result->exception : "(no message)");
-	size_t it = 0;
-	void *v;
-	while (cove_map_next(&s->tasks, &it, NULL, &v)) {
-		struct cove_task *t = v;
-		if (t->fn == fc->fn && t->container)
-			task_stop(s, t, 1);
-	}
-}
-
-/* A container of the builder function ended: after its input finished, its writable layer is the result. */
-static void
-build_run_task_exit(struct cove_sched *s, struct cove_task *t)
-{
-	(void)s;
-	struct cove_function *fn = t->fn;
-	struct cove_build_run *br = fn->build_run;
-	if (!br->finished)
-		return; /* a container that ended before the input did: the input runs again elsewhere, or fails */
-	if (!br->failure && !br->kept && t->dir) {
-		cleanup_free char *upper = xasprintf("%s/fs/upper", t->dir);
-		cleanup_free char *modal = xasprintf("%s/__modal", upper);
-		struct cove_error *ignored = NULL;
-		cove_remove_tree(modal, &ignored); /* its arguments and mount points: not part of the image */
-		cove_error_free(ignored);
-		if (rename(upper, br->keep_dir) < 0)
-			br->failure = xasprintf("run_function %s: keep its file system: %s", fn->tag, strerror(errno));
-		else
-			br->kept = 1;
-	}
-	if (!br->failure && !br->kept)
-		br->failure = xasprintf("run_function %s: its container left no file system", fn->tag);
-	fn->build_run = NULL;
-	void (*done)(void *, const char *) = br->done;
-	void *arg = br->arg;
-	char *failure = br->failure;
-	free(br->keep_dir);
-	free(br);
-	done(arg, failure);
-	free(failure);
-}

@@ -2,6 +2,8 @@
 #ifndef COVE_SCHED_SCHED_INTERNAL_H
 #define COVE_SCHED_SCHED_INTERNAL_H
 
+#include <time.h>
+
 #include "sched/sched.h"
 #include "util/utf8.h"
 
@@ -47,6 +49,40 @@ struct cove_fcall *cove_sched_call_insert(struct cove_sched *s, struct cove_func
 /* An input read back from the store, with its output if it has one (else it is pending again). */
 void cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
 			      const uint8_t *data, size_t len, const uint8_t *output, size_t output_len);
+
+/* An input's time limit when the function sets none. */
+#define DEFAULT_TIMEOUT_S 300
+
+/* The scheduler, for runtime and timer callbacks, which carry only their object. */
+extern struct cove_sched *the_sched;
+
+static inline double
+now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A task's scheduler-private part, allocated right after it. */
+static inline struct task_ext *
+ext(struct cove_task *t)
+{
+	return (struct task_ext *)(t + 1);
+}
+
+/* sched.c: stop a container (graceful: SIGINT, then SIGKILL after a grace), free a task. */
+void sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
+void sched_task_free(struct cove_task *t);
+
+/* task_start.c: start a container for fn (0, or -1 + err); a function's startup timeout in seconds. */
+int sched_task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **err);
+unsigned sched_startup_timeout(const struct cove_function *fn);
+
+/* build_run.c: hooks for Image.run_function (cove_sched_run_builder): an output of fc was recorded; a task of
+ * a function with a build_run ended. */
+void sched_build_run_output(struct cove_sched *s, struct cove_fcall *fc, const Modal__Client__GenericResult *result);
+void sched_build_run_task_exit(struct cove_sched *s, struct cove_task *t);
 
 /* Start the schedules' clock (schedule.c). */
 void cove_sched_schedules_start(struct cove_sched *s);
