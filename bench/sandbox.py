@@ -4,9 +4,9 @@
                         (p50/p99 over --sandboxes), and the wall time until every one of a burst of
                         --sandboxes created at once has answered an exec (async client, one process).
                         Floors: `subprocess.run(["echo", ...])` from this process (a fork/exec and a pipe, what
-                        the process runtime does at its core), and `unshare` of fresh pid/mount/net/ipc/uts
-                        namespaces running `echo` (what the isolating linux runtime will have to pay; needs
-                        root, skipped otherwise).
+                        the process runtime does at its core), `unshare` of fresh pid/mount/net/ipc/uts
+                        namespaces running `echo`, and `runc run` of the Debian base layer Cove built running
+                        `echo` (what a container runtime pays; both need root, skipped otherwise).
   exec round trip       sb.exec("true").wait() in a running sandbox, p50/p99 over --execs. Floors:
                         `subprocess.run(["true"])`, and `nsenter` into the namespaces of a running process
                         (root only).
@@ -14,6 +14,7 @@
 Run it against a Cove of its own:
 
   scripts/with-cove.sh .venv/bin/python bench/sandbox.py [--sandboxes 50] [--execs 200]
+  COVE_SERVE_ARGS="--runtime linux --image-dir build/test-images" scripts/with-cove.sh ... (the linux runtime)
 """
 
 import argparse
@@ -58,6 +59,43 @@ def namespaces_available():
 UNSHARE = ["unshare", "--fork", "--pid", "--mount", "--net", "--ipc", "--uts", "--mount-proc"]
 
 
+def runc_bundle(image_dir):
+    """A runc bundle whose root is the Debian base layer Cove built (the first layer of any built image), or
+    None when there is no runc, no root, or no built image."""
+    images = os.path.join(image_dir or "", "images")
+    if os.geteuid() != 0 or shutil.which("runc") is None or not os.path.isdir(images):
+        return None
+    base = None
+    for name in sorted(os.listdir(images)):
+        for line in open(os.path.join(images, name)):
+            if line.startswith("layer "):
+                base = line.split(" ", 1)[1].strip()
+                break
+        if base:
+            break
+    if base is None:
+        return None
+    import json
+    import tempfile
+
+    bundle = tempfile.mkdtemp(prefix="cove-bench-runc-")
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        c = json.load(f)
+    c["root"] = {"path": os.path.realpath(os.path.join(image_dir, "layers", base)), "readonly": True}
+    c["process"]["terminal"] = False
+    c["process"]["args"] = ["echo", "ready"]
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(c, f)
+    return bundle
+
+
+def runc_once(bundle, i):
+    out = subprocess.run(["runc", "run", "--bundle", bundle, f"cove-bench-{os.getpid()}-{i}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "ready\n", out
+
+
 def time_to_interactive(app, n):
     out = []
     for _ in range(n):
@@ -98,6 +136,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sandboxes", type=int, default=50)
     ap.add_argument("--execs", type=int, default=200)
+    ap.add_argument("--image-dir", default=os.environ.get("COVE_IMAGE_DIR", "build/test-images"),
+                    help="Cove's image directory: its Debian base layer is runc's root filesystem (the floor)")
     args = ap.parse_args()
     app = modal.App.lookup("cove-bench-sandbox", create_if_missing=True)
     ns = namespaces_available()
@@ -109,6 +149,12 @@ def main():
     if ns:
         row("  floor: unshare pid/mount/net/ipc/uts + echo",
             timed(lambda: subprocess.run(UNSHARE + ["echo", "ready"], capture_output=True), args.sandboxes))
+    bundle = runc_bundle(args.image_dir)
+    if bundle:
+        counter = iter(range(10**9))
+        row("  floor: runc run of the Debian base root filesystem + echo",
+            timed(lambda: runc_once(bundle, next(counter)), args.sandboxes))
+        shutil.rmtree(bundle, ignore_errors=True)
     took = asyncio.run(burst(app, args.sandboxes))
     print(f"{f'burst of {args.sandboxes}: all created and answered an exec':62s} {ms(took)} (wall time)")
     t0 = time.perf_counter()
