@@ -1,6 +1,7 @@
 /* cgroups for the linux runtime. v2: one group with cpu.max/cpu.weight/memory.max/memory.low. v1: a group in
  * the memory hierarchy (limit_in_bytes, soft_limit_in_bytes, and memsw where swap accounting is on, so a
  * container cannot swap its way past the limit) and one in the cpu hierarchy (cfs quota and shares). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -184,6 +185,33 @@ cove_cgroup_oom_killed(const struct cove_cgroup *cg)
 			killed = 1;
 	fclose(f);
 	return killed;
+}
+
+static void
+sweep_dir(const char *base)
+{
+	DIR *d = opendir(base);
+	if (d == NULL)
+		return;
+	time_t now = time(NULL);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = xasprintf("%s/%s", base, e->d_name);
+		struct stat st;
+		if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && now - st.st_mtime > 60)
+			rmdir(p); /* fails (EBUSY) where processes remain: then it is not ours to take */
+	}
+	closedir(d);
+}
+
+void
+cove_cgroup_sweep(void)
+{
+	static const char *const bases[] = {ROOT "/cove", ROOT "/memory/cove", ROOT "/cpu/cove"};
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++)
+		sweep_dir(bases[i]);
 }
 
 void

@@ -20,6 +20,9 @@ int cove_cgroup_create(const char *id, const struct cove_container_limits *limit
 const char *const *cove_cgroup_procs(const struct cove_cgroup *cg, size_t *n_procs);
 /* 1 if the kernel killed a process of the group for exceeding its memory limit. */
 int cove_cgroup_oom_killed(const struct cove_cgroup *cg);
+/* Remove containers' groups that a Cove which died left behind: empty ones, untouched for a minute (another
+ * Cove may be creating one right now). */
+void cove_cgroup_sweep(void);
 /* Remove the groups (their processes have ended) and free. NULL is a no-op. */
 void cove_cgroup_destroy(struct cove_cgroup *cg);
 

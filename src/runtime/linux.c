@@ -275,6 +275,7 @@ cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callba
 	struct cove_runtime *inner = cove_runtime_process_new(base, cb, err);
 	if (inner == NULL)
 		return NULL;
+	cove_cgroup_sweep();
 	struct cove_runtime *rt = xcalloc(1, sizeof(*rt));
 	struct linux_rt *l = xcalloc(1, sizeof(*l));
 	l->inner = inner;
