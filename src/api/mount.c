@@ -243,6 +243,15 @@ cove_api_MountGetOrCreate(struct cove_api_req *req)
 		}
 		if (ctype == MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_UNSPECIFIED ||
 		    (found && ctype == MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_CREATE_IF_MISSING)) {
+			if (!found && global && strncmp(name, "python-build-standalone", 23) == 0) {
+				/* Image.from_registry(..., add_python=): Modal serves python-build-standalone builds. */
+				cove_api_fail_code(req->call, COVE_NOT_FOUND,
+						   "Mount '%s' not found: Cove does not provide python-build-standalone "
+						   "(add_python=); use a base image that has Python (debian_slim(), or a "
+						   "registry image with Python 3.11) instead",
+						   name);
+				return;
+			}
 			if (!found) {
 				cove_api_fail_code(req->call, COVE_NOT_FOUND, "Mount '%s' not found%s", name,
 						   global ? " in the global namespace" : "");

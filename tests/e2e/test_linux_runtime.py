@@ -169,6 +169,11 @@ def test_a_base_image_cove_cannot_provide_fails_fast_naming_it(linux_cove):
     assert r.returncode != 0
     assert "127.0.0.1:9/nobody/nothing:1" in r.output, r.output
     assert r.wall_s < 30, r.wall_s
+    # add_python= needs python-build-standalone, which Modal serves and Cove does not: said so, at once.
+    r = linux_cove.run_modal(["run", "missing_base.py::f"], cwd=LINUX_APPS, timeout=120,
+                             env=dict(linux_cove.env, COVE_TEST_MISSING="add_python"))
+    assert r.returncode != 0
+    assert "python-build-standalone" in r.output and "add_python" in r.output, r.output
 
 
 def test_from_registry_pulls_from_a_local_registry(linux_cove, local_registry, tmp_path):
