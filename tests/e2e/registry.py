@@ -69,8 +69,10 @@ def _die_with_parent() -> None:
 class Registry:
     """docker-registry serving plain HTTP on 127.0.0.1:<port>, its storage under root."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, credentials: tuple[str, str] | None = None):
+        """credentials: (user, password) for htpasswd (basic) authentication; None: anonymous access."""
         self.root = Path(root)
+        self.credentials = credentials
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = self.root / "registry.log"
@@ -93,6 +95,18 @@ class Registry:
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
         )
+        if self.credentials:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # bcrypt, which is all that docker-registry's htpasswd accepts
+
+            user, password = self.credentials
+            htpasswd = self.root / "htpasswd"
+            htpasswd.write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+            with open(config, "a") as f:
+                f.write(f"auth:\n  htpasswd:\n    realm: cove-test\n    path: {htpasswd}\n")
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [REGISTRY_BIN, "serve", str(config)],
@@ -110,6 +124,9 @@ class Registry:
                 with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and self.credentials:
+                    return  # up, and asking for credentials
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             if time.monotonic() > deadline:
@@ -139,6 +156,15 @@ class Registry:
 def local_registry(request, tmp_path_factory) -> Registry:
     """A registry on 127.0.0.1 for the whole session, stopped when the session ends."""
     registry = Registry(tmp_path_factory.mktemp("registry"))
+    request.addfinalizer(registry.stop)
+    registry.start()
+    return registry
+
+
+@pytest.fixture(scope="session")
+def private_registry(request, tmp_path_factory) -> Registry:
+    """A registry on 127.0.0.1 that wants a user and password (htpasswd, basic auth)."""
+    registry = Registry(tmp_path_factory.mktemp("private-registry"), credentials=("cove-user", "cove-pass"))
     request.addfinalizer(registry.stop)
     registry.start()
     return registry
@@ -343,7 +369,8 @@ def build_layout(
     return top
 
 
-def push(layout: Path, tag: str, registry_host: str, repository: str, all_platforms: bool = False) -> None:
+def push(layout: Path, tag: str, registry_host: str, repository: str, all_platforms: bool = False,
+         credentials: tuple[str, str] | None = None) -> None:
     """skopeo copy oci:<layout>:<tag> docker://<registry_host>/<repository>:<tag> (plain HTTP)."""
     if shutil.which(SKOPEO_BIN) is None:
         raise RuntimeError(f"{SKOPEO_BIN} not found: install skopeo (scripts/setup.sh does)")
@@ -352,6 +379,8 @@ def push(layout: Path, tag: str, registry_host: str, repository: str, all_platfo
     cmd = [SKOPEO_BIN, "--policy", str(policy), "copy", "--quiet", "--dest-tls-verify=false"]
     if all_platforms:
         cmd.append("--all")
+    if credentials:
+        cmd.append(f"--dest-creds={credentials[0]}:{credentials[1]}")
     cmd += [f"oci:{layout}:{tag}", f"docker://{registry_host}/{repository}:{tag}"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import APPS
-from registry import local_registry  # noqa: F401 (a fixture)
+from registry import local_registry, private_registry  # noqa: F401 (fixtures)
 
 LINUX_APPS = APPS / "linux"
 
@@ -177,19 +177,10 @@ def test_a_base_image_cove_cannot_provide_fails_fast_naming_it(linux_cove):
 
 
 def test_from_registry_pulls_from_a_local_registry(linux_cove, local_registry, tmp_path):
-    from conftest import image_cache_dir
     from registry import build_layout, push
 
-    # A Python root filesystem to push: the Debian base Cove built for debian_slim (build one if need be).
-    run_json(linux_cove, 'import json, isolation\nwith isolation.app.run():\n    print("RESULT=" + json.dumps(isolation.look.remote("/x", "cove-write-r")["pid"]))')
-    cache = image_cache_dir()
-    base = next(
-        line.split(" ", 1)[1].strip()
-        for manifest in sorted((cache / "images").iterdir())
-        for line in manifest.read_text().splitlines()[2:3]
-        if line.startswith("layer ")
-    )
-    layers = [cache / "layers" / base, {"etc/cove-registry-marker": "from the registry\n"}]
+    # A Python root filesystem to push: the Debian base Cove built for debian_slim.
+    layers = [_debian_base_layer(linux_cove), {"etc/cove-registry-marker": "from the registry\n"}]
     config = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "COVE_REG=yes"],
               "WorkingDir": "/srv"}
     build_layout(tmp_path / "layout", "v1", layers, config)
@@ -339,3 +330,42 @@ def test_run_function_that_raises_fails_the_build(linux_cove):
                              env=dict(linux_cove.env, COVE_TEST_MARK="f", COVE_TEST_FAIL="1"))
     assert r.returncode != 0
     assert "Image build for" in r.output and "the download failed on purpose" in r.output, r.output
+
+
+def test_from_registry_with_a_secret_pulls_from_a_private_registry(linux_cove, private_registry, tmp_path):
+    from registry import build_layout, push
+
+    base = _debian_base_layer(linux_cove)
+    creds = private_registry.credentials
+    build_layout(tmp_path / "layout", "v1", [base, {"etc/cove-registry-marker": "from the private registry\n"}],
+                 {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "COVE_REG=private"]})
+    push(tmp_path / "layout", "v1", private_registry.host, "cove-test/private", credentials=creds)
+    ref = f"{private_registry.host}/cove-test/private:v1"
+    secret = json.dumps({"REGISTRY_USERNAME": creds[0], "REGISTRY_PASSWORD": creds[1]})
+    got, _ = modal_run_json(linux_cove, "registry_app.py::main", COVE_TEST_REGISTRY_IMAGE=ref,
+                            COVE_TEST_REGISTRY_SECRET=secret)
+    assert got["seen"] == "from the private registry" and got["env"] == "private", got
+    # Without the secret (or with a wrong one) the pull is refused, naming the image.
+    for bad in (None, json.dumps({"REGISTRY_USERNAME": creds[0], "REGISTRY_PASSWORD": "wrong"})):
+        env = {"COVE_TEST_REGISTRY_IMAGE": ref}
+        if bad:
+            env["COVE_TEST_REGISTRY_SECRET"] = bad
+        r = linux_cove.run_modal(["run", "registry_app.py::main"], cwd=LINUX_APPS, timeout=120,
+                                 env=dict(linux_cove.env, **env))
+        assert r.returncode != 0, r.output
+        assert ref in r.output, r.output
+
+
+def _debian_base_layer(cove):
+    """The Debian base layer Cove built for debian_slim (building one if need be), as a directory."""
+    from conftest import image_cache_dir
+
+    run_json(cove, 'import json, isolation\nwith isolation.app.run():\n    print("RESULT=" + json.dumps(isolation.look.remote("/x", "cove-write-r")["pid"]))')
+    cache = image_cache_dir()
+    base = next(
+        line.split(" ", 1)[1].strip()
+        for manifest in sorted((cache / "images").iterdir())
+        for line in manifest.read_text().splitlines()[2:3]
+        if line.startswith("layer ")
+    )
+    return cache / "layers" / base

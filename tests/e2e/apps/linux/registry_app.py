@@ -5,9 +5,12 @@ import os
 
 import modal
 
-image = modal.Image.from_registry(os.environ.get("COVE_TEST_REGISTRY_IMAGE", "unset")).run_commands(
-    "cat /etc/cove-registry-marker > /opt/seen"
-)
+# COVE_TEST_REGISTRY_SECRET: JSON of the registry secret's variables (from_registry(..., secret=)).
+_secret = os.environ.get("COVE_TEST_REGISTRY_SECRET")
+image = modal.Image.from_registry(
+    os.environ.get("COVE_TEST_REGISTRY_IMAGE", "unset"),
+    secret=modal.Secret.from_dict(json.loads(_secret)) if _secret else None,
+).run_commands("cat /etc/cove-registry-marker > /opt/seen")
 app = modal.App("linux-registry", image=image)
 
 
