@@ -88,6 +88,16 @@ def linux_cove():
 
 
 @pytest.fixture
+def fresh_linux_cove():
+    """A linux-runtime server of the test's own (restarts): `.stop()` / `.start()` reuse its state directory."""
+    if os.geteuid() != 0:
+        pytest.skip("the linux runtime needs root")
+    server = _start(_state_dir(), linux_runtime_args())
+    yield server
+    _finish(server)
+
+
+@pytest.fixture
 def fresh_cove():
     """A server of the test's own (restart tests, signals): `.stop()` / `.start()` reuse its state directory.
     At teardown it is stopped if still running and checked like the session server."""

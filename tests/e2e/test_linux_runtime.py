@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import APPS
+from harness import APPS, venv_bin
 from registry import local_registry, private_registry  # noqa: F401 (fixtures)
 
 LINUX_APPS = APPS / "linux"
@@ -369,3 +369,36 @@ def _debian_base_layer(cove):
         if line.startswith("layer ")
     )
     return cache / "layers" / base
+
+
+def test_kill_9_during_a_build_leaves_nothing_half_built(fresh_linux_cove):
+    import signal
+    import subprocess
+    import time
+
+    cove = fresh_linux_cove
+    mark = uuid.uuid4().hex[:10]
+    env = dict(cove.env, COVE_TEST_MARK=mark)
+    client = subprocess.Popen([str(venv_bin("modal")), "run", "slow_build.py::main"], cwd=LINUX_APPS, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        seen = ""
+        while f"RUN sleep 4 && echo {mark}" not in seen and time.monotonic() < deadline:
+            line = client.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert f"RUN sleep 4 && echo {mark}" in seen, seen
+        time.sleep(1)  # inside the step now
+        cove.stop(sig=signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait()
+    cove.start()
+    # The interrupted step is built again, completely; its half-written layer was never used.
+    got, r = modal_run_json(cove, "slow_build.py::main", COVE_TEST_MARK=mark)
+    assert got == mark, got
+    lines = r.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if f"RUN sleep 4 && echo {mark}" in line)
+    assert "(cached)" not in lines[at + 1], r.output
