@@ -50,6 +50,8 @@ struct cove_fcall *cove_sched_call_insert(struct cove_sched *s, struct cove_func
 void cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
 			      const uint8_t *data, size_t len, const uint8_t *output, size_t output_len);
 
+/* Long-poll bound of FunctionGetOutputs and AppGetLogs. */
+#define MAX_OUTPUTS_POLL_S 55.0
 /* An input's time limit when the function sets none. */
 #define DEFAULT_TIMEOUT_S 300
 
@@ -74,6 +76,17 @@ ext(struct cove_task *t)
 /* sched.c: stop a container (graceful: SIGINT, then SIGKILL after a grace), free a task. */
 void sched_task_stop(struct cove_sched *s, struct cove_task *t, int graceful);
 void sched_task_free(struct cove_task *t);
+
+/* calls.c: a function's pending queue; the end of an input's attempt (retried per the function's policy, else
+ * its output recorded); an input the server gives up on (message, or the container's own result bytes). */
+void sched_pending_push(struct cove_function *fn, struct cove_input *in);
+struct cove_input *sched_pending_pop(struct cove_function *fn);
+void sched_pending_remove(struct cove_function *fn, struct cove_input *in);
+void sched_input_clear_timer(struct cove_input *in);
+int sched_input_finish(struct cove_sched *s, struct cove_input *in, const Modal__Client__GenericResult *result,
+		       int data_format, double started_at, const char *task_id, struct cove_error **err);
+void sched_input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message,
+		      const uint8_t *result_bytes, size_t result_len, const char *task_id);
 
 /* task_start.c: start a container for fn (0, or -1 + err); a function's startup timeout in seconds. */
 int sched_task_start(struct cove_sched *s, struct cove_function *fn, struct cove_error **err);
