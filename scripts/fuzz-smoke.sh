@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets (clang) and run each briefly. Exits non-zero on any crash or sanitizer report.
-# FUZZ_SECONDS (default 30) per target.
+# FUZZ_SECONDS (default 20) per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-20}
 if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Dpython="$PWD/.venv/bin/python" >/dev/null
 fi
