@@ -42,6 +42,7 @@
 #include <poll.h>
 #include <termios.h>
 #include <linux/capability.h>
+#include <linux/loop.h>
 #include <unistd.h>
 
 #include "runtime/mkdir_p.h"
@@ -69,6 +70,7 @@ static struct {
 	int n_binds;
 	const char *workdir;
 	const char *user;
+	unsigned long disk_mb; /* the writable layer on a file system of this size (ephemeral_disk); 0: none */
 	char **argv;
 } o = {.report_fd = -1};
 
@@ -147,6 +149,8 @@ parse_args(int argc, char **argv)
 			o.workdir = v;
 		else if (strcmp(a, "--user") == 0)
 			o.user = v;
+		else if (strcmp(a, "--disk-mb") == 0)
+			o.disk_mb = strtoul(v, NULL, 10);
 		else
 			usage();
 		i++;
@@ -269,18 +273,102 @@ loopback_up(void)
 	close(s);
 }
 
+/* ephemeral_disk: a sparse file of disk_mb MiB, formatted ext4 and attached to a loop device (detached by the
+ * kernel when this namespace's mount goes), mounted at dir. The writable layer lives on it, so writes past its
+ * size fail with ENOSPC, as the docs say. Files Cove put in <scratch>/upper first move onto it. */
+static void
+mount_disk(const char *dir)
+{
+	char img[PATH_MAX];
+	pathcat(img, o.scratch, "/disk.img");
+	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)o.disk_mb << 20) < 0)
+		fail(errno, "ephemeral disk %s: %s", img, strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		fail(errno, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		if (devnull >= 0) {
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		static const char *const mkfs[] = {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"};
+		for (size_t i = 0; i < 2; i++)
+			execl(mkfs[i], "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", img,
+			      (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail(EIO, "ephemeral disk: mkfs.ext4 failed (status %d; is e2fsprogs installed?)", status);
+	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		fail(errno, "ephemeral disk: /dev/loop-control: %s", strerror(errno));
+	int lfd = -1;
+	char dev[64];
+	for (int tries = 0; lfd < 0 && tries < 32; tries++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			fail(errno, "ephemeral disk: no free loop device: %s", strerror(errno));
+		snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd >= 0 && ioctl(lfd, LOOP_SET_FD, fd) < 0) {
+			close(lfd); /* taken meanwhile by someone else: try the next free one */
+			lfd = -1;
+		}
+	}
+	close(ctl);
+	if (lfd < 0)
+		fail(EBUSY, "ephemeral disk: cannot attach a loop device");
+	struct loop_info64 info;
+	memset(&info, 0, sizeof(info));
+	info.lo_flags = LO_FLAGS_AUTOCLEAR;
+	ioctl(lfd, LOOP_SET_STATUS64, &info);
+	mkdirs(dir, 0755);
+	do_mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV, NULL);
+	close(lfd);
+	close(fd);
+}
+
 /* The root filesystem, assembled in this (PID 1's) mount namespace, then made the root. */
 static void
 setup_rootfs(void)
 {
 	char upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX];
-	pathcat(upper, o.scratch, "/upper");
-	pathcat(work, o.scratch, "/work");
+	do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	if (o.disk_mb) {
+		char disk[PATH_MAX], src[PATH_MAX];
+		pathcat(disk, o.scratch, "/disk");
+		pathcat(src, o.scratch, "/upper");
+		mount_disk(disk);
+		pathcat(upper, disk, "/upper");
+		pathcat(work, disk, "/work");
+		/* What Cove laid out for the container (its mounts' files) moves onto the disk. */
+		struct stat st;
+		if (stat(src, &st) == 0 && rename(src, upper) < 0) {
+			/* Across file systems: copy with cp -a, which every image-building host has. */
+			pid_t pid = fork();
+			if (pid == 0) {
+				execl("/bin/cp", "cp", "-a", src, upper, (char *)NULL);
+				_exit(127);
+			}
+			int status = 0;
+			while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				fail(EIO, "ephemeral disk: copy the container's files onto it failed");
+		}
+	} else {
+		pathcat(upper, o.scratch, "/upper");
+		pathcat(work, o.scratch, "/work");
+	}
 	pathcat(merged, o.scratch, "/merged");
 	mkdirs(upper, 0755);
 	mkdirs(work, 0700);
 	mkdirs(merged, 0755);
-	do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
 	/* Layer paths relative to the layer store keep the option string short (it is limited to a page). */
 	if (chdir(o.layers_dir) < 0)
 		fail(errno, "layer store %s: %s", o.layers_dir, strerror(errno));

@@ -147,6 +147,12 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 			push(&a, "--user");
 			push(&a, fs->user);
 		}
+		if (spec->limits && spec->limits->disk_mb) {
+			char mb[32];
+			snprintf(mb, sizeof(mb), "%u", spec->limits->disk_mb);
+			push(&a, "--disk-mb");
+			push(&a, mb);
+		}
 		for (size_t i = 0; i < spec->n_mounts; i++) {
 			push(&a, spec->mounts[i].read_only ? "--bind-ro" : "--bind");
 			push(&a, spec->mounts[i].source);

@@ -71,6 +71,7 @@ struct cove_container_limits {
 	unsigned milli_cpu_max;   /* limit: CFS quota (0: none) */
 	unsigned memory_mb;       /* request: soft limit (0: none) */
 	unsigned memory_mb_max;   /* limit: exceeding it kills the container (0: none) */
+	unsigned disk_mb;         /* ephemeral_disk: the writable layer's size (0: the host's file system) */
 };
 
 /* The status on_exit reports for a container killed for exceeding its memory limit. */

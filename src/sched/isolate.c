@@ -170,6 +170,7 @@ cove_isolate_prepare_image(struct cove_ctx *ctx, const char *what, const char *i
 		out->limits.milli_cpu_max = res->milli_cpu_max;
 		out->limits.memory_mb = res->memory_mb;
 		out->limits.memory_mb_max = res->memory_mb_max;
+		out->limits.disk_mb = res->ephemeral_disk_mb;
 	}
 	return 0;
 }

@@ -402,3 +402,15 @@ def test_kill_9_during_a_build_leaves_nothing_half_built(fresh_linux_cove):
     lines = r.output.splitlines()
     at = next(i for i, line in enumerate(lines) if f"RUN sleep 4 && echo {mark}" in line)
     assert "(cached)" not in lines[at + 1], r.output
+
+
+def test_ephemeral_disk_limits_the_writable_layer(linux_cove):
+    code = """
+import json, isolation
+with isolation.app.run():
+    print("RESULT=" + json.dumps(isolation.fill_disk.remote()))
+"""
+    (small, big, total_mib), _ = run_json(linux_cove, code)
+    assert small == 8 << 20
+    assert big == "ENOSPC", big
+    assert 40 <= total_mib <= 64, total_mib

@@ -56,3 +56,23 @@ def offline(port: int) -> list:
     except OSError as e:
         net = type(e).__name__
     return [net, sorted(os.listdir("/sys/class/net"))]
+
+
+@app.function(ephemeral_disk=64)
+def fill_disk() -> list:
+    """ephemeral_disk=64 (MiB): a small write fits, a large one fails with ENOSPC."""
+    import errno
+
+    with open("/tmp/small", "wb") as f:
+        f.write(b"x" * (8 << 20))
+    try:
+        with open("/tmp/big", "wb") as f:
+            for _ in range(128):
+                f.write(b"y" * (1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        big = "fit"
+    except OSError as e:
+        big = errno.errorcode.get(e.errno, str(e.errno))
+    st = os.statvfs("/")
+    return [os.path.getsize("/tmp/small"), big, st.f_blocks * st.f_frsize >> 20]
