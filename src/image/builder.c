@@ -686,18 +686,7 @@ static void
 join_cancel(struct cove_call *call, void *arg)
 {
 	(void)call;
-	struct joiner *j = arg;
-	j->call = NULL;
-	struct build *bd = j->bd;
-	if (j->prev)
-		j->prev->next = j->next;
-	else
-		bd->joiners = j->next;
-	if (j->next)
-		j->next->prev = j->prev;
-	if (j->timer)
-		event_free(j->timer);
-	free(j);
+	joiner_free(arg); /* the call is gone: nothing to answer */
 }
 
 void
