@@ -14,6 +14,7 @@
 #include "image/builder.h"
 #include "sched/isolate.h"
 #include "image/registry.h"
+#include "runtime/cgroup.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
 #include "server.h"
@@ -67,7 +68,11 @@ usage(FILE *f)
 		"  --client-deps DIR the modal client package and its dependencies, mounted into containers at\n"
 		"                    /__modal/deps (default: the site-packages of --python)\n"
 		"  --ca-bundle FILE  CA certificates containers trust, mounted at " "/etc/ssl/certs/ca-certificates.crt\n"
-		"                    (default: the host's, if it has one; none: leave the image's)\n");
+		"                    (default: the host's, if it has one; none: leave the image's)\n"
+		"  --pids-limit N    processes and threads a container may have (linux runtime; default 4096;\n"
+		"                    0: no limit)\n"
+		"  --memory-limit MIB  memory of a container that sets no limit of its own (linux runtime; default:\n"
+		"                    three quarters of this host's memory; 0: no limit)\n");
 }
 
 struct opts {
@@ -88,7 +93,19 @@ struct opts {
 	const char *debian_mirror;
 	const char *client_deps;
 	const char *ca_bundle;
+	long pids_limit;   /* -1: the default */
+	long memory_limit; /* MiB; -1: the default */
 };
+
+/* A non-negative count for an option; -1 if s is not one. */
+static long
+parse_count(const char *s)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	return errno || *end || end == s || v < 0 || v > (1L << 30) ? -1 : v;
+}
 
 static int
 parse_port(const char *s, int *out)
@@ -115,6 +132,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"registry-mirror", required_argument, NULL, 'M'}, {"insecure-registry", required_argument, NULL, 'K'},
 		{"debian-mirror", required_argument, NULL, 'D'}, {"client-deps", required_argument, NULL, 'C'},
 		{"ca-bundle", required_argument, NULL, 'A'},
+		{"pids-limit", required_argument, NULL, 'N'}, {"memory-limit", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -166,6 +184,15 @@ parse_opts(int argc, char **argv, struct opts *o)
 		case 'D': o->debian_mirror = optarg; break;
 		case 'C': o->client_deps = optarg; break;
 		case 'A': o->ca_bundle = optarg; break;
+		case 'N':
+		case 'm':
+			if (parse_count(optarg) < 0) {
+				fprintf(stderr, "cove: --%s: '%s' is not a count\n", c == 'N' ? "pids-limit" : "memory-limit",
+					optarg);
+				return -1;
+			}
+			*(c == 'N' ? &o->pids_limit : &o->memory_limit) = parse_count(optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -260,6 +287,13 @@ cmd_serve(struct opts *o)
 {
 	signal(SIGPIPE, SIG_IGN);
 	cleanup_free char *python = find_python(o->python);
+	long mem = o->memory_limit;
+	if (mem < 0) {
+		long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+		mem = pages > 0 && page > 0 ? (long)((unsigned long long)pages * (unsigned long long)page / 4 * 3 >> 20) : 0;
+	}
+	cove_cgroup_set_defaults(o->pids_limit < 0 ? COVE_CGROUP_DEFAULT_PIDS_MAX : (unsigned)o->pids_limit,
+				 (unsigned)mem);
 	struct cove_config cfg = {
 		.state_dir = o->state_dir,
 		.address = o->address,
@@ -531,7 +565,8 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	struct opts o = {.state_dir = ".cove", .address = "127.0.0.1", .port = 0, .blob_port = 0, .grace_s = 3600};
+	struct opts o = {.state_dir = ".cove", .address = "127.0.0.1", .port = 0, .blob_port = 0, .grace_s = 3600,
+			 .pids_limit = -1, .memory_limit = -1};
 	const char *cmd = argv[1];
 	int sub = 1;
 	if (strcmp(cmd, "token") == 0) {

@@ -1,6 +1,9 @@
-/* cgroups for the linux runtime. v2: one group with cpu.max/cpu.weight/memory.max/memory.low. v1: a group in
- * the memory hierarchy (limit_in_bytes, soft_limit_in_bytes, and memsw where swap accounting is on, so a
- * container cannot swap its way past the limit) and one in the cpu hierarchy (cfs quota and shares). */
+/* cgroups for the linux runtime. v2: one group with cpu.max/cpu.weight/memory.max/memory.low/pids.max. v1: a
+ * group in the memory hierarchy (limit_in_bytes, soft_limit_in_bytes, and memsw where swap accounting is on, so a
+ * container cannot swap its way past the limit), one in the cpu hierarchy (cfs quota and shares), one in the pids
+ * hierarchy (pids.max) and one in the devices hierarchy (the devices a container may open). Under v2 the devices
+ * a container may open are limited by nodev mounts and the missing CAP_MKNOD alone (a device filter there is a
+ * BPF program). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,12 +20,45 @@
 
 #define ROOT "/sys/fs/cgroup"
 
+#define MAX_DIRS 4
+
 struct cove_cgroup {
 	int v2;
-	char *dirs[3];
+	char *dirs[MAX_DIRS];
 	size_t n_dirs;
-	char *procs[3];
-	char *mem_dir; /* where the oom verdict is read */
+	char *procs[MAX_DIRS];
+	char *late_procs; /* the devices group (v1), one of procs: joined once the root filesystem is assembled */
+	char *mem_dir;    /* where the oom verdict is read */
+};
+
+/* Defaults for containers that set no limit of their own (cove serve --pids-limit, --memory-limit). */
+static unsigned default_pids_max = COVE_CGROUP_DEFAULT_PIDS_MAX;
+static unsigned default_memory_mb_max;
+
+void
+cove_cgroup_set_defaults(unsigned pids_max, unsigned memory_mb_max)
+{
+	default_pids_max = pids_max;
+	default_memory_mb_max = memory_mb_max;
+}
+
+unsigned
+cove_cgroup_default_pids_max(void)
+{
+	return default_pids_max;
+}
+
+unsigned
+cove_cgroup_default_memory_mb_max(void)
+{
+	return default_memory_mb_max;
+}
+
+/* The devices a container may open, as the OCI runtime spec's defaults and runc allow them: null, zero, full,
+ * random, urandom, tty, console, ptmx and the terminals of its own devpts. */
+static const char *const allowed_devices[] = {
+	"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",
+	"c 136:* rwm",
 };
 
 const char *
@@ -56,6 +92,8 @@ make_dir(struct cove_cgroup *cg, const char *parent, const char *id, struct cove
 	cleanup_free char *base = xasprintf("%s/cove", parent);
 	if (mkdir(base, 0755) < 0 && errno != EEXIST)
 		return cove_error_set(err, COVE_FAILED_PRECONDITION, "cgroup: mkdir %s: %s", base, strerror(errno));
+	if (cg->n_dirs >= MAX_DIRS)
+		return cove_error_set(err, COVE_INTERNAL, "cgroup: too many hierarchies");
 	if (cg->v2) /* let the containers below use the controllers */
 		write_value(base, "cgroup.subtree_control", "+cpu +memory +pids", NULL);
 	char *dir = xasprintf("%s/%s", base, id);
@@ -99,6 +137,11 @@ setup_v2(struct cove_cgroup *cg, const char *id, const struct cove_container_lim
 		snprintf(v, sizeof(v), "%u", w < 1 ? 1 : w > 10000 ? 10000 : w);
 		write_value(dir, "cpu.weight", v, NULL);
 	}
+	if (default_pids_max) {
+		snprintf(v, sizeof(v), "%u", default_pids_max);
+		if (write_value(dir, "pids.max", v, err) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -137,6 +180,24 @@ setup_v1(struct cove_cgroup *cg, const char *id, const struct cove_container_lim
 		snprintf(v, sizeof(v), "%u", shares < 2 ? 2 : shares);
 		write_value(cpu, "cpu.shares", v, NULL);
 	}
+	if (default_pids_max && access(ROOT "/pids", F_OK) == 0) {
+		if (make_dir(cg, ROOT "/pids", id, err) < 0)
+			return -1;
+		snprintf(v, sizeof(v), "%u", default_pids_max);
+		if (write_value(cg->dirs[cg->n_dirs - 1], "pids.max", v, err) < 0)
+			return -1;
+	}
+	if (access(ROOT "/devices", F_OK) == 0) {
+		if (make_dir(cg, ROOT "/devices", id, err) < 0)
+			return -1;
+		const char *dev = cg->dirs[cg->n_dirs - 1];
+		if (write_value(dev, "devices.deny", "a", err) < 0)
+			return -1;
+		for (size_t i = 0; i < sizeof(allowed_devices) / sizeof(allowed_devices[0]); i++)
+			if (write_value(dev, "devices.allow", allowed_devices[i], err) < 0)
+				return -1;
+		cg->late_procs = cg->procs[cg->n_dirs - 1];
+	}
 	return 0;
 }
 
@@ -151,7 +212,10 @@ cove_cgroup_create(const char *id, const struct cove_container_limits *limits, s
 				      "cgroup: no cgroup hierarchy with the cpu and memory controllers at " ROOT);
 	struct cove_cgroup *cg = xcalloc(1, sizeof(*cg));
 	cg->v2 = strcmp(kind, "v2") == 0;
-	int r = cg->v2 ? setup_v2(cg, id, limits ? limits : &none, err) : setup_v1(cg, id, limits ? limits : &none, err);
+	struct cove_container_limits l = limits ? *limits : none;
+	if (l.memory_mb_max == 0 && default_memory_mb_max)
+		l.memory_mb_max = default_memory_mb_max;
+	int r = cg->v2 ? setup_v2(cg, id, &l, err) : setup_v1(cg, id, &l, err);
 	if (r < 0) {
 		cove_error_wrap(err, "container %s", id);
 		cove_cgroup_destroy(cg);
@@ -164,8 +228,15 @@ cove_cgroup_create(const char *id, const struct cove_container_limits *limits, s
 const char *const *
 cove_cgroup_procs(const struct cove_cgroup *cg, size_t *n_procs)
 {
-	*n_procs = cg->n_dirs;
+	/* The devices group, if any, is the last: it is left out here. */
+	*n_procs = cg->n_dirs - (cg->late_procs ? 1 : 0);
 	return (const char *const *)cg->procs;
+}
+
+const char *
+cove_cgroup_late_procs(const struct cove_cgroup *cg)
+{
+	return cg->late_procs;
 }
 
 int
@@ -209,7 +280,8 @@ sweep_dir(const char *base)
 void
 cove_cgroup_sweep(void)
 {
-	static const char *const bases[] = {ROOT "/cove", ROOT "/memory/cove", ROOT "/cpu/cove"};
+	static const char *const bases[] = {ROOT "/cove", ROOT "/memory/cove", ROOT "/cpu/cove", ROOT "/pids/cove",
+					    ROOT "/devices/cove"};
 	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++)
 		sweep_dir(bases[i]);
 }

@@ -18,6 +18,16 @@ const char *cove_cgroup_kind(void);
 int cove_cgroup_create(const char *id, const struct cove_container_limits *limits, struct cove_cgroup **out,
 		       struct cove_error **err);
 const char *const *cove_cgroup_procs(const struct cove_cgroup *cg, size_t *n_procs);
+/* The group to join once the container's root filesystem is assembled (v1's devices group, which would refuse
+ * the loop device of an ephemeral disk), or NULL. */
+const char *cove_cgroup_late_procs(const struct cove_cgroup *cg);
+
+/* Limits for containers that set none (0: none): at most pids_max processes and threads, and memory_mb_max MiB
+ * for a container whose memory limit is unset. Process-wide; `cove serve` sets them at start. */
+#define COVE_CGROUP_DEFAULT_PIDS_MAX 4096
+void cove_cgroup_set_defaults(unsigned pids_max, unsigned memory_mb_max);
+unsigned cove_cgroup_default_pids_max(void);
+unsigned cove_cgroup_default_memory_mb_max(void);
 /* 1 if the kernel killed a process of the group for exceeding its memory limit. */
 int cove_cgroup_oom_killed(const struct cove_cgroup *cg);
 /* Remove containers' groups that a Cove which died left behind: empty ones, untouched for a minute (another

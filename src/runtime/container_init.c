@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "runtime/mkdir_p.h"
+#include "runtime/seccomp.h"
 
 #define MAX_ITEMS 256
 
@@ -58,6 +59,8 @@ static struct {
 	int report_fd;
 	const char *cgroups[16];
 	int n_cgroups;
+	const char *late_cgroups[4]; /* joined by PID 1 once the root filesystem is assembled (devices) */
+	int n_late_cgroups;
 	int pty;
 	pid_t join;
 	const char *layers_dir;
@@ -127,6 +130,8 @@ parse_args(int argc, char **argv)
 			o.report_fd = atoi(v);
 		else if (strcmp(a, "--cgroup") == 0 && o.n_cgroups < 16)
 			o.cgroups[o.n_cgroups++] = v;
+		else if (strcmp(a, "--cgroup-late") == 0 && o.n_late_cgroups < 4)
+			o.late_cgroups[o.n_late_cgroups++] = v;
 		else if (strcmp(a, "--pty") == 0) {
 			o.pty = 1;
 			continue;
@@ -174,10 +179,10 @@ write_file(const char *path, const char *text)
 }
 
 static void
-join_cgroups(void)
+join_cgroups(const char *const *procs, int n)
 {
-	for (int i = 0; i < o.n_cgroups; i++)
-		write_file(o.cgroups[i], "0");
+	for (int i = 0; i < n; i++)
+		write_file(procs[i], "0");
 }
 
 static void
@@ -194,9 +199,14 @@ do_mount(const char *src, const char *dst, const char *type, unsigned long flags
 		fail(errno, "mount %s on %s (%s): %s", src ? src : "none", dst, type ? type : "bind", strerror(errno));
 }
 
-/* A bind mount of src at root+dst; the mount point is made (a directory or an empty file, like src). */
+/* Flags every bind mount of host files into a container gets: its device nodes do not work and set-user-id bits
+ * give nothing (the OCI runtime spec's and Docker's defaults for bind mounts). */
+#define BIND_FLAGS (MS_NOSUID | MS_NODEV)
+
+/* A bind mount of src at root+dst; the mount point is made (a directory or an empty file, like src). flags
+ * (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are applied by a remount; 0 keeps those of src. */
 static void
-bind_into(const char *root, const char *src, const char *dst, int ro)
+bind_into(const char *root, const char *src, const char *dst, unsigned long flags)
 {
 	char target[PATH_MAX];
 	pathcat(target, root, dst);
@@ -220,8 +230,8 @@ bind_into(const char *root, const char *src, const char *dst, int ro)
 			close(fd);
 	}
 	do_mount(src, target, NULL, MS_BIND | MS_REC, NULL);
-	if (ro)
-		do_mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+	if (flags)
+		do_mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL);
 }
 
 static void
@@ -236,7 +246,7 @@ make_dev(const char *root)
 		char src[64], dst[64];
 		snprintf(src, sizeof(src), "/dev/%s", nodes[i]);
 		snprintf(dst, sizeof(dst), "/dev/%s", nodes[i]);
-		bind_into(root, src, dst, 0);
+		bind_into(root, src, dst, MS_NOSUID | MS_NOEXEC);
 	}
 	pathcat(path, root, "/dev/pts");
 	mkdirs(path, 0755);
@@ -333,6 +343,42 @@ mount_disk(const char *dir)
 	close(fd);
 }
 
+/* The paths of /proc and /sys that the OCI runtime spec's default configuration (`runc spec`) and Docker mask or
+ * make read-only: kernel memory, keyrings, timers, firmware, and every sysctl (among them
+ * /proc/sys/kernel/core_pattern, which the kernel runs as host root), /proc/sysrq-trigger. A masked file gets
+ * the host's /dev/null over it, a masked directory an empty read-only tmpfs; a read-only one is bound onto
+ * itself read-only. Paths this kernel lacks are skipped. */
+static const char *const masked_paths[] = {
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+	"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+};
+static const char *const readonly_paths[] = {
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+static void
+mask_paths(const char *root)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	for (size_t i = 0; i < sizeof(masked_paths) / sizeof(masked_paths[0]); i++) {
+		pathcat(path, root, masked_paths[i]);
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+		else
+			do_mount("/dev/null", path, NULL, MS_BIND, NULL);
+	}
+	for (size_t i = 0; i < sizeof(readonly_paths) / sizeof(readonly_paths[0]); i++) {
+		pathcat(path, root, readonly_paths[i]);
+		if (lstat(path, &st) < 0)
+			continue;
+		do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
+		do_mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	}
+}
+
 /* The root filesystem, assembled in this (PID 1's) mount namespace, then made the root. */
 static void
 setup_rootfs(void)
@@ -382,7 +428,9 @@ setup_rootfs(void)
 	n += (size_t)snprintf(opts + n, sizeof(opts) - n, ",upperdir=%s,workdir=%s", upper, work);
 	if (n >= sizeof(opts))
 		fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
-	do_mount("overlay", merged, "overlay", 0, opts);
+	/* nodev: device nodes in an image's layers (or made by a build step) open nothing; nosuid: no set-user-id
+	 * programs (no_new_privs, set before the payload runs, would ignore them anyway). */
+	do_mount("overlay", merged, "overlay", MS_NODEV | MS_NOSUID, opts);
 
 	char path[PATH_MAX];
 	pathcat(path, merged, "/proc");
@@ -401,10 +449,13 @@ setup_rootfs(void)
 		static const char *const files[] = {"/etc/resolv.conf", "/etc/hosts"};
 		for (size_t i = 0; i < 2; i++)
 			if (access(files[i], R_OK) == 0)
-				bind_into(merged, files[i], files[i], 1);
+				bind_into(merged, files[i], files[i], MS_RDONLY | BIND_FLAGS);
 	}
 	for (int i = 0; i < o.n_binds; i++)
-		bind_into(merged, o.binds[i].src, o.binds[i].dst, o.binds[i].ro);
+		bind_into(merged, o.binds[i].src, o.binds[i].dst, (o.binds[i].ro ? MS_RDONLY : 0) | BIND_FLAGS);
+	mask_paths(merged);
+	/* The devices cgroup only now: assembling the root above may have needed a loop device. */
+	join_cgroups(o.late_cgroups, o.n_late_cgroups);
 
 	if (chdir(merged) < 0)
 		fail(errno, "chdir %s: %s", merged, strerror(errno));
@@ -420,10 +471,11 @@ setup_rootfs(void)
 		loopback_up();
 }
 
-/* Capabilities a container keeps (Docker's default set): no mounting, no device nodes, no module loading, no
+/* Capabilities a container keeps: Docker's default set less CAP_NET_RAW (raw and packet sockets read other
+ * containers' traffic on a shared interface) and CAP_MKNOD. No mounting, no device nodes, no module loading, no
  * raw I/O, no tracing of other processes. */
 static const int keep_caps[] = {
-	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_NET_RAW, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
+	CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
 	CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
 };
 
@@ -749,9 +801,17 @@ run_payload(void)
 				fail(errno, "workdir %s: %s", o.workdir, strerror(errno));
 		}
 		drop_caps();
+		/* no_new_privs: exec can never gain privileges (set-user-id programs, file capabilities), and the
+		 * filter below may be loaded without CAP_SYS_ADMIN. */
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			fail(errno, "no_new_privs: %s", strerror(errno));
 		switch_user();
 		if (o.report_fd >= 0)
 			fcntl(o.report_fd, F_SETFD, FD_CLOEXEC);
+		char msg[256];
+		int r = cove_seccomp_load(msg, sizeof(msg));
+		if (r < 0)
+			fail(-r, "%s", msg);
 		exec_payload();
 	}
 	child_pid = pid;
@@ -765,35 +825,55 @@ run_payload(void)
 static void
 join_container(void)
 {
-	static const char *const kinds[] = {"ipc", "uts", "net", "pid_for_children", "mnt"};
-	int fds[5];
-	for (int i = 0; i < 5; i++) {
+	static const char *const kinds[] = {"cgroup", "ipc", "uts", "net", "pid_for_children", "mnt"};
+	enum { N = sizeof(kinds) / sizeof(kinds[0]) };
+	int fds[N];
+	for (int i = 0; i < N; i++) {
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)o.join, kinds[i]);
 		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
 		if (fds[i] < 0)
 			fail(errno == ENOENT ? ESRCH : errno, "the container has ended (%s: %s)", path, strerror(errno));
 	}
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < N; i++) {
 		if (setns(fds[i], 0) < 0)
 			fail(errno, "enter the container's %s namespace: %s", kinds[i], strerror(errno));
 		close(fds[i]);
 	}
 }
 
+/* Close every descriptor but stdin, stdout, stderr and the report descriptor: nothing Cove holds open may leak
+ * into a container. */
+static void
+close_inherited(void)
+{
+	int keep = o.report_fd > 2 ? o.report_fd : -1;
+	if (keep < 0) {
+		syscall(SYS_close_range, 3U, ~0U, 0U);
+		return;
+	}
+	if (keep > 3)
+		syscall(SYS_close_range, 3U, (unsigned)keep - 1, 0U);
+	syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+}
+
 int
 main(int argc, char **argv)
 {
 	parse_args(argc, argv);
+	close_inherited();
 	if (o.report_fd >= 0)
 		fcntl(o.report_fd, F_SETFD, FD_CLOEXEC);
-	join_cgroups();
+	join_cgroups(o.cgroups, o.n_cgroups);
 	forward_signals();
 	if (o.join) {
+		join_cgroups(o.late_cgroups, o.n_late_cgroups);
 		join_container();
 		run_payload();
 	}
-	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (o.net_none ? CLONE_NEWNET : 0);
+	/* A cgroup namespace too: the container sees its own groups as the root (and cannot name the host's). */
+	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWCGROUP |
+		    (o.net_none ? CLONE_NEWNET : 0);
 	if (unshare(flags) < 0)
 		fail(errno, "unshare the container's namespaces: %s", strerror(errno));
 	pid_t pid = fork();
@@ -807,6 +887,9 @@ main(int argc, char **argv)
 		if (!o.pty)
 			setpgid(0, 0);
 		setup_rootfs();
+		/* The payload runs as root in PID 1's namespaces: not dumpable, PID 1's memory and descriptors stay out
+		 * of its reach through /proc/1 (with ptrace refused by the filter as well). */
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		run_payload();
 	}
 	child_pid = pid;

@@ -116,6 +116,10 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 			push(&a, "--cgroup");
 			push(&a, procs[i]);
 		}
+		if (join->cg && cove_cgroup_late_procs(join->cg)) {
+			push(&a, "--cgroup-late");
+			push(&a, cove_cgroup_late_procs(join->cg));
+		}
 	} else {
 		const struct cove_container_rootfs *fs = spec->rootfs;
 		if (cove_cgroup_create(spec->id, spec->limits, &c->cg, err) < 0) {
@@ -128,6 +132,10 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		for (size_t i = 0; i < n; i++) {
 			push(&a, "--cgroup");
 			push(&a, procs[i]);
+		}
+		if (cove_cgroup_late_procs(c->cg)) {
+			push(&a, "--cgroup-late");
+			push(&a, cove_cgroup_late_procs(c->cg));
 		}
 		push(&a, "--layers-dir");
 		push(&a, fs->layers_dir);

@@ -1,0 +1,191 @@
+"""Escapes tried from inside containers (the linux runtime): a sandbox's own command and a function's body run
+the attacks of apps/linux/escape_probe.py, and every one must be refused: sysctls and core_pattern, the sysrq
+trigger, kernel memory and keyrings, mounts (tmpfs, proc, cgroupfs and its release_agent), new user, mount and
+network namespaces, setns into the host's, device nodes, raw and packet sockets, ptrace, PID 1's memory,
+keyrings, userfaultfd, bpf, io_uring, a chroot break-out; the filter, no_new_privs and the capability set are
+read from /proc/self/status. A fork bomb stops at the pids limit, and descriptors Cove holds never reach the
+container.
+
+The probe changes nothing on the host even where an attempt gets through (see its docstring)."""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import _finish, _start, _state_dir, linux_runtime_args
+from harness import APPS
+
+LINUX_APPS = APPS / "linux"
+PROBE = (LINUX_APPS / "escape_probe.py").read_text()
+
+pytestmark = [
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the linux runtime needs root"),
+]
+
+CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_MODULE = 13, 21, 27, 19, 16
+
+ATTACKS = [
+    "core_pattern", "global_sysctl", "sysrq_trigger", "kcore", "keys", "mount_tmpfs", "mount_cgroupfs",
+    "mount_cgroup2", "mount_proc", "release_agent", "unshare_user", "unshare_mount", "unshare_net", "setns_host",
+    "mknod", "block_device_node", "root_allows_devices", "packet_socket", "raw_socket", "ptrace_init",
+    "ptrace_traceme", "init_memory", "init_environ", "keyctl", "userfaultfd", "bpf", "io_uring", "chroot_escape",
+]
+
+
+def run_json(cove, code: str, timeout: float = 600):
+    r = cove.run_python(code, cwd=LINUX_APPS, timeout=timeout)
+    assert r.returncode == 0, cove.explain(r)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT="):
+            return json.loads(line[len("RESULT="):])
+    raise AssertionError("no RESULT= line\n" + cove.explain(r))
+
+
+def probe_result(text: str) -> dict:
+    for line in text.splitlines():
+        if line.startswith("PROBE="):
+            return json.loads(line[len("PROBE="):])
+    raise AssertionError(f"the probe printed no result:\n{text}")
+
+
+def assert_contained(got: dict):
+    escaped = {k: got[k]["detail"] for k in ATTACKS if got[k]["escaped"]}
+    assert not escaped, f"attacks that got through: {escaped}"
+    st = got["status"]
+    assert st["seccomp"] == "2", st  # a filter is loaded
+    assert st["no_new_privs"] == "1", st
+    eff, bnd = int(st["cap_eff"], 16), int(st["cap_bnd"], 16)
+    for cap in (CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_MODULE):
+        assert not eff & (1 << cap) and not bnd & (1 << cap), (cap, st)
+
+
+SANDBOX = """
+import json, os, modal
+app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
+sb = modal.Sandbox.create("python3", "-c", {probe!r}, app=app, secrets=[modal.Secret.from_dict({{"HOST_MARKER": {marker!r}}})])
+sb.wait()
+text = sb.stdout.read()
+print("RESULT=" + json.dumps({{"text": text, "stderr": sb.stderr.read(), "rc": sb.returncode}}))
+"""
+
+
+def test_sandbox_command_cannot_escape(linux_cove, tmp_path):
+    marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
+    marker.write_text("host")
+    got = run_json(linux_cove, SANDBOX.format(probe=PROBE, marker=str(marker)))
+    assert got["rc"] == 0, got
+    result = probe_result(got["text"])
+    assert_contained(result)
+    # A sandbox's command starts with stdin, stdout and stderr alone (3 is the listing's own descriptor).
+    assert result["fds"] == [0, 1, 2, 3], result["fds"]
+
+
+FUNCTION = """
+import json, modal
+app = modal.App("cove-e2e-escape-fn")
+
+@app.function(secrets=[modal.Secret.from_dict({{"HOST_MARKER": {marker!r}}})])
+def probe(src: str) -> str:
+    import contextlib, io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(src, "escape_probe.py", "exec"), {{"__name__": "__probe__"}})
+    return buf.getvalue()
+
+with app.run():
+    print("RESULT=" + json.dumps(probe.remote({probe!r})))
+"""
+
+
+def test_function_body_cannot_escape(linux_cove, tmp_path):
+    marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
+    marker.write_text("host")
+    text = run_json(linux_cove, FUNCTION.format(probe=PROBE, marker=str(marker)))
+    assert_contained(probe_result(text))
+
+
+def cgroup_value(controller: str, task: str, name: str) -> str | None:
+    for base in (Path("/sys/fs/cgroup") / controller / "cove" / task, Path("/sys/fs/cgroup/cove") / task):
+        f = base / name
+        if f.exists():
+            return f.read_text().strip()
+    return None
+
+
+DEFAULTS = """
+import json, modal, time
+app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
+sb = modal.Sandbox.create("sleep", "300", app=app)
+p = sb.exec("hostname")
+task = p.stdout.read().strip()
+p.wait()
+print("TASK=" + task, flush=True)
+input()  # the test reads the host's cgroup files meanwhile
+sb.terminate()
+print("RESULT=" + json.dumps(task))
+"""
+
+
+def test_containers_get_default_pids_and_memory_limits(linux_cove):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", DEFAULTS], cwd=LINUX_APPS, env=linux_cove.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("TASK="), line + proc.stderr.read()
+        task = line.strip()[len("TASK="):]
+        pids = cgroup_value("pids", task, "pids.max")
+        mem = cgroup_value("memory", task, "memory.limit_in_bytes") or cgroup_value("memory", task, "memory.max")
+        devices = cgroup_value("devices", task, "devices.list")
+    finally:
+        proc.communicate("\n", timeout=120)
+    assert pids == "4096", pids
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert mem is not None and mem != "max" and int(mem) <= total, mem
+    if devices is not None:  # cgroup v1: only the devices of the OCI runtime spec's default list
+        assert "a *:* rwm" not in devices and "c 1:3 rwm" in devices, devices
+        assert not any(line.startswith("b ") for line in devices.splitlines()), devices
+
+
+FORK_BOMB = """
+import json, modal
+app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
+bomb = '''
+import os, time
+n = 0
+try:
+    while n < 100000:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("stopped", n, e.errno, flush=True)
+'''
+sb = modal.Sandbox.create("python3", "-c", bomb, app=app, timeout=120)
+line = ""
+for chunk in sb.stdout:
+    line += chunk
+    if "\\n" in line:
+        break
+sb.terminate()
+print("RESULT=" + json.dumps(line.strip()))
+"""
+
+
+def test_fork_bomb_stops_at_the_pids_limit():
+    cove = _start(_state_dir(), linux_runtime_args() + ["--pids-limit", "64"])
+    try:
+        line = run_json(cove, FORK_BOMB, timeout=300)
+    finally:
+        _finish(cove)
+    words = line.split()
+    assert words[:1] == ["stopped"], line
+    # The container's init, the shell-less command and its children share the 64.
+    assert int(words[1]) < 64 and words[2] == "11", line  # EAGAIN
