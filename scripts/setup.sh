@@ -36,7 +36,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 # 1. System packages (apt is skipped when all are installed already: it is the slow part).
 packages=(build-essential meson ninja-build pkg-config libevent-dev libnghttp2-dev libprotobuf-c-dev
 	protobuf-c-compiler protobuf-compiler libprotobuf-dev libsqlite3-dev libssl-dev libcmocka-dev clang
-	libclang-rt-14-dev libseccomp-dev python3-venv chromium libarchive-dev libcurl4-openssl-dev debootstrap docker-registry skopeo)
+	libclang-rt-14-dev libseccomp-dev passt python3-venv chromium libarchive-dev libcurl4-openssl-dev debootstrap docker-registry skopeo)
 missing=()
 for p in "${packages[@]}"; do
 	if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then

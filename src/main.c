@@ -416,10 +416,14 @@ cmd_images(struct opts *o, int gc)
 	cove_builder_usage(dir, &bytes, &n_layers, &n_images);
 	cleanup_free char *helper = cove_isolate_helper_path();
 	struct cove_error *why = NULL;
-	if (cove_runtime_linux_check(helper, &why) == 0)
+	if (cove_runtime_linux_check(helper, &why) == 0) {
 		printf("runtime: linux available (cgroups %s); `cove serve` uses it unless --runtime process\n",
 		       cove_runtime_linux_cgroup_kind(NULL));
-	else
+		printf("container network: %s\n",
+		       access(COVE_PASTA, X_OK) == 0
+			       ? "a namespace of each container's own, through pasta (" COVE_PASTA ")"
+			       : "the host's (install Debian's passt package for one of each container's own)");
+	} else
 		printf("runtime: process (the linux runtime is not available: %s)\n", why->msg);
 	cove_error_free(why);
 	printf("images: %zu built, %zu layers, %.1f MiB on disk in %s\n", n_images, n_layers, (double)bytes / (1 << 20),

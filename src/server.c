@@ -11,6 +11,7 @@
 #include "blob/http.h"
 #include "gateway/gateway.h"
 #include "grpc/server.h"
+#include "runtime/runtime.h"
 #include "sandbox/sandbox.h"
 #include "sched/sched.h"
 #include "store/kv.h"
@@ -83,6 +84,16 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
 	if ((ctx->gateway = cove_gateway_new(ctx, cfg->web_port, err)) == NULL)
 		goto fail;
+	if (ctx->builder) {
+		/* Each container a network of its own, with only Cove's ports of the host's loopback in reach. */
+		int ports[] = {cove_grpc_server_port(ctx->grpc), cove_blob_http_port(ctx->blob_http),
+			       cove_gateway_port(ctx->gateway)};
+		struct cove_error *why = NULL;
+		if (cove_runtime_linux_set_network(ctx->runtime, COVE_PASTA, ports, sizeof(ports) / sizeof(ports[0]), &why) < 0) {
+			log_warn("%s", why->msg);
+			cove_error_free(why);
+		}
+	}
 	/* Last: restoring may start containers, which dial server_url. */
 	if (cove_sched_restore(ctx->sched, err) < 0)
 		goto fail;

@@ -4,7 +4,8 @@
  * network input: every argument comes from Cove itself (STYLE.md, privilege seam).
  *
  *   cove-container [--report-fd N] [--cgroup PROCS_FILE]... [--pty]
- *                  ( --join PID | --layers-dir DIR --layer REL... --scratch DIR [--hostname H] [--net none|host]
+ *                  ( --join PID | --layers-dir DIR --layer REL... --scratch DIR [--hostname H]
+ *                    [--net none|host|private [--pasta PATH] [--forward PORT]... [--publish PORT]...]
  *                    [--bind SRC DST] [--bind-ro SRC DST]... )
  *                  [--workdir PATH] [--user UID[:GID]] -- ARGV...
  *
@@ -19,7 +20,14 @@
  *
  * Setup failures are written to the report descriptor as "<errno> <message>" and end the program with 125; the
  * descriptor reaches end-of-file when the payload has been exec'd. Signals SIGINT, SIGTERM, SIGHUP, SIGQUIT,
- * SIGUSR1 and SIGUSR2 sent to the shim are passed on to the payload. */
+ * SIGUSR1 and SIGUSR2 sent to the shim are passed on to the payload.
+ *
+ * --net private: a network namespace of the container's own, connected to the outside by pasta (Debian's
+ * passt package: user-mode TCP/UDP translation, the way rootless Podman connects containers), which runs beside
+ * the shim in the host's namespaces and dies with it. The container can reach the outside, but not the host's
+ * loopback services (--no-map-gw, and no port of the host's is forwarded but the --forward ones, Cove's own),
+ * nor other containers, each in a namespace of its own. --publish PORT makes the container's PORT reachable at
+ * the host's 127.0.0.1:PORT (a sandbox's tunnels). */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -41,6 +49,7 @@
 #include <sys/wait.h>
 #include <poll.h>
 #include <termios.h>
+#include <time.h>
 #include <linux/capability.h>
 #include <linux/loop.h>
 #include <unistd.h>
@@ -68,7 +77,12 @@ static struct {
 	int n_layers;
 	const char *scratch;
 	const char *hostname;
-	int net_none;
+	enum { NET_HOST, NET_NONE, NET_PRIVATE } net;
+	const char *pasta;
+	const char *forward[16]; /* ports of the host's loopback the container reaches at its own 127.0.0.1 */
+	int n_forward;
+	const char *publish[64]; /* ports of the container's reached at the host's 127.0.0.1 */
+	int n_publish;
 	struct bind binds[MAX_ITEMS];
 	int n_binds;
 	const char *workdir;
@@ -146,7 +160,13 @@ parse_args(int argc, char **argv)
 		else if (strcmp(a, "--hostname") == 0)
 			o.hostname = v;
 		else if (strcmp(a, "--net") == 0)
-			o.net_none = strcmp(v, "none") == 0;
+			o.net = strcmp(v, "none") == 0 ? NET_NONE : strcmp(v, "private") == 0 ? NET_PRIVATE : NET_HOST;
+		else if (strcmp(a, "--pasta") == 0)
+			o.pasta = v;
+		else if (strcmp(a, "--forward") == 0 && o.n_forward < 16)
+			o.forward[o.n_forward++] = v;
+		else if (strcmp(a, "--publish") == 0 && o.n_publish < 64)
+			o.publish[o.n_publish++] = v;
 		else if ((strcmp(a, "--bind") == 0 || strcmp(a, "--bind-ro") == 0) && i + 2 < argc && o.n_binds < MAX_ITEMS) {
 			o.binds[o.n_binds++] = (struct bind){v, argv[i + 2], a[6] == '-'};
 			i++;
@@ -281,6 +301,137 @@ loopback_up(void)
 		ioctl(s, SIOCSIFFLAGS, &ifr);
 	}
 	close(s);
+}
+
+/* pasta, forked before the shim unshares its network namespace and released (through the pipe whose write end is
+ * returned) once it has: it opens the new namespace as the host's root may (pasta itself drops to a user
+ * namespace of its own at start, from which /proc/<pid>/ns/net cannot be opened) and passes it as
+ * /proc/self/fd/N. It stays in the foreground and dies with the shim (PR_SET_PDEATHSIG). */
+static int
+start_pasta(void)
+{
+	int go[2];
+	if (pipe2(go, O_CLOEXEC) < 0)
+		fail(errno, "pipe: %s", strerror(errno));
+	pid_t shim = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		fail(errno, "fork pasta: %s", strerror(errno));
+	if (pid > 0) {
+		close(go[0]);
+		return go[1];
+	}
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(go[1]);
+	char c;
+	if (read(go[0], &c, 1) != 1 || getppid() != shim)
+		_exit(1);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)shim);
+	int ns = open(path, O_RDONLY); /* not O_CLOEXEC: pasta opens it again through /proc/self/fd */
+	if (ns < 0)
+		_exit(1);
+	int devnull = open("/dev/null", O_RDWR);
+	if (devnull >= 0) {
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+	}
+	if (o.report_fd >= 0)
+		close(o.report_fd);
+	char nspath[64], forward[256] = "none", publish[64][40];
+	snprintf(nspath, sizeof(nspath), "/proc/self/fd/%d", ns);
+	size_t n = 0;
+	for (int i = 0; i < o.n_forward; i++)
+		n += (size_t)snprintf(forward + n, n < sizeof(forward) ? sizeof(forward) - n : 0, "%s%s", i ? "," : "",
+				      o.forward[i]);
+	if (n >= sizeof(forward))
+		_exit(1);
+	const char *argv[32 + 2 * 64];
+	int a = 0;
+	argv[a++] = "pasta";
+	argv[a++] = "--foreground";
+	argv[a++] = "--quiet";
+	argv[a++] = "--runas";
+	argv[a++] = "0";
+	argv[a++] = "--config-net";
+	argv[a++] = "--no-map-gw";
+	argv[a++] = "--ns-ifname";
+	argv[a++] = "eth0";
+	argv[a++] = "--tcp-ns";
+	argv[a++] = forward;
+	argv[a++] = "--udp-ns";
+	argv[a++] = "none";
+	argv[a++] = "--udp-ports";
+	argv[a++] = "none";
+	if (o.n_publish == 0) {
+		argv[a++] = "--tcp-ports";
+		argv[a++] = "none";
+	}
+	for (int i = 0; i < o.n_publish; i++) {
+		snprintf(publish[i], sizeof(publish[i]), "127.0.0.1/%s", o.publish[i]);
+		argv[a++] = "--tcp-ports";
+		argv[a++] = publish[i];
+	}
+	argv[a++] = "--netns";
+	argv[a++] = nspath;
+	argv[a] = NULL;
+	execv(o.pasta ? o.pasta : "/usr/bin/pasta", (char *const *)argv);
+	_exit(127);
+}
+
+/* 1 if this network namespace has a default route. */
+static int
+has_default_route(void)
+{
+	FILE *f = fopen("/proc/net/route", "re");
+	char line[256];
+	int found = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		char ifname[32];
+		unsigned long dest;
+		if (sscanf(line, "%31s %lx", ifname, &dest) == 2 && dest == 0)
+			found = 1;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* How many of the forwarded ports are listened on (by pasta) in this network namespace. */
+static int
+forwards_listening(void)
+{
+	FILE *f = fopen("/proc/net/tcp", "re");
+	char line[512];
+	int n = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned addr, port, state;
+		if (sscanf(line, " %*d: %x:%x %*x:%*x %x", &addr, &port, &state) != 3 || state != 0x0A)
+			continue;
+		for (int i = 0; i < o.n_forward; i++)
+			if ((unsigned)atoi(o.forward[i]) == port)
+				n++;
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Wait (in the container's namespace) until pasta has configured it: a default route, and a listener on each
+ * forwarded port. Meanwhile PID 1 has assembled the root filesystem, so this mostly overlaps work that had to
+ * happen anyway. */
+static void
+wait_network(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		if (has_default_route() && forwards_listening() >= o.n_forward)
+			return;
+		struct timespec ts = {0, i < 100 ? 200 * 1000 : 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	fail(ETIMEDOUT, "the container's network did not come up within 5 s (is pasta, from Debian's passt package, "
+			"installed?)");
 }
 
 /* ephemeral_disk: a sparse file of disk_mb MiB, formatted ext4 and attached to a loop device (detached by the
@@ -444,7 +595,7 @@ setup_rootfs(void)
 	pathcat(path, merged, "/tmp");
 	mkdirs(path, 01777);
 	chmod(path, 01777);
-	if (!o.net_none) {
+	if (o.net != NET_NONE) {
 		/* The host's resolver and hosts files, so names resolve as they do for Cove. */
 		static const char *const files[] = {"/etc/resolv.conf", "/etc/hosts"};
 		for (size_t i = 0; i < 2; i++)
@@ -467,8 +618,10 @@ setup_rootfs(void)
 		fail(errno, "chdir /: %s", strerror(errno));
 	if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
 		fail(errno, "sethostname: %s", strerror(errno));
-	if (o.net_none)
+	if (o.net == NET_NONE)
 		loopback_up();
+	if (o.net == NET_PRIVATE)
+		wait_network();
 }
 
 /* Capabilities a container keeps: Docker's default set less CAP_NET_RAW (raw and packet sockets read other
@@ -873,9 +1026,16 @@ main(int argc, char **argv)
 	}
 	/* A cgroup namespace too: the container sees its own groups as the root (and cannot name the host's). */
 	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWCGROUP |
-		    (o.net_none ? CLONE_NEWNET : 0);
+		    (o.net != NET_HOST ? CLONE_NEWNET : 0);
+	int pasta_go = o.net == NET_PRIVATE ? start_pasta() : -1;
 	if (unshare(flags) < 0)
 		fail(errno, "unshare the container's namespaces: %s", strerror(errno));
+	if (pasta_go >= 0) {
+		/* The namespace exists: pasta may join it (and configures it while PID 1 assembles the root). */
+		if (write(pasta_go, "g", 1) != 1)
+			fail(errno, "start pasta: %s", strerror(errno));
+		close(pasta_go);
+	}
 	pid_t pid = fork();
 	if (pid < 0)
 		fail(errno, "fork the container's init: %s", strerror(errno));

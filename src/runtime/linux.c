@@ -19,6 +19,9 @@
 struct linux_rt {
 	struct cove_runtime *inner; /* the process runtime */
 	char *helper;
+	char *pasta;   /* NULL: containers share the host's network */
+	char **forward; /* ports of the host's loopback that containers reach (decimal) */
+	size_t n_forward;
 };
 
 /* What the linux runtime hands out: the process runtime's container, and the cgroup around it. */
@@ -150,6 +153,21 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		if (fs->block_network) {
 			push(&a, "--net");
 			push(&a, "none");
+		} else if (l->pasta) {
+			push(&a, "--net");
+			push(&a, "private");
+			push(&a, "--pasta");
+			push(&a, l->pasta);
+			for (size_t i = 0; i < l->n_forward; i++) {
+				push(&a, "--forward");
+				push(&a, l->forward[i]);
+			}
+			for (size_t i = 0; i < fs->n_published_ports; i++) {
+				char port[16];
+				snprintf(port, sizeof(port), "%u", fs->published_ports[i]);
+				push(&a, "--publish");
+				push(&a, port);
+			}
 		}
 		if (fs->user && *fs->user) {
 			push(&a, "--user");
@@ -218,6 +236,10 @@ linux_free(struct cove_runtime *rt)
 	struct linux_rt *l = rt->impl;
 	l->inner->ops->free(l->inner);
 	free(l->helper);
+	free(l->pasta);
+	for (size_t i = 0; i < l->n_forward; i++)
+		free(l->forward[i]);
+	free(l->forward);
 	free(l);
 	free(rt);
 }
@@ -299,6 +321,26 @@ cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callba
 	rt->cb = *cb;
 	rt->impl = l;
 	return rt;
+}
+
+int
+cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const int *forward_ports,
+			       size_t n_forward_ports, struct cove_error **err)
+{
+	if (strcmp(rt->ops->name, "linux") != 0)
+		return 0;
+	struct linux_rt *l = rt->impl;
+	if (access(pasta, X_OK) < 0)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "%s: %s (install Debian's passt package): containers share the host's network", pasta,
+				      strerror(errno));
+	free(l->pasta);
+	l->pasta = xstrdup(pasta);
+	l->forward = xrealloc(l->forward, (l->n_forward + n_forward_ports) * sizeof(char *));
+	for (size_t i = 0; i < n_forward_ports; i++)
+		if (forward_ports[i] > 0)
+			l->forward[l->n_forward++] = xasprintf("%d", forward_ports[i]);
+	return 0;
 }
 
 const char *

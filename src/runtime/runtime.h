@@ -64,6 +64,11 @@ struct cove_container_rootfs {
 	const char *hostname;       /* NULL: the container id */
 	const char *user;           /* USER of the image (NULL or "": root) */
 	int block_network;          /* an empty network namespace (loopback only) */
+	/* Without block_network, a network namespace of its own with a route out (see
+	 * cove_runtime_linux_set_network); these ports of the container's are reachable at the host's 127.0.0.1
+	 * (a sandbox's tunnels). */
+	const unsigned short *published_ports;
+	size_t n_published_ports;
 };
 
 struct cove_container_limits {
@@ -117,6 +122,14 @@ size_t cove_runtime_process_live(struct cove_runtime *rt);
  * naming what is missing. */
 struct cove_runtime *cove_runtime_linux_new(struct event_base *base, const struct cove_runtime_callbacks *cb,
 					    const char *helper, struct cove_error **err);
+/* Give each container (without block_network) a network namespace of its own, connected to the outside by pasta
+ * (from Debian's passt package), from which the host's loopback is out of reach but for these ports of the
+ * host's (Cove's own), which the container reaches at its own 127.0.0.1. Without pasta (the path is not
+ * executable), containers keep sharing the host's network: 0, or -1 + FAILED_PRECONDITION naming what is
+ * missing (the runtime still works, as before this call). */
+#define COVE_PASTA "/usr/bin/pasta"
+int cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const int *forward_ports,
+				   size_t n_forward_ports, struct cove_error **err);
 /* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */
 int cove_runtime_linux_check(const char *helper, struct cove_error **err);
 /* The cgroup hierarchy the linux runtime uses ("v1", "v2"), for `cove status`. */

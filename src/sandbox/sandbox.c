@@ -956,6 +956,13 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__OPEN &&
 						 d->network_access->network_access_type !=
 							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__UNSPECIFIED);
+		/* Tunnels: the sandbox's ports, reached at the host's 127.0.0.1 (cove_sandbox_tunnels). */
+		size_t n_ports = d->open_ports_oneof_case && d->open_ports ? d->open_ports->n_ports : 0;
+		sb->iso->ports = xcalloc(n_ports + 1, sizeof(*sb->iso->ports));
+		for (size_t i = 0; i < n_ports; i++)
+			sb->iso->ports[i] = (unsigned short)d->open_ports->ports[i]->port;
+		sb->iso->rootfs.published_ports = sb->iso->ports;
+		sb->iso->rootfs.n_published_ports = n_ports;
 	} else {
 		const char *path = getenv("PATH");
 		env_set(&env, &n, "PATH", path ? path : "/usr/local/bin:/usr/bin:/bin");

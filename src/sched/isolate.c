@@ -182,5 +182,6 @@ cove_isolate_clear(struct cove_isolated *iso)
 	free(iso->layers);
 	free(iso->scratch);
 	free(iso->upper);
+	free(iso->ports);
 	memset(iso, 0, sizeof(*iso));
 }

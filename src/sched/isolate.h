@@ -28,6 +28,7 @@ struct cove_isolated {
 	char *upper;         /* <task dir>/fs/upper: files written here before start appear in the container */
 	struct cove_container_rootfs rootfs;
 	struct cove_container_limits limits;
+	unsigned short *ports; /* rootfs.published_ports (malloc'd; freed by cove_isolate_clear) */
 };
 
 /* From the function's image (which must be built) and resources. FAILED_PRECONDITION for a GPU this host lacks. */

@@ -189,3 +189,53 @@ def test_fork_bomb_stops_at_the_pids_limit():
     assert words[:1] == ["stopped"], line
     # The container's init, the shell-less command and its children share the 64.
     assert int(words[1]) < 64 and words[2] == "11", line  # EAGAIN
+
+
+NETWORK = """
+import json, modal
+app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
+probe = '''
+import json, socket, sys
+def reach(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+routes = [l.split()[0] for l in open("/proc/net/route").read().splitlines()[1:] if l.split()[1] == "00000000"]
+print(json.dumps({"host_service": reach("127.0.0.1", int(sys.argv[1])), "api": reach("127.0.0.1", int(sys.argv[2])),
+                  "neighbour": reach("127.0.0.1", 8765), "default_route": routes}))
+'''
+server = modal.Sandbox.create("python3", "-c",
+    "import socket, time\\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\\n"
+    "s.bind(('0.0.0.0', 8765)); s.listen(); print('listening', flush=True); time.sleep(120)", app=app)
+for line in server.stdout:
+    break
+client = modal.Sandbox.create(app=app)
+p = client.exec("python3", "-c", probe, "HOST_PORT", "API_PORT")
+text = p.stdout.read()
+p.wait()
+client.terminate()
+server.terminate()
+print("RESULT=" + text.strip())
+"""
+
+
+def test_containers_have_networks_of_their_own(linux_cove):
+    """Each container has a network namespace of its own with a route out: the host's loopback services and the
+    other containers' ports are out of reach, Cove's own ports are not."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        port = listener.getsockname()[1]
+        api_port = int(linux_cove.url.rsplit(":", 1)[1])
+        got = run_json(linux_cove, NETWORK.replace("HOST_PORT", str(port)).replace("API_PORT", str(api_port)))
+    finally:
+        listener.close()
+    assert got["host_service"] != "open", got  # a service on the host's 127.0.0.1
+    assert got["neighbour"] != "open", got  # another sandbox listening on all its addresses
+    assert got["api"] == "open", got  # Cove's API is forwarded
+    assert got["default_route"] == ["eth0"], got
