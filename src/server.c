@@ -77,8 +77,11 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		.max_message_bytes = 100 * 1024 * 1024 + 1024,
 		.unix_path = ctx->api_socket,
 	};
+	if (cove_grpc_options_from_env(&opts, err) < 0)
+		goto fail;
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
+	cove_grpc_server_set_admit_hook(ctx->grpc, cove_api_admit, ctx->api);
 	cove_grpc_server_set_message_hook(ctx->grpc, cove_api_stream_message, ctx->api);
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
 	if ((ctx->gateway = cove_gateway_new(ctx, cfg->web_port, err)) == NULL)
