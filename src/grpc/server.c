@@ -67,6 +67,12 @@
 #define OUTPUT_LOW (256 * 1024)
 #define MAX_SINGLE_READ (256 * 1024)
 #define DRAIN_TIMEOUT_S 10
+/* A peer that takes none of the bytes waiting for it this long is gone (or hostile): the connection closes.
+ * Only time with output pending counts, so long polls are unaffected. */
+#define WRITE_TIMEOUT_S 60
+/* Requests refused at admission that a connection which never had one admitted may keep in flight (their
+ * answers not yet taken by the peer); past it the connection closes. */
+#define MAX_UNADMITTED_STREAMS 100
 /* The first message buffer grows as bytes arrive, never to the length the client merely announced. */
 #define MSG_INITIAL_ALLOC (64 * 1024)
 #define PREFIX_LEN 5
@@ -879,6 +885,11 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (!conn->admitted && conn->n_calls >= MAX_UNADMITTED_STREAMS) {
+		log_debug("grpc: %s: %zu refused requests in flight and none admitted: closing", conn->peer,
+			  conn->n_calls);
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
 	call = xcalloc(1, sizeof(*call));
 	call->conn = conn;
 	call->stream_id = frame->hd.stream_id;
@@ -1200,6 +1211,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
 		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
 	};
+	struct timeval write_timeout = {WRITE_TIMEOUT_S, 0};
 	struct conn *conn;
 	int one = 1;
 	int rv;
@@ -1252,6 +1264,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 	}
 	bufferevent_set_max_single_read(conn->bev, MAX_SINGLE_READ);
 	bufferevent_setwatermark(conn->bev, EV_WRITE, OUTPUT_LOW, 0);
+	bufferevent_set_timeouts(conn->bev, NULL, &write_timeout);
 	bufferevent_setcb(conn->bev, readcb, writecb, eventcb, conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	log_debug("grpc: %s: connection accepted", conn->peer);

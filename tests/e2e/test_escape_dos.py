@@ -324,12 +324,44 @@ def test_connection_cap_sheds_strangers_not_token_holders():
 # -- floods ---------------------------------------------------------------------------------------------------
 
 
+def test_a_stranger_piling_up_refused_requests_is_disconnected(cove):
+    # 500 unauthenticated requests in one burst, none of the answers read: past 100 refusals in flight on a
+    # connection that never had a request admitted, the server closes it instead of holding them.
+    bad = cove.grpc_headers(MODAL_TOKEN_SECRET="not-the-secret")
+    with h2raw.RawH2(*cove.address) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        burst = b""
+        for _ in range(500):
+            sid, c.next_stream = c.next_stream, c.next_stream + 2
+            block = c.encoder.encode(
+                [(":method", "POST"), (":scheme", "http"), (":path", h2raw.SERVICE + "EnvironmentGetOrCreate"),
+                 (":authority", c.authority), ("content-type", "application/grpc"), *bad]
+            )  # fmt: skip
+            burst += h2raw.frame(h2raw.HEADERS, h2raw.FLAG_END_HEADERS | h2raw.FLAG_END_STREAM, sid, block)
+        c.send(burst)
+        assert c.wait(lambda: c.closed, 10), "the connection was kept"
+    # A client that asks once with a bad token and reads the answer is simply refused, as before.
+    with h2raw.RawH2(*cove.address) as c:
+        reply = c.wait_reply(c.open_stream("EnvironmentGetOrCreate", bad, end_stream=True))
+        assert reply.grpc_status == h2raw.UNAUTHENTICATED, reply.describe()
+    assert_healthy(cove)
+
+
+
 def test_ping_flood_ends_the_connection(cove):
+    # 5,000 PINGs at once: more acknowledgements queued than nghttp2 allows (1,000).
     with h2raw.RawH2(*cove.address) as c:
         assert c.ping()
-        flood = h2raw.frame(h2raw.PING, 0, 0, b"floodxxx") * 5000
-        c.send(flood)
+        c.send(h2raw.frame(h2raw.PING, 0, 0, b"floodxxx") * 5000)
         assert c.wait(lambda: c.closed, 10), "the server kept a connection that sent 5,000 PINGs at once"
+    # The same in batches of 250, each acknowledged before the next: Cove's own rate limit ends it.
+    with h2raw.RawH2(*cove.address) as c:
+        for i in range(20):
+            c.send(h2raw.frame(h2raw.PING, 0, 0, b"floodxxx") * 249)
+            if not c.ping(b"batch%03d" % i):
+                break
+        assert c.wait(lambda: c.closed, 10), "the server kept a connection that sent 5,000 PINGs in a second"
+        assert i >= 3, f"closed after only {i + 1} batches of 250 (the burst allowed is 1,000)"
     # A client that pings now and then is not a flood.
     with h2raw.RawH2(*cove.address) as c:
         for i in range(20):
