@@ -104,6 +104,7 @@ struct cove_call {
 	size_t header_bytes;
 	bool headers_too_large;
 	bool headers_over_budget; /* the connection's or the server's request buffers were full */
+	bool admitted;
 	size_t buffered; /* request bytes held: header_bytes + first_cap + cur_cap, charged to conn and server */
 
 	int64_t deadline_us; /* CLOCK_MONOTONIC; -1 without grpc-timeout */
@@ -148,6 +149,7 @@ struct conn {
 	bool admitted;       /* a request passed admission: never shed for a newcomer */
 	int64_t accepted_us;
 	size_t n_calls;
+	size_t n_admitted; /* calls that passed admission and are not freed yet: while 0 the idle clock runs */
 	size_t buffered;
 	struct event *timer_ev; /* handshake timeout, then idle timeout */
 	double control_tokens;
@@ -538,10 +540,10 @@ call_free(struct cove_call *call)
 	free(call->status_msg);
 	if (call->out)
 		evbuffer_free(call->out);
-	free(call);
 	conn->n_calls--;
-	if (conn->n_calls == 0)
+	if (call->admitted && --conn->n_admitted == 0)
 		conn_arm_idle(conn);
+	free(call);
 }
 
 /* The call ends before the handler finished it: run the hook once; the handler forgets the call. */
@@ -701,7 +703,10 @@ call_headers_done(struct cove_call *call)
 			return;
 		}
 	}
+	call->admitted = true;
 	call->conn->admitted = true;
+	if (call->conn->n_admitted++ == 0)
+		evtimer_del(call->conn->timer_ev);
 	if (timeout) {
 		int64_t us = parse_grpc_timeout(timeout);
 		if (us < 0) {
@@ -898,8 +903,7 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 	if (conn->calls)
 		conn->calls->prev = call;
 	conn->calls = call;
-	if (conn->n_calls++ == 0 && conn->handshake_done)
-		evtimer_del(conn->timer_ev);
+	conn->n_calls++;
 	nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
 	return 0;
 }
@@ -949,7 +953,7 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_d
 		if (!conn->handshake_done) {
 			conn->handshake_done = true;
 			evtimer_del(conn->timer_ev);
-			if (conn->n_calls == 0)
+			if (conn->n_admitted == 0)
 				conn_arm_idle(conn);
 		}
 		return 0;
@@ -1107,7 +1111,8 @@ conn_arm_idle(struct conn *conn)
 	timer_add_ms(conn->timer_ev, conn->srv->idle_timeout_ms);
 }
 
-/* Handshake or idle timeout (a top-level callback of the connection's own). */
+/* Handshake or idle timeout (a top-level callback of the connection's own). Idle means no admitted stream:
+ * a stranger's half-sent header block or refused requests do not keep a connection open. */
 static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1124,7 +1129,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_free(conn);
 		return;
 	}
-	if (conn->n_calls > 0)
+	if (conn->n_admitted > 0)
 		return;
 	log_debug("grpc: %s: no stream for %lld ms: closing (GOAWAY)", conn->peer,
 		  (long long)conn->srv->idle_timeout_ms);

@@ -239,6 +239,17 @@ def test_silent_and_idle_connections_are_closed():
             assert idle.goaway == 0, f"GOAWAY {idle.goaway}"
             assert 1.5 <= time.monotonic() - start <= 8
 
+        # Neither a header block that never ends nor refused requests count as streams.
+        with h2raw.RawH2(*cove.address) as stuck, h2raw.RawH2(*cove.address) as refused:
+            block = stuck.encoder.encode([(":method", "POST"), (":path", h2raw.SERVICE + "AppList")])
+            stuck.send(h2raw.frame(h2raw.HEADERS, 0, 1, block))  # no END_HEADERS, and no CONTINUATION
+            bad = cove.grpc_headers(MODAL_TOKEN_SECRET="not-the-secret")
+            for _ in range(3):
+                reply = refused.wait_reply(refused.open_stream("AppList", bad, end_stream=True))
+                assert reply.grpc_status == h2raw.UNAUTHENTICATED, reply.describe()
+            assert stuck.wait(lambda: stuck.closed, 8), "a connection with half a header block left open"
+            assert refused.wait(lambda: refused.closed, 8), "a connection with only refused requests left open"
+
         # An open stream is not idle, however long it stays quiet (a long poll).
         with h2raw.RawH2(*cove.address) as busy:
             sid = busy.open_stream("EnvironmentGetOrCreate", cove.grpc_headers())
