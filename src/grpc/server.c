@@ -43,12 +43,12 @@
 #define DEFAULT_TOTAL_BUFFER ((size_t)1024 * 1024 * 1024)
 #define DEFAULT_HANDSHAKE_MS 10000
 /* The official client pings every 30 s and keeps long polls open for minutes: only a connection without a
- * single stream for this long is idle. */
+ * single admitted stream for this long is idle (PINGs do not count). */
 #define DEFAULT_IDLE_MS (300 * 1000)
 #define MIN_CONNECTIONS 16
 #define MAX_DEFAULT_CONNECTIONS 100000
 /* Frames that carry nothing (PING, SETTINGS, PRIORITY, empty DATA): a burst, then a steady rate; beyond it
- * the connection ends with GOAWAY(ENHANCE_YOUR_CALM). RST_STREAM floods (CVE-2023-44487) and CONTINUATION
+ * the connection is closed. RST_STREAM floods (CVE-2023-44487) and CONTINUATION
  * floods (CVE-2024-28182) are nghttp2's own limits, as are unacknowledged PING/SETTINGS (max_outbound_ack). */
 #define CONTROL_BURST 1000
 #define CONTROL_PER_S 100
@@ -675,7 +675,7 @@ call_headers_done(struct cove_call *call)
 	const char *timeout = call_header(call, "grpc-timeout");
 
 	if (call->headers_over_budget) {
-		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED, "the server's request buffers are full: retry later");
+		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED, "this connection's or the server's request buffers are full: retry later");
 		return;
 	}
 	if (call->headers_too_large) {
