@@ -404,6 +404,9 @@ def test_a_second_serve_on_the_same_state_dir_fails_naming_the_pid(fresh_cove):
     r = subprocess.run([str(cove_bin()), "env", "--state-dir", str(cove.state_dir)], capture_output=True,
                        text=True, timeout=30)  # fmt: skip
     assert r.returncode == 0 and "MODAL_TOKEN_ID" in r.stdout, r.stderr
+    r = subprocess.run([str(cove_bin()), "status", "--state-dir", str(cove.state_dir)], capture_output=True,
+                       text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
     # The lock goes with the process, kill -9 included.
     cove.kill()
     cove.start()
