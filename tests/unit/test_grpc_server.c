@@ -1142,6 +1142,40 @@ test_handshake_and_idle_timeouts(void **state)
 }
 
 static void
+test_connection_cap_sheds_the_oldest_stranger(void **state)
+{
+	struct cove_grpc_options opts = {.address = "127.0.0.1", .max_message_bytes = MAX_MSG, .max_connections = 2};
+	struct client *c;
+	int stranger, refused, newcomer;
+	int64_t until;
+
+	(void)state;
+	swap_server(&opts);
+	c = client_new();
+	assert_echo_ok(c, "trusted"); /* admitted: never shed */
+	stranger = connect_loopback();
+	until = now_ms() + 100;
+	PUMP_UNTIL(now_ms() > until);
+	/* At the cap, and the only stranger is too young to shed: the newcomer is closed at once. */
+	refused = connect_loopback();
+	PUMP_UNTIL(raw_closed(refused));
+	close(refused);
+	assert_echo_ok(c, "still here");
+	/* Once the stranger is over a second old, it makes room for the next newcomer. */
+	until = now_ms() + 1100;
+	PUMP_UNTIL(now_ms() > until);
+	newcomer = connect_loopback();
+	PUMP_UNTIL(raw_closed(stranger));
+	until = now_ms() + 100;
+	PUMP_UNTIL(now_ms() > until);
+	assert_false(raw_closed(newcomer));
+	assert_echo_ok(c, "and still");
+	close(stranger);
+	close(newcomer);
+	client_free(c);
+}
+
+static void
 test_options_from_env(void **state)
 {
 	struct cove_grpc_options opts = {0};
@@ -1197,6 +1231,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_admission_refuses_at_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_buffer_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handshake_and_idle_timeouts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_cap_sheds_the_oldest_stranger, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_options_from_env, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
