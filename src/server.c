@@ -2,9 +2,11 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "blob/blobstore.h"
@@ -40,17 +42,53 @@ api_socket_path(const char *state_dir)
 	return sock;
 }
 
+/* One server per state directory: a POSIX record lock on <state>/serve.lock, which holds the pid. The kernel
+ * drops the lock with the process however it ends (kill -9 included), and fork does not pass it on, so a
+ * container never holds it. The descriptor is close-on-exec. Returns the descriptor, or -1 and *err. */
+static int
+lock_state_dir(const char *state_dir, struct cove_error **err)
+{
+	cleanup_free char *path = xasprintf("%s/serve.lock", state_dir);
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return cove_error_set_errno(err, errno, "open %s", path);
+	if (fcntl(fd, F_SETLK, &fl) < 0) {
+		int e = errno;
+		struct flock held = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		if ((e == EACCES || e == EAGAIN) && fcntl(fd, F_GETLK, &held) == 0 && held.l_type != F_UNLCK) {
+			close(fd);
+			return cove_error_set(err, COVE_FAILED_PRECONDITION,
+					      "another `cove serve` (pid %ld) is running on this state directory (it holds "
+					      "%s); stop it first, or give this one another --state-dir",
+					      (long)held.l_pid, path);
+		}
+		close(fd);
+		return cove_error_set_errno(err, e, "lock %s", path);
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		int e = errno;
+		close(fd);
+		return cove_error_set_errno(err, e, "write %s", path);
+	}
+	return fd;
+}
+
 struct cove_ctx *
 cove_server_new(const struct cove_config *cfg, struct event_base *base, struct cove_error **err)
 {
 	struct cove_ctx *ctx = xcalloc(1, sizeof(*ctx));
 	ctx->cfg = *cfg;
 	ctx->base = base;
+	ctx->lock_fd = -1;
 	ctx->tasks_dir = xasprintf("%s/tasks", cfg->state_dir);
 	cleanup_free char *db = xasprintf("%s/cove.db", cfg->state_dir);
-	/* Working directories of containers from an earlier run are leftovers: their processes are gone. */
-	if (cove_mkdirs(cfg->state_dir, err) < 0 || cove_remove_tree(ctx->tasks_dir, err) < 0 ||
-	    cove_mkdirs(ctx->tasks_dir, err) < 0)
+	/* The lock before anything else in the directory is touched. Working directories of containers from an
+	 * earlier run are leftovers: their processes are gone. */
+	if (cove_mkdirs(cfg->state_dir, err) < 0 || (ctx->lock_fd = lock_state_dir(cfg->state_dir, err)) < 0 ||
+	    cove_remove_tree(ctx->tasks_dir, err) < 0 || cove_mkdirs(ctx->tasks_dir, err) < 0)
 		goto fail;
 	chmod(cfg->state_dir, 0700);
 	if ((ctx->store = cove_store_open(db, err)) == NULL)
@@ -78,8 +116,11 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		.max_message_bytes = 100 * 1024 * 1024 + 1024,
 		.unix_path = ctx->api_socket,
 	};
+	if (cove_grpc_options_from_env(&opts, err) < 0)
+		goto fail;
 	if ((ctx->grpc = cove_grpc_server_new(base, &opts, cove_api_route, ctx->api, err)) == NULL)
 		goto fail;
+	cove_grpc_server_set_admit_hook(ctx->grpc, cove_api_admit, ctx->api);
 	cove_grpc_server_set_message_hook(ctx->grpc, cove_api_stream_message, ctx->api);
 	ctx->server_url = xasprintf("http://%s:%d", cfg->address, cove_grpc_server_port(ctx->grpc));
 	if ((ctx->gateway = cove_gateway_new(ctx, cfg->web_port, err)) == NULL)
@@ -127,6 +168,8 @@ cove_server_free(struct cove_ctx *ctx)
 	free(ctx->tasks_dir);
 	free(ctx->client_deps);
 	free(ctx->api_socket);
+	if (ctx->lock_fd >= 0)
+		close(ctx->lock_fd); /* last: the directory is ours until everything above is done with it */
 	free(ctx);
 }
 

@@ -43,6 +43,7 @@ struct cove_ctx {
 	char *server_url; /* what clients and containers dial: http://address:port */
 	char *tasks_dir;  /* <state>/tasks, one working directory per container */
 	int shutting_down;
+	int lock_fd; /* <state>/serve.lock, locked while this server runs; -1 before */
 };
 
 /* Open the state directory (creating it), the store, the blob store and the ports. */

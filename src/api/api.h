@@ -58,6 +58,9 @@ void cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg
 /* The front's message hook (client-streaming requests; ctx is the struct cove_api). */
 void cove_api_stream_message(struct cove_call *call, const char *path, size_t index, const uint8_t *msg, size_t len,
 			     void *ctx);
+/* The front's admission hook: at the end of a request's headers, the same answer the router would give
+ * before reading the request (unknown method, credentials), so no body is buffered for a stranger. */
+int cove_api_admit(struct cove_call *call, const char *path, void *ctx, struct cove_error **err);
 
 /* Answering. reply: pack, send, finish OK. send: one message of a stream. fail: finish with err's code and
  * message (err is consumed). fail_code: finish with a formatted message. */

@@ -267,6 +267,17 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 	pb_free(m);
 }
 
+int
+cove_api_admit(struct cove_call *call, const char *path, void *vctx, struct cove_error **err)
+{
+	struct cove_api *api = vctx;
+	struct route *r = cove_map_get(&api->routes, path);
+	if (r == NULL)
+		return cove_error_set(err, COVE_UNIMPLEMENTED, "unknown method %s", path);
+	struct cove_api_req req = {.ctx = api->ctx, .call = call, .method = r->desc->name};
+	return route_auth(r, &req, err);
+}
+
 void
 cove_api_stream_message(struct cove_call *call, const char *path, size_t index, const uint8_t *msg, size_t len,
 			void *vctx)

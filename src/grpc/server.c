@@ -16,9 +16,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -35,6 +38,25 @@
 #include "util/log.h"
 
 #define DEFAULT_MAX_MESSAGE_BYTES ((size_t)100 * 1024 * 1024 + 1024)
+/* Request bytes held: one connection may hold two of the largest messages, the server four. */
+#define DEFAULT_CONN_BUFFER ((size_t)256 * 1024 * 1024)
+#define DEFAULT_TOTAL_BUFFER ((size_t)1024 * 1024 * 1024)
+#define DEFAULT_HANDSHAKE_MS 10000
+/* The official client pings every 30 s and keeps long polls open for minutes: only a connection without a
+ * single admitted stream for this long is idle (PINGs do not count). */
+#define DEFAULT_IDLE_MS (300 * 1000)
+#define MIN_CONNECTIONS 16
+#define MAX_DEFAULT_CONNECTIONS 100000
+/* Frames that carry nothing (PING, SETTINGS, PRIORITY, empty DATA): a burst, then a steady rate; beyond it
+ * the connection is closed. RST_STREAM floods (CVE-2023-44487) and CONTINUATION
+ * floods (CVE-2024-28182) are nghttp2's own limits, as are unacknowledged PING/SETTINGS (max_outbound_ack). */
+#define CONTROL_BURST 1000
+#define CONTROL_PER_S 100
+/* Accept pauses this long (doubling up to the maximum) when descriptors run out. */
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
+/* A connection this young is never shed: a client gets the time to send its first request. */
+#define SHED_GRACE_US 1000000
 #define MAX_CONCURRENT_STREAMS 10000
 /* Big windows so a 100 MiB message is not throttled by WINDOW_UPDATE round trips. */
 #define STREAM_WINDOW (16 * 1024 * 1024)
@@ -45,6 +67,12 @@
 #define OUTPUT_LOW (256 * 1024)
 #define MAX_SINGLE_READ (256 * 1024)
 #define DRAIN_TIMEOUT_S 10
+/* A peer that takes none of the bytes waiting for it this long is gone (or hostile): the connection closes.
+ * Only time with output pending counts, so long polls are unaffected. */
+#define WRITE_TIMEOUT_S 60
+/* Requests refused at admission that a connection which never had one admitted may keep in flight (their
+ * answers not yet taken by the peer); past it the connection closes. */
+#define MAX_UNADMITTED_STREAMS 100
 /* The first message buffer grows as bytes arrive, never to the length the client merely announced. */
 #define MSG_INITIAL_ALLOC (64 * 1024)
 #define PREFIX_LEN 5
@@ -75,6 +103,9 @@ struct cove_call {
 	size_t n_headers, cap_headers;
 	size_t header_bytes;
 	bool headers_too_large;
+	bool headers_over_budget; /* the connection's or the server's request buffers were full */
+	bool admitted;
+	size_t buffered; /* request bytes held: header_bytes + first_cap + cur_cap, charged to conn and server */
 
 	int64_t deadline_us; /* CLOCK_MONOTONIC; -1 without grpc-timeout */
 	struct event *deadline_ev;
@@ -114,6 +145,15 @@ struct conn {
 	bool closing;
 	bool draining; /* nghttp2 is done; free once the output buffer is empty */
 	bool read_paused;
+	bool handshake_done; /* the client's preface and SETTINGS arrived */
+	bool admitted;       /* a request passed admission: never shed for a newcomer */
+	int64_t accepted_us;
+	size_t n_calls;
+	size_t n_admitted; /* calls that passed admission and are not freed yet: while 0 the idle clock runs */
+	size_t buffered;
+	struct event *timer_ev; /* handshake timeout, then idle timeout */
+	double control_tokens;
+	int64_t control_last_us;
 	char peer[64];
 };
 
@@ -126,15 +166,29 @@ struct cove_grpc_server {
 	void *router_ctx;
 	cove_grpc_message_fn message_hook;
 	void *message_hook_ctx;
+	cove_grpc_admit_fn admit_hook;
+	void *admit_hook_ctx;
 	size_t max_message_bytes;
+	size_t max_conn_buffer;
+	size_t max_buffer;
+	size_t max_connections;
+	int64_t handshake_timeout_ms;
+	int64_t idle_timeout_ms;
 	int port;
 	nghttp2_session_callbacks *callbacks;
+	nghttp2_option *session_options;
 	nghttp2_mem mem;
 	struct conn *conns;
+	size_t n_conns;
+	size_t buffered;
+	struct event *accept_retry_ev; /* re-enables the listeners after a pause for descriptors */
+	int64_t accept_backoff_ms;
 	time_t last_accept_warning;
+	time_t last_shed_warning;
 };
 
 static void conn_free(struct conn *conn);
+static void conn_arm_idle(struct conn *conn);
 
 /* --- small helpers --- */
 
@@ -251,6 +305,54 @@ mem_realloc(void *ptr, size_t size, void *ud)
 {
 	(void)ud;
 	return xrealloc(ptr, size);
+}
+
+/* --- request buffer budgets --- */
+
+/* Take `n` more request bytes for `call` from its connection's and the server's budgets. Returns NULL, or
+ * (taking nothing) the refusal to answer with. */
+static const char *
+call_charge(struct cove_call *call, size_t n)
+{
+	struct conn *conn = call->conn;
+	struct cove_grpc_server *srv = conn->srv;
+
+	if (conn->buffered + n > srv->max_conn_buffer)
+		return "connection";
+	if (srv->buffered + n > srv->max_buffer)
+		return "server";
+	call->buffered += n;
+	conn->buffered += n;
+	srv->buffered += n;
+	return NULL;
+}
+
+static void
+call_uncharge(struct cove_call *call, size_t n)
+{
+	call->buffered -= n;
+	call->conn->buffered -= n;
+	call->conn->srv->buffered -= n;
+}
+
+static void
+call_drop_first(struct cove_call *call)
+{
+	if (call->first)
+		call_uncharge(call, call->first_cap);
+	free(call->first);
+	call->first = NULL;
+	call->first_cap = 0;
+}
+
+static void
+call_drop_cur(struct cove_call *call)
+{
+	if (call->cur)
+		call_uncharge(call, call->cur_cap);
+	free(call->cur);
+	call->cur = NULL;
+	call->cur_cap = 0;
 }
 
 /* --- connection I/O --- */
@@ -427,6 +529,7 @@ call_free(struct cove_call *call)
 	if (call->next)
 		call->next->prev = call->prev;
 	call_stop_deadline(call);
+	call_uncharge(call, call->buffered);
 	for (size_t i = 0; i < call->n_headers; i++) {
 		free(call->headers[i].name);
 		free(call->headers[i].value);
@@ -437,6 +540,9 @@ call_free(struct cove_call *call)
 	free(call->status_msg);
 	if (call->out)
 		evbuffer_free(call->out);
+	conn->n_calls--;
+	if (call->admitted && --conn->n_admitted == 0)
+		conn_arm_idle(conn);
 	free(call);
 }
 
@@ -524,8 +630,8 @@ call_reject(struct cove_call *call, const char *http_status, int code, const cha
 		fn(call, call->cancel_arg);
 	call->state = CALL_FINISHED;
 	call_stop_deadline(call);
-	free(call->first);
-	call->first = NULL;
+	call_drop_first(call);
+	call_drop_cur(call);
 	call_submit_trailers_only(call, http_status, code, msg);
 }
 
@@ -563,10 +669,15 @@ call_header(const struct cove_call *call, const char *name)
 static void
 call_headers_done(struct cove_call *call)
 {
+	struct cove_grpc_server *srv = call->conn->srv;
 	const char *method = call_header(call, ":method");
 	const char *ctype = call_header(call, "content-type");
 	const char *timeout = call_header(call, "grpc-timeout");
 
+	if (call->headers_over_budget) {
+		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED, "this connection's or the server's request buffers are full: retry later");
+		return;
+	}
 	if (call->headers_too_large) {
 		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED, "request headers exceed %d bytes", MAX_HEADER_LIST);
 		return;
@@ -581,6 +692,21 @@ call_headers_done(struct cove_call *call)
 			    ctype ? ctype : "(none)");
 		return;
 	}
+	/* Credentials before a single byte of the body is kept. */
+	if (srv->admit_hook) {
+		const char *path = call_header(call, ":path");
+		struct cove_error *err = NULL;
+		if (srv->admit_hook(call, path ? path : "", srv->admit_hook_ctx, &err) < 0) {
+			call_reject(call, "200", err && err->code != COVE_OK ? err->code : COVE_INTERNAL, "%s",
+				    err ? err->msg : "request refused");
+			cove_error_free(err);
+			return;
+		}
+	}
+	call->admitted = true;
+	call->conn->admitted = true;
+	if (call->conn->n_admitted++ == 0)
+		evtimer_del(call->conn->timer_ev);
 	if (timeout) {
 		int64_t us = parse_grpc_timeout(timeout);
 		if (us < 0) {
@@ -607,6 +733,40 @@ call_deliver(struct cove_call *call, size_t index, const uint8_t *msg, size_t le
 	struct cove_grpc_server *srv = call->conn->srv;
 	const char *path = call_header(call, ":path");
 	srv->message_hook(call, path ? path : "", index, msg, len, srv->message_hook_ctx);
+}
+
+/* The capacity a message buffer of `cap` bytes grows to for `n` more bytes: doubling, never past the
+ * message's length. */
+static size_t
+grown_cap(const struct cove_call *call, size_t cap, size_t n)
+{
+	size_t want = call->msg_got + n;
+	size_t grown = cap * 2;
+
+	if (grown < want)
+		grown = want;
+	return grown > call->msg_len ? call->msg_len : grown;
+}
+
+/* Resize a message buffer to `cap` bytes within the budgets; false (the call rejected) past them. */
+static bool
+call_grow(struct cove_call *call, uint8_t **buf, size_t *buf_cap, size_t cap)
+{
+	struct cove_grpc_server *srv = call->conn->srv;
+	const char *full = cap > *buf_cap ? call_charge(call, cap - *buf_cap) : NULL;
+
+	if (full) {
+		size_t limit = strcmp(full, "connection") == 0 ? srv->max_conn_buffer : srv->max_buffer;
+		call_reject(call, "200", COVE_RESOURCE_EXHAUSTED,
+			    "requests on this %s hold %zu bytes already, the limit is %zu: retry later", full,
+			    strcmp(full, "connection") == 0 ? call->conn->buffered : srv->buffered, limit);
+		return false;
+	}
+	if (cap < *buf_cap)
+		call_uncharge(call, *buf_cap - cap);
+	*buf = xrealloc(*buf, cap ? cap : 1);
+	*buf_cap = cap;
+	return true;
 }
 
 /* DATA payload: de-frame incrementally. Returns -1 once the call was rejected. */
@@ -649,22 +809,23 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 			}
 			call->n_messages++;
 			if (call->n_messages == 1) {
+				size_t cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
+				if (!call_grow(call, &call->first, &call->first_cap, cap))
+					return -1;
 				call->first_len = call->msg_len;
-				call->first_cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
-				call->first = xmalloc(call->first_cap);
 			} else if (hook) {
 				/* A second message: the request streams, so the hook gets every message from now on. */
 				if (call->n_messages == 2)
 					call_deliver(call, 0, call->first, call->first_len);
-				call->cur_cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
-				call->cur = xmalloc(call->cur_cap ? call->cur_cap : 1);
+				size_t cap = call->msg_len < MSG_INITIAL_ALLOC ? call->msg_len : MSG_INITIAL_ALLOC;
+				if (!call_grow(call, &call->cur, &call->cur_cap, cap ? cap : 1))
+					return -1;
 			}
 			if (call->msg_len == 0) {
 				call->prefix_got = 0;
 				if (call->n_messages > 1 && hook) {
 					call_deliver(call, call->n_messages - 1, call->cur, 0);
-					free(call->cur);
-					call->cur = NULL;
+					call_drop_cur(call);
 				}
 			}
 			continue;
@@ -673,26 +834,14 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 		if (n > len)
 			n = len;
 		if (call->n_messages == 1) {
-			if (call->msg_got + n > call->first_cap) {
-				size_t cap = call->first_cap * 2;
-				if (cap < call->msg_got + n)
-					cap = call->msg_got + n;
-				if (cap > call->msg_len)
-					cap = call->msg_len;
-				call->first = xrealloc(call->first, cap);
-				call->first_cap = cap;
-			}
+			if (call->msg_got + n > call->first_cap &&
+			    !call_grow(call, &call->first, &call->first_cap, grown_cap(call, call->first_cap, n)))
+				return -1;
 			memcpy(call->first + call->msg_got, data, n);
 		} else if (hook) {
-			if (call->msg_got + n > call->cur_cap) {
-				size_t cap = call->cur_cap * 2;
-				if (cap < call->msg_got + n)
-					cap = call->msg_got + n;
-				if (cap > call->msg_len)
-					cap = call->msg_len;
-				call->cur = xrealloc(call->cur, cap);
-				call->cur_cap = cap;
-			}
+			if (call->msg_got + n > call->cur_cap &&
+			    !call_grow(call, &call->cur, &call->cur_cap, grown_cap(call, call->cur_cap, n)))
+				return -1;
 			memcpy(call->cur + call->msg_got, data, n);
 		}
 		call->msg_got += n;
@@ -702,8 +851,7 @@ call_consume(struct cove_call *call, const uint8_t *data, size_t len)
 			call->prefix_got = 0;
 			if (call->n_messages > 1 && hook) {
 				call_deliver(call, call->n_messages - 1, call->cur, call->msg_len);
-				free(call->cur);
-				call->cur = NULL;
+				call_drop_cur(call);
 			}
 		}
 	}
@@ -729,8 +877,7 @@ call_request_done(struct cove_call *call)
 	call->state = CALL_ACTIVE;
 	/* in_io > 0 here, so nothing the router does can close this stream before it returns. */
 	srv->router(call, path ? path : "", call->first, call->first_len, call->n_messages, srv->router_ctx);
-	free(call->first);
-	call->first = NULL;
+	call_drop_first(call);
 }
 
 /* --- nghttp2 callbacks --- */
@@ -743,6 +890,11 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (!conn->admitted && conn->n_calls >= MAX_UNADMITTED_STREAMS) {
+		log_debug("grpc: %s: %zu refused requests in flight and none admitted: closing", conn->peer,
+			  conn->n_calls);
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
 	call = xcalloc(1, sizeof(*call));
 	call->conn = conn;
 	call->stream_id = frame->hd.stream_id;
@@ -751,6 +903,7 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 	if (conn->calls)
 		conn->calls->prev = call;
 	conn->calls = call;
+	conn->n_calls++;
 	nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
 	return 0;
 }
@@ -775,6 +928,11 @@ on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *n
 		call->headers_too_large = true;
 		return 0;
 	}
+	if (call_charge(call, namelen + valuelen + 32) != NULL) {
+		call->headers_too_large = true;
+		call->headers_over_budget = true;
+		return 0;
+	}
 	if (call->n_headers == call->cap_headers) {
 		call->cap_headers = call->cap_headers ? call->cap_headers * 2 : 16;
 		call->headers = xrealloc(call->headers, call->cap_headers * sizeof(*call->headers));
@@ -790,7 +948,16 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_d
 {
 	struct cove_call *call;
 
-	(void)user_data;
+	if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+		struct conn *conn = user_data;
+		if (!conn->handshake_done) {
+			conn->handshake_done = true;
+			evtimer_del(conn->timer_ev);
+			if (conn->n_admitted == 0)
+				conn_arm_idle(conn);
+		}
+		return 0;
+	}
 	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
 		return 0;
 	call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -801,6 +968,46 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_d
 	if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
 		call_request_done(call);
 	return 0;
+}
+
+/* Frames that carry nothing draw on a token bucket; a peer that empties it is flooding. */
+static int
+on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+	struct conn *conn = user_data;
+	bool empty;
+	int64_t now;
+
+	switch (hd->type) {
+	case NGHTTP2_PING:
+	case NGHTTP2_SETTINGS:
+		empty = !(hd->flags & NGHTTP2_FLAG_ACK);
+		break;
+	case NGHTTP2_PRIORITY:
+		empty = true;
+		break;
+	case NGHTTP2_DATA:
+		empty = hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM);
+		break;
+	default:
+		empty = false;
+	}
+	if (!empty)
+		return 0;
+	now = now_us();
+	conn->control_tokens += (double)(now - conn->control_last_us) * CONTROL_PER_S / 1e6;
+	if (conn->control_tokens > CONTROL_BURST)
+		conn->control_tokens = CONTROL_BURST;
+	conn->control_last_us = now;
+	if (conn->control_tokens >= 1) {
+		conn->control_tokens -= 1;
+		return 0;
+	}
+	(void)session;
+	log_debug("grpc: %s: more than %d empty frames (PING, SETTINGS, PRIORITY, empty DATA) at over %d a second: "
+		  "closing the connection",
+		  conn->peer, CONTROL_BURST, CONTROL_PER_S);
+	return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int
@@ -889,6 +1096,51 @@ data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t leng
 /* --- connections --- */
 
 static void
+timer_add_ms(struct event *ev, int64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(ev, &tv);
+}
+
+/* No stream left: the idle timeout starts. */
+static void
+conn_arm_idle(struct conn *conn)
+{
+	if (conn->closing || conn->draining || !conn->handshake_done || conn->srv->idle_timeout_ms <= 0)
+		return;
+	timer_add_ms(conn->timer_ev, conn->srv->idle_timeout_ms);
+}
+
+/* Handshake or idle timeout (a top-level callback of the connection's own). Idle means no admitted stream:
+ * a stranger's half-sent header block or refused requests do not keep a connection open. */
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *conn = arg;
+	int rv;
+
+	(void)fd;
+	(void)what;
+	if (conn->closing || conn->draining)
+		return;
+	if (!conn->handshake_done) {
+		log_debug("grpc: %s: no HTTP/2 preface and SETTINGS within %lld ms: closing", conn->peer,
+			  (long long)conn->srv->handshake_timeout_ms);
+		conn_free(conn);
+		return;
+	}
+	if (conn->n_admitted > 0)
+		return;
+	log_debug("grpc: %s: no stream for %lld ms: closing (GOAWAY)", conn->peer,
+		  (long long)conn->srv->idle_timeout_ms);
+	nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
+	conn->in_io++;
+	rv = conn_send(conn);
+	conn->in_io--;
+	conn_after_io(conn, rv, true);
+}
+
+static void
 conn_free(struct conn *conn)
 {
 	struct cove_grpc_server *srv = conn->srv;
@@ -907,6 +1159,8 @@ conn_free(struct conn *conn)
 		call_free(conn->calls);
 	bufferevent_free(conn->bev);
 	event_free(conn->close_ev);
+	event_free(conn->timer_ev);
+	srv->n_conns--;
 	if (conn->prev)
 		conn->prev->next = conn->next;
 	else
@@ -928,6 +1182,31 @@ format_peer(char *buf, size_t size, const struct sockaddr *sa)
 		snprintf(buf, size, "%s:%s", host, serv);
 }
 
+/* Close the oldest connection that never had a request admitted, to make room for a new one. Such a
+ * connection has no handler state, so it may go from any top-level callback. False if there is none. */
+static bool
+shed_connection(struct cove_grpc_server *srv, const char *why)
+{
+	struct conn *victim = NULL;
+	int64_t young = now_us() - SHED_GRACE_US;
+	time_t now;
+
+	for (struct conn *c = srv->conns; c; c = c->next) /* newest first */
+		if (!c->admitted && !c->closing && c->accepted_us < young)
+			victim = c;
+	if (victim == NULL)
+		return false;
+	now = time(NULL);
+	if (now - srv->last_shed_warning >= 60) {
+		srv->last_shed_warning = now;
+		log_warn("grpc: out of %s (%zu connections open): closing the oldest connections that never made an "
+			 "authenticated request",
+			 why, srv->n_conns);
+	}
+	conn_free(victim);
+	return true;
+}
+
 static void
 accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -937,28 +1216,47 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
 		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
 	};
+	struct timeval write_timeout = {WRITE_TIMEOUT_S, 0};
 	struct conn *conn;
 	int one = 1;
 	int rv;
 
 	(void)listener;
 	(void)salen;
+	srv->accept_backoff_ms = 0;
+	if (srv->n_conns >= srv->max_connections && !shed_connection(srv, "connections")) {
+		time_t now = time(NULL);
+		if (now - srv->last_shed_warning >= 60) {
+			srv->last_shed_warning = now;
+			log_warn("grpc: %zu connections open, the limit (COVE_GRPC_MAX_CONNECTIONS): refusing new ones",
+				 srv->n_conns);
+		}
+		evutil_closesocket(fd);
+		return;
+	}
 	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn = xcalloc(1, sizeof(*conn));
 	conn->srv = srv;
+	conn->control_tokens = CONTROL_BURST;
+	conn->control_last_us = now_us();
+	conn->accepted_us = conn->control_last_us;
 	format_peer(conn->peer, sizeof(conn->peer), sa);
 	conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	conn->close_ev = event_new(srv->base, -1, 0, close_cb, conn);
-	if (conn->bev == NULL || conn->close_ev == NULL) {
+	conn->timer_ev = evtimer_new(srv->base, conn_timer_cb, conn);
+	if (conn->bev == NULL || conn->close_ev == NULL || conn->timer_ev == NULL) {
 		log_error("grpc: out of memory accepting a connection");
 		abort();
 	}
-	nghttp2_session_server_new3(&conn->session, srv->callbacks, conn, NULL, &srv->mem);
+	nghttp2_session_server_new3(&conn->session, srv->callbacks, conn, srv->session_options, &srv->mem);
 	conn->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = conn;
 	srv->conns = conn;
+	srv->n_conns++;
+	if (srv->handshake_timeout_ms > 0)
+		timer_add_ms(conn->timer_ev, srv->handshake_timeout_ms);
 
 	rv = nghttp2_submit_settings(conn->session, NGHTTP2_FLAG_NONE, settings,
 				     sizeof(settings) / sizeof(settings[0]));
@@ -971,6 +1269,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 	}
 	bufferevent_set_max_single_read(conn->bev, MAX_SINGLE_READ);
 	bufferevent_setwatermark(conn->bev, EV_WRITE, OUTPUT_LOW, 0);
+	bufferevent_set_timeouts(conn->bev, NULL, &write_timeout);
 	bufferevent_setcb(conn->bev, readcb, writecb, eventcb, conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	log_debug("grpc: %s: connection accepted", conn->peer);
@@ -982,21 +1281,120 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 }
 
 static void
+listeners_enable(struct cove_grpc_server *srv, bool on)
+{
+	int (*fn)(struct evconnlistener *) = on ? evconnlistener_enable : evconnlistener_disable;
+
+	fn(srv->listener);
+	if (srv->unix_listener)
+		fn(srv->unix_listener);
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	listeners_enable(arg, true);
+}
+
+static void
 accept_error_cb(struct evconnlistener *listener, void *arg)
 {
 	struct cove_grpc_server *srv = arg;
 	int e = EVUTIL_SOCKET_ERROR();
+	bool out_of_descriptors = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 	time_t now = time(NULL);
 
-	(void)listener;
-	/* EMFILE repeats on every loop turn; one line a minute is enough. */
+	/* accept() fails for want of a descriptor even with nobody waiting: then there is nothing to do. */
+	if (out_of_descriptors) {
+		struct pollfd pfd = {.fd = evconnlistener_get_fd(listener), .events = POLLIN};
+		if (poll(&pfd, 1, 0) <= 0)
+			return;
+	}
+	/* Out of descriptors, a connection that never made an admitted request makes room for the next one;
+	 * with none, the listeners pause (the socket stays readable: retrying at once would spin). */
+	if (out_of_descriptors && shed_connection(srv, "descriptors"))
+		return;
 	if (now - srv->last_accept_warning >= 60) {
 		srv->last_accept_warning = now;
-		log_warn("grpc: accept: %s", evutil_socket_error_to_string(e));
+		log_warn("grpc: accept: %s%s", evutil_socket_error_to_string(e),
+			 out_of_descriptors ? " (pausing new connections)" : "");
 	}
+	if (!out_of_descriptors)
+		return;
+	srv->accept_backoff_ms = srv->accept_backoff_ms ? srv->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+	if (srv->accept_backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+		srv->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+	listeners_enable(srv, false);
+	timer_add_ms(srv->accept_retry_ev, srv->accept_backoff_ms);
 }
 
 /* --- public interface --- */
+
+/* Half the descriptors this process may open: the rest are for containers, stores and the other ports. */
+static size_t
+default_max_connections(void)
+{
+	struct rlimit rl;
+	size_t n;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return MAX_DEFAULT_CONNECTIONS;
+	n = (size_t)rl.rlim_cur / 2;
+	if (n > MAX_DEFAULT_CONNECTIONS)
+		n = MAX_DEFAULT_CONNECTIONS;
+	return n < MIN_CONNECTIONS ? MIN_CONNECTIONS : n;
+}
+
+/* A positive count (bytes or connections) from the environment. */
+static int
+env_count(const char *name, size_t *out, struct cove_error **err)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long long n;
+
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n == 0 || v[0] == '-')
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s=%s: expected a positive whole number", name, v);
+	*out = (size_t)n;
+	return 0;
+}
+
+/* Seconds (a decimal fraction is fine) from the environment, as milliseconds. */
+static int
+env_seconds(const char *name, int64_t *out_ms, struct cove_error **err)
+{
+	const char *v = getenv(name);
+	char *end;
+	double s;
+
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	s = strtod(v, &end);
+	if (errno != 0 || *end != '\0' || !(s >= 0.001 && s <= 30 * 24 * 3600))
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s=%s: expected seconds between 0.001 and 2592000",
+				      name, v);
+	*out_ms = (int64_t)(s * 1000 + 0.5);
+	return 0;
+}
+
+int
+cove_grpc_options_from_env(struct cove_grpc_options *opts, struct cove_error **err)
+{
+	if (env_count("COVE_GRPC_MAX_CONNECTIONS", &opts->max_connections, err) < 0 ||
+	    env_count("COVE_GRPC_MAX_CONNECTION_BUFFER", &opts->max_connection_buffer_bytes, err) < 0 ||
+	    env_count("COVE_GRPC_MAX_BUFFER", &opts->max_buffer_bytes, err) < 0 ||
+	    env_seconds("COVE_GRPC_HANDSHAKE_TIMEOUT", &opts->handshake_timeout_ms, err) < 0 ||
+	    env_seconds("COVE_GRPC_IDLE_TIMEOUT", &opts->idle_timeout_ms, err) < 0)
+		return -1;
+	return 0;
+}
 
 struct cove_grpc_server *
 cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *opts, cove_grpc_router_fn router,
@@ -1025,6 +1423,12 @@ cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *op
 	srv->router = router;
 	srv->router_ctx = router_ctx;
 	srv->max_message_bytes = opts->max_message_bytes ? opts->max_message_bytes : DEFAULT_MAX_MESSAGE_BYTES;
+	srv->max_conn_buffer = opts->max_connection_buffer_bytes ? opts->max_connection_buffer_bytes
+								 : DEFAULT_CONN_BUFFER;
+	srv->max_buffer = opts->max_buffer_bytes ? opts->max_buffer_bytes : DEFAULT_TOTAL_BUFFER;
+	srv->max_connections = opts->max_connections ? opts->max_connections : default_max_connections();
+	srv->handshake_timeout_ms = opts->handshake_timeout_ms ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_MS;
+	srv->idle_timeout_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : DEFAULT_IDLE_MS;
 	srv->mem = (nghttp2_mem){NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
 
 	for (struct addrinfo *ai = res; ai && srv->listener == NULL; ai = ai->ai_next) {
@@ -1075,7 +1479,12 @@ cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *op
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(srv->callbacks, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_frame_send_callback(srv->callbacks, on_frame_send);
 	nghttp2_session_callbacks_set_on_stream_close_callback(srv->callbacks, on_stream_close);
-	if (srv->callbacks == NULL) {
+	nghttp2_session_callbacks_set_on_begin_frame_callback(srv->callbacks, on_begin_frame);
+	/* nghttp2's own flood limits keep their defaults (nghttp2_option_new): 1000 queued PING/SETTINGS
+	 * acknowledgements, 32 settings a frame, RST_STREAM 1000 at once then 33 a second, 8 CONTINUATIONs. */
+	nghttp2_option_new(&srv->session_options);
+	srv->accept_retry_ev = evtimer_new(base, accept_retry_cb, srv);
+	if (srv->callbacks == NULL || srv->session_options == NULL || srv->accept_retry_ev == NULL) {
 		log_error("grpc: out of memory creating nghttp2 callbacks");
 		abort();
 	}
@@ -1103,6 +1512,8 @@ cove_grpc_server_free(struct cove_grpc_server *srv)
 	while (srv->conns)
 		conn_free(srv->conns);
 	nghttp2_session_callbacks_del(srv->callbacks);
+	nghttp2_option_del(srv->session_options);
+	event_free(srv->accept_retry_ev);
 	free(srv);
 }
 
@@ -1195,6 +1606,13 @@ size_t
 cove_call_pending_bytes(const struct cove_call *call)
 {
 	return call->out ? evbuffer_get_length(call->out) : 0;
+}
+
+void
+cove_grpc_server_set_admit_hook(struct cove_grpc_server *srv, cove_grpc_admit_fn fn, void *ctx)
+{
+	srv->admit_hook = fn;
+	srv->admit_hook_ctx = ctx;
 }
 
 void

@@ -28,12 +28,24 @@ struct cove_grpc_server;
 typedef void (*cove_grpc_router_fn)(struct cove_call *call, const char *path, const uint8_t *msg, size_t len,
 				    size_t n_messages, void *ctx);
 
+/* Limits (0 in any of them: the default). Requests that would take a buffer past a byte limit are answered
+ * RESOURCE_EXHAUSTED at once and the rest of their body is dropped unbuffered. */
 struct cove_grpc_options {
 	const char *address;       /* "127.0.0.1" */
 	int port;                  /* 0: pick a free port */
 	size_t max_message_bytes;  /* larger messages answer RESOURCE_EXHAUSTED; default 100 MiB + 1 KiB */
 	const char *unix_path;     /* also listen on this Unix socket (replacing a stale one); NULL: not */
+	size_t max_connection_buffer_bytes; /* request bytes (headers, messages) held per connection; 256 MiB */
+	size_t max_buffer_bytes;   /* request bytes held across all connections; default 1 GiB */
+	size_t max_connections;    /* open connections; default half the descriptor limit (RLIMIT_NOFILE) */
+	int64_t handshake_timeout_ms; /* close a connection without the client preface and SETTINGS; 10 s */
+	int64_t idle_timeout_ms;   /* close (GOAWAY) a connection that has had no stream for this long; 300 s */
 };
+
+/* Fill the limits from the environment (COVE_GRPC_MAX_CONNECTIONS, COVE_GRPC_HANDSHAKE_TIMEOUT and
+ * COVE_GRPC_IDLE_TIMEOUT in seconds, COVE_GRPC_MAX_CONNECTION_BUFFER and COVE_GRPC_MAX_BUFFER in bytes);
+ * unset variables leave the field as it is. -1 and *err on a malformed value. */
+int cove_grpc_options_from_env(struct cove_grpc_options *opts, struct cove_error **err);
 
 /* Bind and listen. Returns NULL and fills *err on failure (address in use, ...). */
 struct cove_grpc_server *cove_grpc_server_new(struct event_base *base, const struct cove_grpc_options *opts,
@@ -46,6 +58,13 @@ struct cove_grpc_server *cove_grpc_server_new(struct event_base *base, const str
 typedef void (*cove_grpc_message_fn)(struct cove_call *call, const char *path, size_t index, const uint8_t *msg,
 				     size_t len, void *ctx);
 void cove_grpc_server_set_message_hook(struct cove_grpc_server *srv, cove_grpc_message_fn fn, void *ctx);
+/* Admission: with a hook set, every request is put to it when its headers are complete, before any byte of
+ * its body is buffered. Returns 0 to admit; -1 with *err to answer the call at once with err's code and
+ * message (the rest of the request is dropped unbuffered and the client told to stop sending it). The hook
+ * sees the headers (cove_call_header) and must not send, finish or keep the call. A connection counts as
+ * trusted once it had a request admitted: only connections never admitted are shed under pressure. */
+typedef int (*cove_grpc_admit_fn)(struct cove_call *call, const char *path, void *ctx, struct cove_error **err);
+void cove_grpc_server_set_admit_hook(struct cove_grpc_server *srv, cove_grpc_admit_fn fn, void *ctx);
 /* The port actually bound (useful with port 0). */
 int cove_grpc_server_port(const struct cove_grpc_server *srv);
 /* Close the listener and every connection (cancel hooks run for open calls), then free. */

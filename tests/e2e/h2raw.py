@@ -243,3 +243,167 @@ def environment_get_or_create(host: str, port: int, headers: list, timeout: floa
     messages = reply.messages()
     response = api_pb2.EnvironmentGetOrCreateResponse.FromString(messages[0]) if messages else None
     return reply, response
+
+
+# -- HTTP/2 written frame by frame, for peers that ignore the rules (flow control, stream state) ---------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS = 0x1, 0x1, 0x4
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream_id) + payload
+
+
+def data_frames(stream_id: int, payload: bytes, *, end_stream: bool = False, size: int = 16384) -> bytes:
+    """`payload` as DATA frames of at most `size` bytes (the default SETTINGS_MAX_FRAME_SIZE)."""
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+    out = [frame(DATA, 0, stream_id, p) for p in pieces[:-1]]
+    out.append(frame(DATA, FLAG_END_STREAM if end_stream else 0, stream_id, pieces[-1]))
+    return b"".join(out)
+
+
+class RawH2:
+    """A client connection that writes frames straight onto the socket: nothing stops it from sending DATA the
+    server told it to stop, or more than a window allows. It reads what the server sends (headers decoded,
+    RST_STREAM, GOAWAY, PING acknowledgements) whenever asked to wait."""
+
+    def __init__(self, host: str, port: int, timeout: float = 15, *, preface: bool = True):
+        import hpack
+
+        self.authority = f"{host}:{port}"
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
+        self._buf = b""
+        self._block: dict[int, bytes] = {}  # header block fragments awaiting END_HEADERS
+        self.replies: dict[int, Reply] = {}
+        self.pings_acked: set[bytes] = set()
+        self.goaway: int | None = None
+        self.closed = False
+        self.next_stream = 1
+        if preface:
+            self.send(PREFACE + frame(SETTINGS, 0, 0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data: bytes) -> bool:
+        """False if the server closed the connection before taking it all."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed = True
+            return False
+
+    def open_stream(self, method: str, headers: list, *, end_stream: bool = False) -> int:
+        """Send a gRPC request's HEADERS frame; returns the stream id."""
+        stream_id, self.next_stream = self.next_stream, self.next_stream + 2
+        self.replies[stream_id] = Reply()
+        block = self.encoder.encode(
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", method if method.startswith("/") else SERVICE + method),
+                (":authority", self.authority),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                *headers,
+            ]
+        )
+        flags = FLAG_END_HEADERS | (FLAG_END_STREAM if end_stream else 0)
+        self.send(frame(HEADERS, flags, stream_id, block))
+        return stream_id
+
+    def ping(self, opaque: bytes = b"cove-e2e", timeout: float = 15) -> bool:
+        """Send a PING and wait for its acknowledgement: everything sent before it has then been processed."""
+        opaque = opaque.ljust(8, b"\0")[:8]
+        self.pings_acked.discard(opaque)
+        self.send(frame(PING, 0, 0, opaque))
+        return self.wait(lambda: opaque in self.pings_acked, timeout)
+
+    def wait(self, done, timeout: float) -> bool:
+        """Read and dispatch frames until done() or the connection closes or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self.closed or time.monotonic() >= deadline:
+                return done()
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                for reply in self.replies.values():
+                    reply.closed = True
+                continue
+            self._buf += chunk
+            self._dispatch()
+        return True
+
+    def wait_reply(self, stream_id: int, timeout: float = 15) -> Reply:
+        """Wait for the stream's answer to be complete (END_STREAM or reset) or the connection to end."""
+        reply = self.replies[stream_id]
+        self.wait(lambda: reply.ended or reply.reset is not None or reply.goaway is not None, timeout)
+        return reply
+
+    def _dispatch(self) -> None:
+        while len(self._buf) >= 9:
+            length = int.from_bytes(self._buf[:3], "big")
+            if len(self._buf) < 9 + length:
+                return
+            kind, flags, stream_id = self._buf[3], self._buf[4], int.from_bytes(self._buf[5:9], "big") & 0x7FFFFFFF
+            payload, self._buf = self._buf[9 : 9 + length], self._buf[9 + length :]
+            reply = self.replies.get(stream_id)
+            if kind in (HEADERS, CONTINUATION):
+                if kind == HEADERS and flags & 0x8:  # PADDED
+                    payload = payload[1 : len(payload) - payload[0]]
+                if kind == HEADERS and flags & 0x20:  # PRIORITY
+                    payload = payload[5:]
+                self._block[stream_id] = self._block.get(stream_id, b"") + payload
+                if flags & FLAG_END_HEADERS:
+                    fields = dict(self.decoder.decode(self._block.pop(stream_id)))
+                    if reply is not None:
+                        (reply.trailers if reply.headers else reply.headers).update(fields)
+                        if flags & FLAG_END_STREAM:
+                            reply.ended = True
+            elif kind == DATA and reply is not None:
+                reply.data += payload
+                if flags & FLAG_END_STREAM:
+                    reply.ended = True
+            elif kind == RST_STREAM and reply is not None:
+                reply.reset = int.from_bytes(payload[:4], "big")
+            elif kind == SETTINGS and not flags & FLAG_ACK:
+                self.send(frame(SETTINGS, FLAG_ACK, 0))
+            elif kind == PING and flags & FLAG_ACK:
+                self.pings_acked.add(payload)
+            elif kind == GOAWAY:
+                self.goaway = int.from_bytes(payload[4:8], "big")
+                for r in self.replies.values():
+                    r.goaway = self.goaway
+
+
+def closed_within(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closes `sock` (reading and discarding whatever it sends), or None."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(1 << 16):
+                return time.monotonic() - start
+        except socket.timeout:
+            return None
+        except ConnectionResetError:
+            return time.monotonic() - start
+    return None

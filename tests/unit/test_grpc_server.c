@@ -1021,6 +1021,188 @@ test_unknown_method_and_get(void **state)
 	client_free(c);
 }
 
+/* --- admission and limits --- */
+
+static int n_admit_calls;
+static char admit_meta[64];
+
+static int
+admit(struct cove_call *call, const char *path, void *ctx, struct cove_error **err)
+{
+	const char *meta = cove_call_header(call, "x-meta");
+
+	assert_ptr_equal(ctx, &n_admit_calls);
+	n_admit_calls++;
+	snprintf(admit_meta, sizeof(admit_meta), "%s", meta ? meta : "");
+	if (strcmp(path, "/t/Deny") == 0)
+		return cove_error_set(err, COVE_UNAUTHENTICATED, "no token for %s", path);
+	return 0;
+}
+
+static void
+test_admission_refuses_at_headers(void **state)
+{
+	struct client *c = client_new();
+	size_t len;
+	uint8_t *body = frame(0, "abc", 3, &len);
+	struct cstream *s;
+
+	(void)state;
+	cove_grpc_server_set_admit_hook(srv, admit, &n_admit_calls);
+	n_admit_calls = 0;
+	s = client_call_full(c, "/t/Deny", "application/grpc", NULL, "who", body, len);
+	PUMP_UNTIL(s->closed);
+	assert_int_equal(s->grpc_status, COVE_UNAUTHENTICATED);
+	assert_string_equal(s->grpc_message, "no token for /t/Deny");
+	assert_string_equal(s->http_status, "200");
+	assert_int_equal(n_admit_calls, 1);
+	assert_string_equal(admit_meta, "who");
+	assert_int_equal(n_routed, 0); /* the router never saw it */
+	/* An admitted call goes on to the router as before. */
+	assert_echo_ok(c, "admitted");
+	assert_int_equal(n_admit_calls, 2);
+	assert_int_equal(n_routed, 1);
+	client_free(c);
+}
+
+static void
+swap_server(const struct cove_grpc_options *opts)
+{
+	struct cove_error *err = NULL;
+
+	cove_grpc_server_free(srv);
+	srv = cove_grpc_server_new(base, opts, router, &n_routed, &err);
+	assert_null(err);
+	assert_non_null(srv);
+}
+
+static void
+test_connection_buffer_budget(void **state)
+{
+	enum { BUDGET = 64 * 1024, BIG = 100 * 1024 };
+	struct cove_grpc_options opts = {.address = "127.0.0.1", .max_message_bytes = 1024 * 1024,
+					 .max_connection_buffer_bytes = BUDGET};
+	uint8_t *msg = xcalloc(1, BIG);
+	uint8_t *body;
+	struct client *c;
+	struct cstream *s;
+	size_t len;
+
+	(void)state;
+	swap_server(&opts);
+	c = client_new();
+	body = frame(0, msg, BIG, &len);
+	s = client_call_full(c, "/t/Big", "application/grpc", NULL, NULL, body, len);
+	PUMP_UNTIL(s->closed);
+	assert_int_equal(s->grpc_status, COVE_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(s->grpc_message, "connection"));
+	assert_int_equal(n_routed, 0);
+	/* What the refused call held was given back: smaller calls on the same connection go through. */
+	for (int i = 0; i < 3; i++) {
+		body = frame(0, msg, BUDGET / 2, &len);
+		s = client_call_full(c, "/t/Big", "application/grpc", NULL, NULL, body, len);
+		PUMP_UNTIL(s->closed);
+		assert_int_equal(s->grpc_status, COVE_OK);
+		assert_int_equal(s->len, BUDGET / 2 + 5);
+	}
+	free(msg);
+	client_free(c);
+}
+
+static void
+test_handshake_and_idle_timeouts(void **state)
+{
+	struct cove_grpc_options opts = {.address = "127.0.0.1", .max_message_bytes = MAX_MSG,
+					 .handshake_timeout_ms = 100, .idle_timeout_ms = 300};
+	int64_t start;
+	struct client *c;
+	int fd;
+
+	(void)state;
+	swap_server(&opts);
+	/* Nothing sent: closed after the handshake timeout. */
+	fd = connect_loopback();
+	start = now_ms();
+	PUMP_UNTIL(raw_closed(fd));
+	assert_true(now_ms() - start >= 90);
+	close(fd);
+	/* A handshake and a call: open while streams come and go, closed once idle. */
+	c = client_new();
+	assert_echo_ok(c, "one");
+	for (int i = 0; i < 4; i++) {
+		int64_t until = now_ms() + 150;
+		PUMP_UNTIL(now_ms() > until);
+		assert_false(c->eof);
+		assert_echo_ok(c, "again"); /* each call restarts the idle clock */
+	}
+	start = now_ms();
+	PUMP_UNTIL(c->eof);
+	assert_true(now_ms() - start >= 250);
+	client_free(c);
+}
+
+static void
+test_connection_cap_sheds_the_oldest_stranger(void **state)
+{
+	struct cove_grpc_options opts = {.address = "127.0.0.1", .max_message_bytes = MAX_MSG, .max_connections = 2};
+	struct client *c;
+	int stranger, refused, newcomer;
+	int64_t until;
+
+	(void)state;
+	swap_server(&opts);
+	c = client_new();
+	assert_echo_ok(c, "trusted"); /* admitted: never shed */
+	stranger = connect_loopback();
+	until = now_ms() + 100;
+	PUMP_UNTIL(now_ms() > until);
+	/* At the cap, and the only stranger is too young to shed: the newcomer is closed at once. */
+	refused = connect_loopback();
+	PUMP_UNTIL(raw_closed(refused));
+	close(refused);
+	assert_echo_ok(c, "still here");
+	/* Once the stranger is over a second old, it makes room for the next newcomer. */
+	until = now_ms() + 1100;
+	PUMP_UNTIL(now_ms() > until);
+	newcomer = connect_loopback();
+	PUMP_UNTIL(raw_closed(stranger));
+	until = now_ms() + 100;
+	PUMP_UNTIL(now_ms() > until);
+	assert_false(raw_closed(newcomer));
+	assert_echo_ok(c, "and still");
+	close(stranger);
+	close(newcomer);
+	client_free(c);
+}
+
+static void
+test_options_from_env(void **state)
+{
+	struct cove_grpc_options opts = {0};
+	struct cove_error *err = NULL;
+
+	(void)state;
+	setenv("COVE_GRPC_IDLE_TIMEOUT", "2.5", 1);
+	setenv("COVE_GRPC_MAX_CONNECTIONS", "7", 1);
+	assert_int_equal(cove_grpc_options_from_env(&opts, &err), 0);
+	assert_int_equal(opts.idle_timeout_ms, 2500);
+	assert_int_equal(opts.max_connections, 7);
+	assert_int_equal(opts.handshake_timeout_ms, 0); /* unset: the default */
+	setenv("COVE_GRPC_MAX_BUFFER", "-1", 1);
+	assert_int_equal(cove_grpc_options_from_env(&opts, &err), -1);
+	assert_non_null(strstr(err->msg, "COVE_GRPC_MAX_BUFFER"));
+	cove_error_free(err);
+	err = NULL;
+	setenv("COVE_GRPC_MAX_BUFFER", "12", 1);
+	setenv("COVE_GRPC_HANDSHAKE_TIMEOUT", "soon", 1);
+	assert_int_equal(cove_grpc_options_from_env(&opts, &err), -1);
+	cove_error_free(err);
+	unsetenv("COVE_GRPC_IDLE_TIMEOUT");
+	unsetenv("COVE_GRPC_MAX_CONNECTIONS");
+	unsetenv("COVE_GRPC_MAX_BUFFER");
+	unsetenv("COVE_GRPC_HANDSHAKE_TIMEOUT");
+}
+
 int
 main(void)
 {
@@ -1046,6 +1228,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_double_finish_harmless, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_message_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_method_and_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admission_refuses_at_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_buffer_budget, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_and_idle_timeouts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_cap_sheds_the_oldest_stranger, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_options_from_env, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
