@@ -46,6 +46,35 @@ write_all(int fd, const void *data, size_t len)
 }
 
 int
+cove_copy_fd(int in, int out)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+			return -1;
+		break;
+	}
+	char buf[65536];
+	for (;;) {
+		ssize_t r = read(in, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return 0;
+		if (write_all(out, buf, (size_t)r) < 0)
+			return -1;
+	}
+}
+
+int
 cove_write_file_atomic(const char *path, const void *data, size_t len, int mode, struct cove_error **err)
 {
 	cleanup_free char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
