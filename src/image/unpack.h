@@ -20,9 +20,9 @@
 #include "util/error.h"
 
 /* Extract the tarball at path into dir, an existing directory (normally fresh and empty; entries overwrite
- * what is there). 0, or -1 + *err: INVALID_ARGUMENT for an entry that escapes dir (naming the entry),
- * or is a device node, DATA_LOSS for a tarball that does not read (corrupt, truncated, not a tar) or cannot be extracted as it is
- * (a hard link to a file it does not hold), INTERNAL for a local failure (I/O, no space, no permission). On
+ * what is there). 0, or -1 + *err: INVALID_ARGUMENT for an entry that escapes dir or is a device node (naming
+ * the entry), DATA_LOSS for a tarball that does not read (corrupt, truncated, not a tar) or cannot be extracted
+ * as it is (a hard link to a file it does not hold), INTERNAL for a local failure (I/O, no space, no permission). On
  * failure dir holds whatever was extracted so far: the caller removes it. */
 int cove_unpack_layer(const char *path, const char *dir, struct cove_error **err);
 
