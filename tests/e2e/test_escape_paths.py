@@ -123,6 +123,8 @@ print("UPLOADS", ok, failed)
     # the view's directory while it was being swapped.
     assert got["swaps"] > 1000 and got["reloads"] >= 5 and ok >= 20, (got, up.stdout)
     assert got["writes_seen"] > 0, got
+    print(f"swap race: {got['swaps']} exchanges, {got['reloads']} reloads, {ok} outside commits, "
+          f"{got['writes_seen']} writes by Cove into the swapped directory")
     # ...and the host directory the symlink pointed at got nothing.
     assert list(host_dir.iterdir()) == [], (sorted(p.name for p in host_dir.iterdir()), got)
     assert files_holding(tmp_path, marker) == []
