@@ -130,6 +130,34 @@ print("UPLOADS", ok, failed)
     assert files_holding(tmp_path, marker) == []
 
 
+def test_volume_commit_opens_only_regular_files(linux_cove, tmp_path):
+    """A commit reads back what the container wrote: while a regular file keeps being exchanged with a FIFO and
+    another with a symlink to a host file, every commit returns promptly (none blocks opening the FIFO), and no
+    file in the volume holds the host file's content (the symlink is committed as a symlink)."""
+    name = unique("escape-commit")
+    host_file = tmp_path / "host-secret"
+    host_content = f"host-only-{uuid.uuid4().hex}"
+    host_file.write_text(host_content)
+    got = result_of(linux_cove, modal_run(linux_cove, "escape_volume.py::commits", "--host-file", str(host_file),
+                                          "--seconds", "15", COVE_E2E_VOLUME=name))
+    assert got["commits"] >= 10, got
+    assert got["slowest_s"] < 30, got
+    r = run_py(linux_cove, f"""
+import json, modal
+vol = modal.Volume.from_name({name!r})
+entries = {{e.path: e for e in vol.listdir("/", recursive=True)}}
+contents = {{p: b"".join(vol.read_file(p)).decode(errors="replace") for p, e in entries.items()
+             if e.type == modal.volume.FileEntryType.FILE}}
+print("RESULT=" + json.dumps({{"types": {{p: int(e.type) for p, e in entries.items()}}, "contents": contents}}))
+""")
+    vol = json.loads([line for line in r.stdout.splitlines() if line.startswith("RESULT=")][0][7:])
+    assert not [p for p, c in vol["contents"].items() if host_content in c], vol
+    assert host_content not in r.stdout
+    # The FIFO is never part of the volume; the symlink is, as a symlink (FileEntryType.SYMLINK = 3).
+    assert 3 in vol["types"].values(), vol["types"]
+    assert host_file.read_text() == host_content
+
+
 def test_replacing_a_directory_keeps_what_others_committed_into_it(linux_cove):
     """docs/volumes.md rule 3: a container that replaces a directory by a file cannot delete files another
     container committed into that directory since it last reloaded. Its commit says why, nothing else is lost,

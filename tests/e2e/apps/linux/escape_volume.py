@@ -87,6 +87,53 @@ def swap_race(host_dir: str, seconds: float) -> dict:
     return {"reloads": reloads, "swaps": swaps[0], "writes_seen": events, "errors": errors[:5]}
 
 
+@app.function(volumes={"/data": vol}, timeout=300)
+def commit_race(host_file: str, seconds: float) -> dict:
+    """Keep exchanging a regular file of the view with a FIFO, and another with a symlink to a file on the
+    host, while committing over and over: a commit that opened what it had stat'ed as a regular file would block
+    on the FIFO (hanging the volume's workers) or read the host file."""
+    with open("/data/f", "w") as f:
+        f.write("a file")
+    os.mkfifo("/data/p")
+    with open("/data/g", "w") as f:
+        f.write("another file")
+    os.symlink(host_file, "/data/s")
+    stop = threading.Event()
+
+    def swapper():
+        while not stop.is_set():
+            for a, b in ((b"/data/f", b"/data/p"), (b"/data/g", b"/data/s")):
+                try:
+                    exchange(a, b)
+                except OSError:
+                    pass
+            # New content now and then, so that commits have files to read.
+            try:
+                with open("/data/g", "a") as f:
+                    f.write("x")
+            except OSError:
+                pass
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    commits, slowest, errors = 0, 0.0, []
+    deadline = time.time() + seconds
+    try:
+        while time.time() < deadline:
+            t0 = time.time()
+            try:
+                vol.commit()
+                commits += 1
+            except Exception as e:
+                errors.append(type(e).__name__ + ": " + str(e)[:200])
+            slowest = max(slowest, time.time() - t0)
+    finally:
+        stop.set()
+        t.join()
+    vol.commit()
+    return {"commits": commits, "slowest_s": slowest, "errors": errors[:5]}
+
+
 @app.function(volumes={"/data": vol}, timeout=120)
 def write_into(directory: str, name: str) -> None:
     os.makedirs(f"/data/{directory}", exist_ok=True)
@@ -125,6 +172,11 @@ def replace_dir_with_file(directory: str, others_first: bool) -> dict:
 @app.local_entrypoint()
 def race(host_dir: str, seconds: float = 20.0):
     print("RESULT=" + json.dumps(swap_race.remote(host_dir, seconds)))
+
+
+@app.local_entrypoint()
+def commits(host_file: str, seconds: float = 15.0):
+    print("RESULT=" + json.dumps(commit_race.remote(host_file, seconds)))
 
 
 @app.local_entrypoint()
