@@ -138,8 +138,9 @@ def test_volume_commit_opens_only_regular_files(linux_cove, tmp_path):
     host_file = tmp_path / "host-secret"
     host_content = f"host-only-{uuid.uuid4().hex}"
     host_file.write_text(host_content)
+    # A commit blocked on the FIFO never returns: the run then times out, and the test fails.
     got = result_of(linux_cove, modal_run(linux_cove, "escape_volume.py::commits", "--host-file", str(host_file),
-                                          "--seconds", "15", COVE_E2E_VOLUME=name))
+                                          "--seconds", "15", timeout=240, COVE_E2E_VOLUME=name))
     assert got["commits"] >= 10, got
     assert got["slowest_s"] < 30, got
     r = run_py(linux_cove, f"""
