@@ -120,6 +120,19 @@ cove_safe_open_regular(int dirfd, const char *name, struct stat *st_out)
 	int fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	int e = errno;
 	close(pfd);
+	if (fd < 0 && e == ENOENT) {
+		/* No /proc: open the name again (non-blocking, so a FIFO swapped in meanwhile cannot hang us) and
+		 * check it is still the same file. */
+		fd = cove_safe_open(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0, 0);
+		e = errno;
+		struct stat again;
+		if (fd >= 0 && (fstat(fd, &again) < 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino ||
+				fcntl(fd, F_SETFL, 0) < 0)) {
+			close(fd);
+			fd = -1;
+			e = EINVAL;
+		}
+	}
 	if (fd < 0) {
 		errno = e;
 		return -1;

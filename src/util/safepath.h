@@ -36,7 +36,8 @@ int cove_safe_open_parent(int dirfd, const char *path, int create, mode_t mode, 
 /* Open the regular file `name` in directory dirfd for reading, never opening anything else: a symlink is ELOOP,
  * a directory EISDIR, and a FIFO, socket or device node EINVAL without being opened (it is looked at through an
  * O_PATH descriptor first, then reopened through /proc/self/fd, so no swap between the two can make Cove open a
- * device or block on a FIFO). *st (if not NULL) gets the file's stat. */
+ * device or block on a FIFO; without /proc, the name is reopened with O_NONBLOCK and must still be the same
+ * inode). *st (if not NULL) gets the file's stat. */
 int cove_safe_open_regular(int dirfd, const char *name, struct stat *st);
 
 /* rm -rf of `name` in directory dirfd, walking by descriptors and never following a symlink (a symlink is
