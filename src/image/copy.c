@@ -2,6 +2,7 @@
  * stage or image (its layers merged as an overlay would). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "store/store.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
+#include "util/safepath.h"
 #include "util/hash.h"
 #include "util/ids.h"
 #include "util/log.h"
@@ -33,25 +35,18 @@
 #include "util/pb.h"
 #include "util/workq.h"
 
-/* ---- COPY (from the context mount) ---- */
+/* ---- COPY --from (an earlier stage or image) ----
+ *
+ * The other image's layers were written by its build's containers, so every symlink in them is the
+ * container's: nothing here follows one on the host. The source path is resolved in the merged layers as the
+ * image itself would see it (a symlink on the way is followed inside the image's root: an absolute target
+ * starts again from that root, and ".." stops there), then every layer is read and the layer being built is
+ * written through directory descriptors opened beneath their roots without following symlinks (safepath.h). */
 
 static char *normalize_src(const char *s);
 
-/* Remove what is at path (a tree), if anything. */
-static void
-remove_any(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return;
-	if (S_ISDIR(st.st_mode)) {
-		struct cove_error *ignored = NULL;
-		cove_remove_tree(path, &ignored);
-		cove_error_free(ignored);
-	} else {
-		unlink(path);
-	}
-}
+#define MAX_LINKS 40 /* as the kernel's path resolution (MAXSYMLINKS) */
+#define MAX_DEPTH 512
 
 static int
 is_whiteout(const struct stat *st)
@@ -59,60 +54,269 @@ is_whiteout(const struct stat *st)
 	return S_ISCHR(st->st_mode) && st->st_rdev == 0;
 }
 
-/* Merge the tree at src (one layer's view of a path) onto dst, as an overlay stacks it: files and links
- * replace, whiteouts delete, an opaque directory hides what was there before. */
 static int
-merge_tree(const char *src, const char *dst, struct cove_error **err)
+is_opaque(int dirfd)
+{
+	char v[2];
+	return fgetxattr(dirfd, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y';
+}
+
+/* The other image's layers, each open as a directory, bottom first. */
+struct layer_stack {
+	int *fds;
+	size_t n;
+};
+
+static void
+layer_stack_close(struct layer_stack *ls)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->fds[i] >= 0)
+			close(ls->fds[i]);
+	free(ls->fds);
+}
+
+/* Where directory rel ("" is the root; no symlinks) stands in layer fd: 0 absent (this layer has nothing
+ * there), 1 present (*dfd opened), 2 hidden (an ancestor is a whiteout, a file or a symlink in this layer, so
+ * the layers below do not show through), with *opaque set if rel or an ancestor is an opaque directory. */
+static int
+layer_dir(int layer, const char *rel, int *dfd, int *opaque)
+{
+	*dfd = -1;
+	*opaque = 0;
+	int fd = cove_safe_open(layer, ".", O_RDONLY | O_DIRECTORY, 0, 0);
+	if (fd < 0)
+		return 0;
+	cleanup_free char *copy = xstrdup(rel);
+	char *save = NULL;
+	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		int next = cove_safe_open(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+		int e = errno;
+		close(fd);
+		if (next < 0)
+			return e == ENOENT ? 0 : 2;
+		fd = next;
+		if (is_opaque(fd))
+			*opaque = 1;
+	}
+	*dfd = fd;
+	return 1;
+}
+
+/* Look name up in directory rel of the merged layers: the top-most layer that has it decides, as overlayfs
+ * does. 1 found (*st), 0 not there (missing or whited out). */
+static int
+merged_lookup(const struct layer_stack *ls, const char *rel, const char *name, struct stat *st, size_t *layer)
+{
+	for (size_t k = ls->n; k-- > 0;) {
+		int opaque = 0;
+		cleanup_close int d = -1;
+		int r = layer_dir(ls->fds[k], rel, &d, &opaque);
+		if (r == 2)
+			return 0;
+		if (r == 1 && fstatat(d, name, st, AT_SYMLINK_NOFOLLOW) == 0) {
+			*layer = k;
+			return !is_whiteout(st);
+		}
+		if (opaque && r == 1)
+			return 0; /* an opaque directory hides the layers below */
+	}
+	return 0;
+}
+
+/* Resolve src (absolute, in the other image) into *out ("" for its root, else "a/b" with no symlink on the
+ * way; the last component itself may be one, copied as a link) and *st, what is there. 1 found, 0 not found,
+ * -1 + *err (a symlink loop). */
+static int
+resolve_source(const struct layer_stack *ls, const char *src, char **out, struct stat *st, struct cove_error **err)
+{
+	char *cur = xstrdup("");
+	char *rest = xstrdup(src);
+	int links = 0;
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFDIR | 0755; /* the root */
+	for (;;) {
+		char *p = rest;
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		char *end = strchrnul(p, '/');
+		cleanup_free char *c = xstrndup(p, (size_t)(end - p));
+		char *after = xstrdup(end);
+		free(rest);
+		rest = after;
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0) {
+			char *slash = strrchr(cur, '/');
+			if (slash)
+				*slash = '\0';
+			else
+				cur[0] = '\0';
+			st->st_mode = S_IFDIR | 0755;
+			continue;
+		}
+		size_t layer = 0;
+		if (!S_ISDIR(st->st_mode) || !merged_lookup(ls, cur, c, st, &layer)) {
+			free(cur);
+			free(rest);
+			return 0;
+		}
+		const char *more = rest;
+		while (*more == '/')
+			more++;
+		if (S_ISLNK(st->st_mode) && *more) {
+			/* A symlink on the way: followed inside the image. */
+			if (++links > MAX_LINKS) {
+				free(cur);
+				free(rest);
+				return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s: too many levels of symbolic links", src);
+			}
+			int d = -1, opaque = 0;
+			char target[PATH_MAX];
+			ssize_t n = -1;
+			if (layer_dir(ls->fds[layer], cur, &d, &opaque) == 1)
+				n = readlinkat(d, c, target, sizeof(target) - 1);
+			if (d >= 0)
+				close(d);
+			if (n <= 0) {
+				free(cur);
+				free(rest);
+				return 0;
+			}
+			target[n] = '\0';
+			char *joined = xasprintf("%s/%s", target, rest);
+			free(rest);
+			rest = joined;
+			if (target[0] == '/')
+				cur[0] = '\0';
+			st->st_mode = S_IFDIR | 0755; /* the directory the link is in */
+			continue;
+		}
+		char *next = *cur ? xasprintf("%s/%s", cur, c) : xstrdup(c);
+		free(cur);
+		cur = next;
+	}
+	free(rest);
+	*out = cur;
+	return 1;
+}
+
+/* Merge entry sname of directory sdir (one layer's view of the source) onto dname in directory ddir, as an
+ * overlay stacks it: files and links replace, whiteouts delete, an opaque directory hides what was there.
+ * dname NULL: ddir itself is the destination (a directory). */
+static int
+merge_at(int sdir, const char *sname, int ddir, const char *dname, const char *shown, int depth,
+	 struct cove_error **err)
 {
 	struct stat st;
-	if (lstat(src, &st) < 0)
+	if (fstatat(sdir, sname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
+	if (depth > MAX_DEPTH)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "COPY: %s is nested more than %d levels deep", shown,
+				      MAX_DEPTH);
 	if (is_whiteout(&st)) {
-		remove_any(dst);
+		if (dname)
+			cove_safe_remove_at(ddir, dname);
 		return 0;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		struct stat dt;
-		char v[2];
-		int opaque = getxattr(src, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y';
-		if (opaque || (lstat(dst, &dt) == 0 && !S_ISDIR(dt.st_mode)))
-			remove_any(dst);
-		if (mkdir(dst, st.st_mode & 07777) < 0 && errno != EEXIST)
-			return cove_error_set_errno(err, errno, "COPY: mkdir %s", dst);
-		chmod(dst, st.st_mode & 07777);
-		DIR *d = opendir(src);
-		if (d == NULL)
-			return cove_error_set_errno(err, errno, "COPY: read %s", src);
+		cleanup_close int s = cove_safe_open(sdir, sname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+		if (s < 0)
+			return cove_error_set_errno(err, errno, "COPY: read %s", shown);
+		cleanup_close int d = -1;
+		if (dname) {
+			struct stat dt;
+			if (is_opaque(s) || (fstatat(ddir, dname, &dt, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(dt.st_mode)))
+				cove_safe_remove_at(ddir, dname);
+			if (mkdirat(ddir, dname, st.st_mode & 07777) < 0 && errno != EEXIST)
+				return cove_error_set_errno(err, errno, "COPY: mkdir %s", shown);
+			d = cove_safe_open(ddir, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+		} else {
+			d = dup(ddir);
+		}
+		if (d < 0)
+			return cove_error_set_errno(err, errno, "COPY: open %s", shown);
+		fchmod(d, st.st_mode & 07777);
+		int dup_fd = dup(s);
+		DIR *dir = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+		if (dir == NULL) {
+			if (dup_fd >= 0)
+				close(dup_fd);
+			return cove_error_set_errno(err, errno, "COPY: read %s", shown);
+		}
 		struct dirent *e;
 		int rv = 0;
-		while (rv == 0 && (e = readdir(d)) != NULL) {
+		while (rv == 0 && (e = readdir(dir)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 				continue;
-			cleanup_free char *s2 = xasprintf("%s/%s", src, e->d_name);
-			cleanup_free char *d2 = xasprintf("%s/%s", dst, e->d_name);
-			rv = merge_tree(s2, d2, err);
+			cleanup_free char *sub = xasprintf("%s/%s", shown, e->d_name);
+			rv = merge_at(s, e->d_name, d, e->d_name, sub, depth + 1, err);
 		}
-		closedir(d);
+		closedir(dir);
 		return rv;
 	}
-	remove_any(dst);
+	if (dname == NULL)
+		return 0;
+	cove_safe_remove_at(ddir, dname);
 	if (S_ISLNK(st.st_mode)) {
 		char target[PATH_MAX];
-		ssize_t n = readlink(src, target, sizeof(target) - 1);
+		ssize_t n = readlinkat(sdir, sname, target, sizeof(target) - 1);
 		if (n < 0)
-			return cove_error_set_errno(err, errno, "COPY: readlink %s", src);
+			return cove_error_set_errno(err, errno, "COPY: readlink %s", shown);
 		target[n] = '\0';
-		if (symlink(target, dst) < 0)
-			return cove_error_set_errno(err, errno, "COPY: symlink %s", dst);
+		if (symlinkat(target, ddir, dname) < 0)
+			return cove_error_set_errno(err, errno, "COPY: symlink %s", shown);
 		return 0;
 	}
 	if (!S_ISREG(st.st_mode))
 		return 0; /* devices, fifos, sockets: not copied */
-	cleanup_free uint8_t *content = NULL;
-	size_t len = 0;
-	if (cove_read_file(src, &content, &len, err) < 0 ||
-	    cove_write_file_atomic(dst, content, len, (int)(st.st_mode & 07777), err) < 0)
-		return -1;
+	cleanup_close int in = cove_safe_open_regular(sdir, sname, &st);
+	if (in < 0)
+		return cove_error_set_errno(err, errno, "COPY: open %s", shown);
+	cleanup_close int out = openat(ddir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				       st.st_mode & 07777);
+	if (out < 0)
+		return cove_error_set_errno(err, errno, "COPY: create %s", shown);
+	if (cove_copy_fd(in, out) < 0 || fchmod(out, st.st_mode & 07777) < 0 || fsync(out) < 0)
+		return cove_error_set_errno(err, errno, "COPY: write %s", shown);
+	return 0;
+}
+
+/* Copy the merged layers' entry at src (resolved, "" the root) onto rel below the directory root. */
+static int
+copy_from_layers(const struct layer_stack *ls, const char *src, int root, const char *rel, struct cove_error **err)
+{
+	cleanup_close int ddir = -1;
+	const char *dname = NULL;
+	if (*rel) {
+		ddir = cove_safe_open_parent(root, rel, 1, 0755, &dname);
+		if (ddir < 0)
+			return cove_error_set_errno(err, errno, "COPY: create the directory of /%s", rel);
+	} else {
+		ddir = dup(root);
+		if (ddir < 0)
+			return cove_error_set_errno(err, errno, "COPY: /");
+	}
+	const char *slash = strrchr(src, '/');
+	cleanup_free char *parent = slash ? xstrndup(src, (size_t)(slash - src)) : xstrdup("");
+	const char *sname = *src ? (slash ? slash + 1 : src) : ".";
+	cleanup_free char *shown = xasprintf("/%s", src);
+	for (size_t k = 0; k < ls->n; k++) {
+		int opaque = 0;
+		cleanup_close int sdir = -1;
+		int r = *src ? layer_dir(ls->fds[k], parent, &sdir, &opaque) : (sdir = dup(ls->fds[k])) >= 0;
+		if (r == 2 || (r == 1 && opaque)) {
+			/* Below a whiteout or an opaque directory of this layer: what the lower ones gave is hidden. */
+			if (dname)
+				cove_safe_remove_at(ddir, dname);
+		}
+		if (r != 1)
+			continue;
+		if (merge_at(sdir, sname, ddir, dname, shown, 0, err) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -158,44 +362,45 @@ step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error 
 	if (!build_layer_needed(bd)) {
 		build_logf(bd, "  (cached)\n");
 	} else {
+		struct layer_stack ls = {.fds = xcalloc(layers.n, sizeof(int)), .n = layers.n};
+		for (size_t k = 0; k < layers.n; k++) {
+			cleanup_free char *p = xasprintf("%s/%s", bd->b->layers_dir, layers.v[k]);
+			ls.fds[k] = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (ls.fds[k] < 0 && rv == 0)
+				rv = cove_error_set_errno(err, errno, "%s --from=%s: open layer %s", c->keyword, c->from,
+							  layers.v[k]);
+		}
 		char rnd[17];
 		cove_random_base62(rnd, 16);
 		rnd[16] = '\0';
 		cleanup_free char *tmp = xasprintf("%s/copy-%s", bd->b->tmp_dir, rnd);
+		cleanup_close int root = -1;
+		if (rv == 0 && (mkdir(tmp, 0755) < 0 ||
+				(root = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0))
+			rv = cove_error_set_errno(err, errno, "%s: create %s", c->keyword, tmp);
 		for (size_t s = 0; s + 1 < c->n_args && rv == 0; s++) {
 			cleanup_free char *src = normalize_src(c->args[s]);
 			const char *base = strrchr(src, '/') + 1;
-			int src_is_dir = 0, found = 0;
-			for (size_t k = 0; k < layers.n; k++) {
-				cleanup_free char *p = xasprintf("%s/%s%s", bd->b->layers_dir, layers.v[k], src);
-				struct stat sst;
-				if (lstat(p, &sst) == 0) {
-					found = !is_whiteout(&sst);
-					src_is_dir = S_ISDIR(sst.st_mode);
-				}
+			cleanup_free char *resolved = NULL;
+			struct stat sst;
+			int found = resolve_source(&ls, src, &resolved, &sst, err);
+			if (found < 0) {
+				rv = cove_error_wrap(err, "%s %s", c->keyword, c->text);
+				break;
 			}
 			if (!found) {
 				rv = cove_error_set(err, COVE_NOT_FOUND, "%s %s: %s not found in %s", c->keyword, c->text,
 						    c->args[s], c->from);
 				break;
 			}
-			cleanup_free char *target = src_is_dir || !dst_dir ? xasprintf("%s%s", tmp, dst)
-									   : xasprintf("%s%s/%s", tmp, dst, base);
-			cleanup_free char *parent = xstrdup(target);
-			*strrchr(parent, '/') = '\0';
-			if (cove_mkdirs(parent, err) < 0) {
-				rv = -1;
-				break;
-			}
-			for (size_t k = 0; k < layers.n && rv == 0; k++) {
-				cleanup_free char *p = xasprintf("%s/%s%s", bd->b->layers_dir, layers.v[k], src);
-				rv = merge_tree(p, target, err);
-			}
+			int src_is_dir = S_ISDIR(sst.st_mode);
+			cleanup_free char *target = src_is_dir || !dst_dir ? xasprintf("%s", dst + 1)
+									   : *base ? xasprintf("%s%s%s", dst + 1, dst[1] ? "/" : "", base)
+										   : xstrdup(dst + 1);
+			rv = copy_from_layers(&ls, resolved, root, target, err);
 		}
+		layer_stack_close(&ls);
 		if (rv == 0) {
-			struct stat tst;
-			if (stat(tmp, &tst) < 0)
-				cove_mkdirs(tmp, NULL);
 			rv = build_layer_commit(bd, tmp, err) < 0 ? -1 : 0;
 			if (rv == 0)
 				build_logf(bd, "  copied from %s\n", c->from);
@@ -203,7 +408,7 @@ step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error 
 			struct cove_error *ignored = NULL;
 			cove_remove_tree(tmp, &ignored);
 			cove_error_free(ignored);
-			return 1;
+			return rv < 0 ? -1 : 1;
 		}
 		struct cove_error *ignored = NULL;
 		cove_remove_tree(tmp, &ignored);
@@ -232,6 +437,27 @@ normalize_src(const char *s)
 	if (n >= 2 && strcmp(p + n - 2, "/.") == 0)
 		p[n - 2 == 0 ? 1 : n - 2] = '\0';
 	return p;
+}
+
+/* Write a new file `name` in directory dir (replacing what is there), durable before it is part of a layer. */
+static int
+write_file_at(int dir, const char *name, const void *data, size_t len, int mode)
+{
+	if (cove_safe_remove_at(dir, name) < 0)
+		return -1;
+	cleanup_close int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -1;
+	for (const char *p = data; len > 0;) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return fsync(fd);
 }
 
 /* A file of the build context: from the context mount (content in the blob store), or sent inline with the
@@ -369,24 +595,28 @@ build_step_copy(struct build *bd, const struct cove_df_cmd *c, struct cove_error
 			cove_random_base62(rnd, 16);
 			rnd[16] = '\0';
 			cleanup_free char *tmp = xasprintf("%s/copy-%s", bd->b->tmp_dir, rnd);
+			/* Names come from the client: each lands beneath the new layer's root or nowhere. */
+			cleanup_close int root = -1;
+			if (mkdir(tmp, 0755) < 0 || (root = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+				rv = cove_error_set_errno(err, errno, "%s: create %s", c->keyword, tmp);
 			for (size_t i = 0; i < n_items && rv == 0; i++) {
 				const struct ctx_file *f = items[i].f;
-				cleanup_free char *path = xasprintf("%s%s", tmp, items[i].dest);
-				cleanup_free char *dir = xstrdup(path);
-				*strrchr(dir, '/') = '\0';
 				int mode = (int)(chmod_mode ? chmod_mode : f->mode);
-				if (cove_mkdirs(dir, err) < 0) {
-					rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+				const char *name = NULL;
+				cleanup_close int dir = cove_safe_open_parent(root, items[i].dest + 1, 1, 0755, &name);
+				if (dir < 0) {
+					rv = cove_error_set_errno(err, errno, "%s %s", c->keyword, items[i].dest);
 				} else if (f->inline_data) {
-					if (cove_write_file_atomic(path, f->inline_data->data, f->inline_data->len, mode, err) < 0)
-						rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+					if (write_file_at(dir, name, f->inline_data->data, f->inline_data->len, mode) < 0)
+						rv = cove_error_set_errno(err, errno, "%s %s", c->keyword, items[i].dest);
 				} else {
 					cleanup_free char *blob = cove_blobstore_file_path(bd->b->ctx->blobs, f->sha256);
 					cleanup_free uint8_t *content = NULL;
 					size_t clen = 0;
-					if (cove_read_file(blob, &content, &clen, err) < 0 ||
-					    cove_write_file_atomic(path, content, clen, mode, err) < 0)
+					if (cove_read_file(blob, &content, &clen, err) < 0)
 						rv = cove_error_wrap(err, "%s %s", c->keyword, items[i].dest);
+					else if (write_file_at(dir, name, content, clen, mode) < 0)
+						rv = cove_error_set_errno(err, errno, "%s %s", c->keyword, items[i].dest);
 				}
 			}
 			if (rv == 0)

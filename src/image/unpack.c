@@ -128,6 +128,21 @@ check_parent(struct unpack *u, const char *shown, const char *rel, int cache, st
 	return 0;
 }
 
+/* An entry at rel replaces what is there: if that is the cached parent or one of its ancestors (a directory
+ * the layer now turns into a symlink, say), the cache no longer says anything, so that no later entry is
+ * written through a symlink this layer made. */
+static void
+forget_checked(struct unpack *u, const char *rel)
+{
+	if (u->checked_parent == NULL)
+		return;
+	size_t n = strlen(rel);
+	if (strncmp(u->checked_parent, rel, n) == 0 && (u->checked_parent[n] == '\0' || u->checked_parent[n] == '/')) {
+		free(u->checked_parent);
+		u->checked_parent = NULL;
+	}
+}
+
 /* Drop trusted.overlay.* xattrs: only the layer's whiteouts may steer overlayfs. */
 static void
 filter_xattrs(struct archive_entry *e)
@@ -245,6 +260,15 @@ unpack_entry(struct unpack *u, struct archive_entry *e, struct cove_error **err)
 		archive_entry_xattr_clear(e);
 		archive_entry_acl_clear(e);
 	} else {
+		mode_t type = archive_entry_filetype(e);
+		if (type == AE_IFCHR || type == AE_IFBLK) {
+			char what[96];
+			snprintf(what, sizeof(what), "is a %s device node (%u:%u): ", type == AE_IFBLK ? "block" : "character",
+				 (unsigned)archive_entry_rdevmajor(e), (unsigned)archive_entry_rdevminor(e));
+			return fail_entry(err, COVE_INVALID_ARGUMENT, name, what,
+					  "device nodes in image layers are refused (a container's /dev comes from Cove, as "
+					  "Docker's and the OCI runtime spec's do)");
+		}
 		const char *link = archive_entry_hardlink(e);
 		if (link) {
 			cleanup_free char *link_rel = NULL;
@@ -262,6 +286,7 @@ unpack_entry(struct unpack *u, struct archive_entry *e, struct cove_error **err)
 	}
 	if (check_parent(u, name, rel, 1, err) < 0)
 		return -1;
+	forget_checked(u, dest + strlen(u->root) + 1);
 	archive_entry_set_pathname(e, dest);
 	if (archive_write_header(u->out, e) < ARCHIVE_WARN)
 		return write_failed(u, name, "create", err);

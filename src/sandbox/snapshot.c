@@ -1,7 +1,10 @@
 /* Filesystem snapshots for the process runtime: a sandbox's working directory (its /root: dir/root) copied to
  * <state>/snapshots/<image id>, an image that later sandboxes start from (their working directory begins as
  * a copy of it). The copies run on a worker thread. Snapshot images stay until deleted by hand; they survive
- * restarts (the store records them). */
+ * restarts (the store records them).
+ *
+ * The tree copied is the sandbox's, and it may still be running: the walk goes by directory descriptors, never
+ * follows a symlink (symlinks are copied as links) and opens nothing but directories and regular files. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +25,7 @@
 #include "store/store.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
+#include "util/safepath.h"
 #include "util/ids.h"
 #include "util/log.h"
 #include "util/workq.h"
@@ -29,46 +33,22 @@
 #define KIND "sandbox-snapshot"
 #define MAX_DEPTH 256
 
+/* The sandbox may be changing its tree while this runs: the name is opened only if it is a regular file (a
+ * FIFO swapped in would block this thread, a device node would be the host's device). */
 static int
 copy_file(int sfd, int dfd, const char *name, mode_t mode, const char *path, struct cove_error **err)
 {
-	cleanup_close int in = openat(sfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (in < 0)
+	cleanup_close int in = cove_safe_open_regular(sfd, name, NULL);
+	if (in < 0) {
+		if (errno == ENOENT || errno == ELOOP || errno == EISDIR || errno == EINVAL)
+			return 0; /* replaced while we copy: what it became is not a file */
 		return cove_error_set_errno(err, errno, "snapshot: open %s", path);
-	cleanup_close int out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777);
+	}
+	cleanup_close int out = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 07777);
 	if (out < 0)
 		return cove_error_set_errno(err, errno, "snapshot: create %s", path);
-	for (;;) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-		if (n == 0)
-			break;
-		if (n > 0)
-			continue;
-		if (errno == EINTR)
-			continue;
-		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
-			return cove_error_set_errno(err, errno, "snapshot: copy %s", path);
-		/* No copy_file_range here: plain reads and writes. */
-		char buf[65536];
-		for (;;) {
-			ssize_t r = read(in, buf, sizeof(buf));
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0)
-				return cove_error_set_errno(err, errno, "snapshot: read %s", path);
-			if (r == 0)
-				break;
-			for (ssize_t off = 0; off < r;) {
-				ssize_t w = write(out, buf + off, (size_t)(r - off));
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0)
-					return cove_error_set_errno(err, errno, "snapshot: write %s", path);
-				off += w;
-			}
-		}
-		break;
-	}
+	if (cove_copy_fd(in, out) < 0)
+		return cove_error_set_errno(err, errno, "snapshot: copy %s", path);
 	fchmod(out, mode & 07777);
 	return 0;
 }
@@ -105,8 +85,10 @@ copy_dir(int sfd, int dfd, const char *path, int depth, struct cove_error **err)
 				rv = cove_error_set_errno(err, errno, "snapshot: mkdir %s", sub);
 				break;
 			}
-			cleanup_close int s2 = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			cleanup_close int d2 = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			cleanup_close int s2 = cove_safe_open(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+			cleanup_close int d2 = cove_safe_open(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+			if (s2 < 0 && (errno == ENOENT || errno == ELOOP || errno == ENOTDIR))
+				continue; /* replaced while we copy (by a symlink, say): left as the empty directory */
 			if (s2 < 0 || d2 < 0)
 				rv = cove_error_set_errno(err, errno, "snapshot: open directory %s", sub);
 			else if ((rv = copy_dir(s2, d2, sub, depth + 1, err)) == 0) {
@@ -145,7 +127,7 @@ copy_dir(int sfd, int dfd, const char *path, int depth, struct cove_error **err)
 int
 snapshot_copy_tree(const char *src, const char *dst, struct cove_error **err)
 {
-	cleanup_close int sfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int sfd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sfd < 0)
 		return cove_error_set_errno(err, errno, "snapshot: open %s", src);
 	if (mkdir(dst, 0700) < 0)

@@ -915,16 +915,25 @@ apply_del(int64_t vol, const char *path, int type, struct cove_error **err)
 }
 
 static int
-apply_put(int64_t vol, const struct cove_vfile *f, struct cove_error **err)
+apply_put(int64_t vol, struct cove_vchange *c, struct cove_error **err)
 {
-	if (ensure_parents(vol, f->path, 0, err) < 0)
-		return -1;
+	const struct cove_vfile *f = &c->f;
 	int t = entry_type(vol, f->path, err);
 	if (t < 0)
 		return -1;
-	if (t == COVE_VFILE_DIR && f->type != COVE_VFILE_DIR)
-		if (rows_delete_below(vol, f->path, err) < 0)
+	if (t == COVE_VFILE_DIR && f->type != COVE_VFILE_DIR) {
+		/* The writer's deletions of what it saw in the directory came first (cmp_change): whatever is left
+		 * there is someone else's, committed since, and replacing the directory would delete it. */
+		int kids = has_children(vol, f->path, err);
+		if (kids < 0)
 			return -1;
+		if (kids) {
+			c->conflict = 1;
+			return 0;
+		}
+	}
+	if (ensure_parents(vol, f->path, 0, err) < 0)
+		return -1;
 	return row_put(vol, f, err);
 }
 
@@ -955,7 +964,7 @@ cove_volume_apply(const struct cove_volume *v, const char *prefix, struct cove_v
 		if (changes[i].op == COVE_VCHANGE_DEL)
 			rv = apply_del(v->seq, changes[i].f.path, changes[i].f.type, err);
 		else
-			rv = apply_put(v->seq, &changes[i].f, err);
+			rv = apply_put(v->seq, &changes[i], err);
 	}
 	if (rv == 0)
 		rv = bump(v, generation, err);

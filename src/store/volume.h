@@ -110,6 +110,7 @@ enum { COVE_VCHANGE_PUT = 1, COVE_VCHANGE_DEL = 2 };
 struct cove_vchange {
 	int op;
 	struct cove_vfile f; /* PUT: the new entry (f.path); DEL: f.path only */
+	int conflict;        /* set by cove_volume_apply: this PUT was not applied (see there) */
 };
 
 /* Uploads (VolumePutFiles / VolumePutFiles2): files (type FILE) whose blocks are stored; parents are created.
@@ -125,9 +126,11 @@ int cove_volume_remove(const struct cove_volume *v, const char *path, int recurs
 int cove_volume_copy(const struct cove_volume *v, char *const *srcs, size_t n_srcs, const char *dst, int recursive,
 		     struct cove_error **err);
 /* Commit a container's changes below `prefix` (its mount's sub_path, "" for the root), last writer wins per
- * path: a PUT replaces whatever is there (a directory in the way goes with its contents; files in the way of its
- * parents become directories); a DEL removes an entry, but a directory only once nothing else is left in it.
- * Returns the volume's new generation in *generation. */
+ * path: a PUT replaces whatever is there (files in the way of its parents become directories); a DEL removes an
+ * entry, but a directory only once nothing else is left in it. A directory is never removed with what is in it:
+ * a PUT of a file or symlink where a directory still holds entries after this commit's deletions (entries
+ * others committed, which this writer never saw) is not applied, and its change gets conflict = 1; the rest of
+ * the commit is applied. Returns the volume's new generation in *generation. */
 int cove_volume_apply(const struct cove_volume *v, const char *prefix, struct cove_vchange *changes, size_t n,
 		      int64_t *generation, struct cove_error **err);
 /* Make sure a directory (and its parents) exists: a mount's sub_path. */

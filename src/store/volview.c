@@ -27,6 +27,7 @@
 #include "store/volume.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
+#include "util/safepath.h"
 #include "util/ids.h"
 #include "util/log.h"
 #include "util/map.h"
@@ -195,17 +196,6 @@ io_err(struct cove_error **err, int e, const char *what, const char *path)
 
 /* ---- writing entries into a view (the loop at start, workers on reload) ---- */
 
-/* Make the parent directories of rel below root (they are normally there already). */
-static int
-ensure_dirs(const char *root, const char *rel, struct cove_error **err)
-{
-	const char *slash = strrchr(rel, '/');
-	if (slash == NULL)
-		return 0;
-	cleanup_free char *dir = xasprintf("%s/%.*s", root, (int)(slash - rel), rel);
-	return cove_mkdirs(dir, err);
-}
-
 static int
 copy_block_into(struct cove_blobstore *bs, const uint8_t *hash, int out, off_t at, struct cove_error **err)
 {
@@ -264,61 +254,62 @@ copy_block_into(struct cove_blobstore *bs, const uint8_t *hash, int out, off_t a
 	return rv;
 }
 
-/* Replace whatever is at path by a new entry built at tmp (a directory in the way goes if it is empty). */
+/* Replace whatever is at name (in directory dfd) by a new entry built at tmp (a directory in the way goes if it
+ * is empty). */
 static int
-replace(const char *tmp, const char *path)
+replace_at(int dfd, const char *tmp, const char *name)
 {
-	if (rename(tmp, path) == 0)
+	if (renameat(dfd, tmp, dfd, name) == 0)
 		return 0;
 	if (errno != EISDIR && errno != ENOTEMPTY && errno != EEXIST)
 		return -1;
-	if (rmdir(path) < 0 || rename(tmp, path) < 0)
+	if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 || renameat(dfd, tmp, dfd, name) < 0)
 		return -1;
 	return 0;
 }
 
-/* Write entry f at root/rel; *fp gets the fingerprint of what is there afterwards. */
+/* Write entry f as `name` in directory pfd of a view (rel: its path in the view, for messages); *fp gets the
+ * fingerprint of what is there afterwards. Everything goes through pfd and never follows a symlink: the view is
+ * the container's to change while this runs. */
 static int
-write_entry(struct cove_blobstore *bs, const char *root, const char *rel, const struct cove_vfile *f, struct vfp *fp,
-	    struct cove_error **err)
+write_entry_at(struct cove_blobstore *bs, int pfd, const char *name, const char *rel, const struct cove_vfile *f,
+	       struct vfp *fp, struct cove_error **err)
 {
-	cleanup_free char *path = xasprintf("%s/%s", root, rel);
-	if (ensure_dirs(root, rel, err) < 0)
-		return -1;
 	struct stat st;
+	mode_t mode = (mode_t)(f->mode & 07777);
 	if (f->type == COVE_VFILE_DIR) {
-		if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode) && unlink(path) < 0)
-			return io_err(err, errno, "replace", path);
-		if (mkdir(path, (mode_t)(f->mode & 07777)) < 0 && errno != EEXIST)
-			return io_err(err, errno, "create directory", path);
-		if (chmod(path, (mode_t)(f->mode & 07777)) < 0 || lstat(path, &st) < 0)
-			return io_err(err, errno, "set up directory", path);
+		if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) && unlinkat(pfd, name, 0) < 0)
+			return io_err(err, errno, "replace", rel);
+		if (mkdirat(pfd, name, mode) < 0 && errno != EEXIST)
+			return io_err(err, errno, "create directory", rel);
+		cleanup_close int dfd = cove_safe_open(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
+		if (dfd < 0 || fchmod(dfd, mode) < 0 || fstat(dfd, &st) < 0)
+			return io_err(err, errno, "set up directory", rel);
 		*fp = fp_of(&st);
 		return 0;
 	}
+	char tmp[32];
 	char rnd[17];
 	cove_random_base62(rnd, 16);
 	rnd[16] = '\0';
-	const char *slash = strrchr(rel, '/');
-	cleanup_free char *tmp = slash ? xasprintf("%s/%.*s/.cove-%s", root, (int)(slash - rel), rel, rnd)
-				       : xasprintf("%s/.cove-%s", root, rnd);
+	snprintf(tmp, sizeof(tmp), ".cove-%s", rnd);
 	if (f->type == COVE_VFILE_SYMLINK) {
 		cleanup_free char *target = xstrndup((const char *)f->data, f->data_len);
-		if (symlink(target, tmp) < 0)
-			return io_err(err, errno, "create symlink", path);
-		if (replace(tmp, path) < 0) {
+		if (symlinkat(target, pfd, tmp) < 0)
+			return io_err(err, errno, "create symlink", rel);
+		if (replace_at(pfd, tmp, name) < 0) {
 			int e = errno;
-			unlink(tmp);
-			return io_err(err, e, "create symlink", path);
+			unlinkat(pfd, tmp, 0);
+			return io_err(err, e, "create symlink", rel);
 		}
-		if (lstat(path, &st) < 0)
-			return io_err(err, errno, "stat", path);
+		if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return io_err(err, errno, "stat", rel);
 		*fp = fp_of(&st);
 		return 0;
 	}
-	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	cleanup_close int fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return io_err(err, errno, "create", path);
+		return io_err(err, errno, "create", rel);
 	uint64_t n_blocks = cove_vfile_n_blocks(f->size);
 	int rv = 0;
 	if (f->data_len != n_blocks * COVE_BLOCK_HASH)
@@ -326,20 +317,31 @@ write_entry(struct cove_blobstore *bs, const char *root, const char *rel, const 
 	for (uint64_t i = 0; i < n_blocks && rv == 0; i++)
 		rv = copy_block_into(bs, f->data + i * COVE_BLOCK_HASH, fd, (off_t)(i * COVE_BLOCK_SIZE), err);
 	struct timespec times[2] = {{.tv_sec = f->mtime}, {.tv_sec = f->mtime}};
-	if (rv == 0 && (ftruncate(fd, (off_t)f->size) < 0 || fchmod(fd, (mode_t)(f->mode & 07777)) < 0 ||
-			futimens(fd, times) < 0))
-		rv = io_err(err, errno, "write", path);
-	if (rv == 0 && replace(tmp, path) < 0)
-		rv = io_err(err, errno, "write", path);
+	if (rv == 0 && (ftruncate(fd, (off_t)f->size) < 0 || fchmod(fd, mode) < 0 || futimens(fd, times) < 0))
+		rv = io_err(err, errno, "write", rel);
+	if (rv == 0 && replace_at(pfd, tmp, name) < 0)
+		rv = io_err(err, errno, "write", rel);
 	if (rv < 0) {
-		unlink(tmp);
+		unlinkat(pfd, tmp, 0);
 		return cove_error_wrap(err, "volume entry '/%s'", rel);
 	}
 	/* After the rename, which changes the ctime. */
 	if (fstat(fd, &st) < 0)
-		return io_err(err, errno, "stat", path);
+		return io_err(err, errno, "stat", rel);
 	*fp = fp_of(&st);
 	return 0;
+}
+
+/* Write entry f at rel below the view's root (rootfd), making its parent directories if they are missing. */
+static int
+write_entry(struct cove_blobstore *bs, int rootfd, const char *rel, const struct cove_vfile *f, struct vfp *fp,
+	    struct cove_error **err)
+{
+	const char *name = NULL;
+	cleanup_close int pfd = cove_safe_open_parent(rootfd, rel, 1, 0755, &name);
+	if (pfd < 0)
+		return io_err(err, errno, "open the directory of", rel);
+	return write_entry_at(bs, pfd, name, rel, f, fp, err);
 }
 
 /* ---- views ---- */
@@ -362,6 +364,7 @@ view_free(struct vview *v)
 struct fill_ctx {
 	struct cove_blobstore *bs;
 	struct vview *v;
+	int rootfd;
 };
 
 static int
@@ -370,7 +373,7 @@ fill_one(void *arg, const struct cove_vfile *f, struct cove_error **err)
 	struct fill_ctx *c = arg;
 	const char *rel = rel_of(c->v->sub_path, f->path);
 	struct vfp fp;
-	if (write_entry(c->bs, c->v->dir, rel, f, &fp, err) < 0)
+	if (write_entry(c->bs, c->rootfd, rel, f, &fp, err) < 0)
 		return -1;
 	base_put(c->v, rel, vbase_new(f, &fp));
 	return 0;
@@ -385,7 +388,10 @@ view_fill(struct vview *v, struct cove_error **err)
 	v->gen = cove_volume_generation(v->vol_seq, err);
 	if (v->gen < 0)
 		return -1;
-	struct fill_ctx c = {.bs = the_vv->ctx->blobs, .v = v};
+	cleanup_close int rootfd = open(v->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (rootfd < 0)
+		return io_err(err, errno, "open", v->dir);
+	struct fill_ctx c = {.bs = the_vv->ctx->blobs, .v = v, .rootfd = rootfd};
 	return cove_volume_list_files(v->vol_seq, v->sub_path, 1, fill_one, &c, err);
 }
 
@@ -439,17 +445,15 @@ hash_file(struct scan_job *j, int dfd, const char *name, const char *rel, struct
 {
 	*out = NULL;
 	for (int attempt = 0; attempt < HASH_TRIES; attempt++) {
-		cleanup_close int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		/* Only ever a regular file: what the container swapped in meanwhile (a symlink, a FIFO that would block
+		 * this thread, a device node) is not opened. */
+		struct stat before, after;
+		cleanup_close int fd = cove_safe_open_regular(dfd, name, &before);
 		if (fd < 0) {
-			if (errno == ENOENT || errno == ELOOP)
+			if (errno == ENOENT || errno == ELOOP || errno == EISDIR || errno == EINVAL || errno == ENOTDIR)
 				return 0; /* gone or replaced meanwhile: next scan */
 			return io_err(&j->err, errno, "open", rel);
 		}
-		struct stat before, after;
-		if (fstat(fd, &before) < 0)
-			return io_err(&j->err, errno, "stat", rel);
-		if (!S_ISREG(before.st_mode))
-			return 0;
 		uint64_t size = (uint64_t)before.st_size;
 		if (size > COVE_VOLUME_MAX_FILE_BYTES)
 			return cove_error_set(&j->err, COVE_RESOURCE_EXHAUSTED, "'%s' is larger than the 1 TiB a volume file may be",
@@ -551,7 +555,7 @@ scan_dir(struct scan_job *j, int dfd, const char *rel_dir)
 				nb->fp = fp;
 				vbase_free(cove_map_put(&j->puts, rel, nb));
 			}
-			int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int sub = cove_safe_open(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, 0);
 			if (sub < 0) {
 				if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
 					continue;
@@ -601,7 +605,7 @@ scan_work(void *arg)
 {
 	struct scan_job *j = arg;
 	j->buf = xmalloc(COVE_BLOCK_SIZE);
-	int fd = open(j->v->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(j->v->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		io_err(&j->err, errno, "open", j->v->dir);
 	} else {
@@ -718,13 +722,24 @@ commit_changes(struct vview *v, struct scan_job *j, struct cove_error **err)
 	int rv = cove_volume_by_id(v->volume_id, &vol, err);
 	if (rv == 0)
 		rv = cove_volume_apply(&vol, v->sub_path, ch, n, &gen, err);
+	/* A PUT that would have deleted others' files with the directory it replaces was left out: the view keeps
+	 * its entry and its base the directory, so the next commit tries again (and the caller hears why). */
+	size_t n_conflicts = 0;
+	cleanup_free char *first_conflict = NULL;
+	for (size_t i = 0; rv == 0 && i < n; i++) {
+		if (!ch[i].conflict)
+			continue;
+		if (n_conflicts++ == 0)
+			first_conflict = xstrdup(ch[i].f.path);
+		vbase_free(cove_map_del(&j->puts, rel_of(v->sub_path, ch[i].f.path)));
+	}
 	for (size_t i = 0; i < n; i++)
 		free(ch[i].f.path); /* the data is the job's */
 	free(ch);
 	if (rv < 0)
 		return -1;
 	/* In step still if nobody else committed since: this commit is the only difference. */
-	if (gen == v->gen + 1)
+	if (gen == v->gen + 1 && n_conflicts == 0)
 		v->gen = gen;
 	it = 0;
 	while (cove_map_next(&j->puts, &it, &rel, &bv))
@@ -732,6 +747,17 @@ commit_changes(struct vview *v, struct scan_job *j, struct cove_error **err)
 	cove_map_clear(&j->puts);
 	for (size_t i = 0; i < j->n_dels; i++)
 		base_del(v, j->dels[i]);
+	char more[48] = "";
+	if (n_conflicts > 1)
+		snprintf(more, sizeof(more), " (and %zu more)", n_conflicts - 1);
+	if (n_conflicts)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION,
+				      "'/%s'%s of Volume %s not committed: %s a directory in the volume that holds files "
+				      "committed elsewhere since this container last reloaded, and replacing it would delete "
+				      "them; move or remove it in this container and commit again (the rest of this commit "
+				      "is committed)",
+				      first_conflict, more, v->volume_id,
+				      n_conflicts > 1 ? "each is" : "it is");
 	return 0;
 }
 
@@ -817,12 +843,13 @@ cmp_sync(const void *a, const void *b)
 	return x->op == SYNC_REMOVE ? -c : c;
 }
 
-/* Whether the view still holds what the base says (or nothing, when the base has nothing). */
+/* Whether the view still holds what the base says at name in directory pfd (or nothing, when the base has
+ * nothing). */
 static int
-untouched(const char *path, const struct vbase *expect)
+untouched_at(int pfd, const char *name, const struct vbase *expect)
 {
 	struct stat st;
-	if (lstat(path, &st) < 0)
+	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT && (expect == NULL || expect->type != COVE_VFILE_DIR);
 	if (expect == NULL)
 		return 0;
@@ -832,35 +859,64 @@ untouched(const char *path, const struct vbase *expect)
 	return fp_eq(&fp, &expect->fp);
 }
 
+/* One item of a sync, in the view whose root is rootfd. The container may be changing the view all the while:
+ * every step is relative to a directory descriptor opened beneath the root without following symlinks, so a
+ * directory swapped for a symlink (to anywhere on the host) makes the item count as changed by the container,
+ * never a write through the link. */
+static void
+sync_one(struct sync_job *j, int rootfd, struct sync_item *it)
+{
+	const char *name = NULL;
+	cleanup_close int pfd = cove_safe_open_parent(rootfd, it->rel, 0, 0, &name);
+	if (pfd < 0) {
+		if (errno != ENOENT)
+			return; /* a symlink or a file where a directory was: the container's change wins */
+		if (it->op == SYNC_REMOVE) {
+			it->ok = 1; /* gone already */
+			return;
+		}
+		/* Its directory is gone: the entry is written (with its directories) if the base had nothing there but
+		 * a file, as for a missing entry. */
+		if (it->expect && it->expect->type == COVE_VFILE_DIR)
+			return;
+		pfd = cove_safe_open_parent(rootfd, it->rel, 1, 0755, &name);
+		if (pfd < 0)
+			return;
+	} else if (!untouched_at(pfd, name, it->expect)) {
+		return; /* changed in the container since its commit: its change wins, at its next commit */
+	}
+	if (it->op == SYNC_REMOVE) {
+		struct stat st;
+		if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			it->ok = errno == ENOENT;
+			return;
+		}
+		it->ok = unlinkat(pfd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0;
+		return;
+	}
+	struct cove_error *err = NULL;
+	if (write_entry_at(j->bs, pfd, name, it->rel, &it->f, &it->fp, &err) < 0) {
+		if (j->err == NULL)
+			j->err = err;
+		else
+			cove_error_free(err);
+		return;
+	}
+	it->ok = 1;
+}
+
 static void
 sync_work(void *arg)
 {
 	struct sync_job *j = arg;
 	qsort(j->items, j->n, sizeof(*j->items), cmp_sync);
-	for (size_t i = 0; i < j->n; i++) {
-		struct sync_item *it = &j->items[i];
-		cleanup_free char *path = xasprintf("%s/%s", j->v->dir, it->rel);
-		if (!untouched(path, it->expect))
-			continue; /* changed in the container since its commit: its change wins, at its next commit */
-		if (it->op == SYNC_REMOVE) {
-			struct stat st;
-			if (lstat(path, &st) < 0) {
-				it->ok = errno == ENOENT;
-				continue;
-			}
-			it->ok = (S_ISDIR(st.st_mode) ? rmdir(path) : unlink(path)) == 0;
-			continue;
-		}
-		struct cove_error *err = NULL;
-		if (write_entry(j->bs, j->v->dir, it->rel, &it->f, &it->fp, &err) < 0) {
-			if (j->err == NULL)
-				j->err = err;
-			else
-				cove_error_free(err);
-			continue;
-		}
-		it->ok = 1;
+	cleanup_close int rootfd = open(j->v->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (rootfd < 0) {
+		io_err(&j->err, errno, "open", j->v->dir);
+		return;
 	}
+	for (size_t i = 0; i < j->n; i++)
+		sync_one(j, rootfd, &j->items[i]);
 }
 
 static void

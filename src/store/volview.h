@@ -14,7 +14,12 @@
  * Commits happen when the container calls commit() or reload(), every COVE_VOLUME_COMMIT_INTERVAL_S seconds in
  * the background (default 5, for mounts with allow_background_commits), and one last time when the container
  * exits, whatever way it exits. Read-only views are never committed. Scans, hashing and copies run on worker
- * threads; only SQLite transactions run on the event loop. A view serves one operation at a time, in order. */
+ * threads; only SQLite transactions run on the event loop. A view serves one operation at a time, in order.
+ *
+ * The container may change its view while a commit or reload runs in it (it may swap a directory for a symlink
+ * to anywhere on the host between two steps): every host-side step goes through descriptors opened beneath the
+ * view's root without following symlinks (util/safepath.h), so such a swap makes the entry count as the
+ * container's change, and nothing is ever read or written outside the view. */
 #ifndef COVE_STORE_VOLVIEW_H
 #define COVE_STORE_VOLVIEW_H
 

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "util/alloc.h"
+#include "util/safepath.h"
 
 int
 cove_mkdirs(const char *path, struct cove_error **err)
@@ -43,6 +43,35 @@ write_all(int fd, const void *data, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+int
+cove_copy_fd(int in, int out)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+			return -1;
+		break;
+	}
+	char buf[65536];
+	for (;;) {
+		ssize_t r = read(in, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return 0;
+		if (write_all(out, buf, (size_t)r) < 0)
+			return -1;
+	}
 }
 
 int
@@ -107,19 +136,35 @@ cove_read_file(const char *path, uint8_t **out, size_t *len, struct cove_error *
 	return 0;
 }
 
-static int
-remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 int
 cove_remove_tree(const char *path, struct cove_error **err)
 {
-	if (nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+	/* By descriptors, never following a symlink: the trees removed here (task roots, volume views, build
+	 * scratch) are often ones a container wrote, and may still be changing. */
+	cleanup_free char *copy = xstrdup(path);
+	size_t n = strlen(copy);
+	while (n > 1 && copy[n - 1] == '/')
+		copy[--n] = '\0';
+	char *slash = strrchr(copy, '/');
+	const char *name = copy;
+	const char *parent = ".";
+	if (slash == copy) {
+		parent = "/";
+		name = copy + 1;
+	} else if (slash) {
+		*slash = '\0';
+		parent = copy;
+		name = slash + 1;
+	}
+	if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "remove %s: not a removable path", path);
+	cleanup_close int dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return cove_error_set_errno(err, errno, "remove %s", path);
+	}
+	if (cove_safe_remove_at(dfd, name) < 0)
 		return cove_error_set_errno(err, errno, "remove %s", path);
 	return 0;
 }

@@ -13,6 +13,9 @@ int cove_mkdirs(const char *path, struct cove_error **err);
 int cove_write_file_atomic(const char *path, const void *data, size_t len, int mode, struct cove_error **err);
 /* Read a whole file (malloc'd, NUL-terminated beyond len). -1 + NOT_FOUND if missing. */
 int cove_read_file(const char *path, uint8_t **out, size_t *len, struct cove_error **err);
+/* Copy what is left of in (from its offset) to out: copy_file_range, or reads and writes where that does not work.
+ * 0 or -1 + errno. */
+int cove_copy_fd(int in, int out);
 /* rm -rf (best effort; returns 0 or -1 + *err for the first failure). */
 int cove_remove_tree(const char *path, struct cove_error **err);
 

@@ -23,7 +23,7 @@
 #include "util/alloc.h"
 #include "util/fsutil.h"
 
-enum kind { FILE_, DIR_, SYMLINK_, HARDLINK_ };
+enum kind { FILE_, DIR_, SYMLINK_, HARDLINK_, BLK_, CHR_, CHR0_ };
 
 struct tar_entry {
 	const char *name;
@@ -101,6 +101,18 @@ write_tar(const char *path, int filter, const struct tar_entry *entries, size_t 
 		case HARDLINK_:
 			archive_entry_set_filetype(e, AE_IFREG);
 			archive_entry_set_hardlink(e, t->link);
+			break;
+		case BLK_:
+			archive_entry_set_filetype(e, AE_IFBLK);
+			archive_entry_set_rdev(e, makedev(8, 0));
+			break;
+		case CHR_:
+			archive_entry_set_filetype(e, AE_IFCHR);
+			archive_entry_set_rdev(e, makedev(1, 3));
+			break;
+		case CHR0_:
+			archive_entry_set_filetype(e, AE_IFCHR);
+			archive_entry_set_rdev(e, 0);
 			break;
 		}
 		archive_entry_set_perm(e, t->mode ? t->mode : (t->kind == DIR_ ? 0755 : 0644));
@@ -357,6 +369,60 @@ test_escapes_refused(void **state)
 	}
 }
 
+/* Device nodes are refused, whatever their numbers, and the error says so: an image could otherwise hand a
+ * container the host's disks. */
+static void
+test_devices_refused(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		enum kind kind;
+		const char *says;
+	} cases[] = {{BLK_, "block device node (8:0)"}, {CHR_, "character device node (1:3)"},
+		     {CHR0_, "character device node (0:0)"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cove_error *err = NULL;
+		cove_remove_tree(f->dest, &err);
+		assert_int_equal(mkdir(f->dest, 0755), 0);
+		struct tar_entry e[] = {{"dev/", DIR_, 0755, NULL, NULL, 0, 0, 0, NULL, NULL},
+					{"dev/node", cases[i].kind, 0660, NULL, NULL, 0, 0, 0, NULL, NULL}};
+		write_tar(f->tar, ARCHIVE_FILTER_GZIP, e, 2);
+		assert_int_equal(cove_unpack_layer(f->tar, f->dest, &err), -1);
+		if (err->code != COVE_INVALID_ARGUMENT)
+			fail_msg("%s (%s)", err->msg, cove_status_name(err->code));
+		if (strstr(err->msg, "layer entry \"dev/node\" is a ") == NULL || strstr(err->msg, cases[i].says) == NULL ||
+		    strstr(err->msg, "device nodes in image layers are refused") == NULL)
+			fail_msg("unclear: %s", err->msg);
+		cove_error_free(err);
+		struct stat st;
+		assert_int_equal(lstat(at(f, "dev/node"), &st), -1);
+	}
+}
+
+/* A directory the layer makes, then replaces by a symlink to the outside: libarchive sets directories' modes and
+ * times when the layer ends, and that must not land on what the link points at. */
+static void
+test_replaced_directory_fixup_stays_inside(void **state)
+{
+	struct fixture *f = *state;
+	cleanup_free char *outside = xasprintf("%s/outside", f->root);
+	assert_int_equal(mkdir(outside, 0755), 0);
+	struct stat before;
+	assert_int_equal(stat(outside, &before), 0);
+	struct tar_entry e[] = {{"a/", DIR_, 0700, NULL, NULL, 0, 0, 123, NULL, NULL},
+				{"a", SYMLINK_, 0777, NULL, "../outside", 0, 0, 0, NULL, NULL}};
+	write_tar(f->tar, ARCHIVE_FILTER_NONE, e, 2);
+	struct cove_error *err = NULL;
+	if (cove_unpack_layer(f->tar, f->dest, &err) < 0) {
+		/* Refusing the layer is fine too. */
+		cove_error_free(err);
+	}
+	struct stat after;
+	assert_int_equal(stat(outside, &after), 0);
+	assert_int_equal(after.st_mode & 07777, 0755);
+	assert_int_equal(after.st_mtime, before.st_mtime);
+}
+
 static void
 test_corrupt(void **state)
 {
@@ -404,6 +470,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_empty_layer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_escapes_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_devices_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replaced_directory_fixup_stays_inside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
