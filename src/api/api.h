@@ -89,7 +89,13 @@ int cove_secret_scope(struct cove_store *store, const char *id, char **env, char
 /* The task command router's authentication (command_router.c): the bearer token Cove issued for a task, still
  * valid. Fills req->router_task_id (valid for the call's life); 0 or -1 + UNAUTHENTICATED. */
 int cove_tcr_auth(struct cove_api_req *req, struct cove_error **err);
-/* Drop cached token decisions (after `cove token` changes). */
+/* The task command router's tokens issued to a container (SandboxGetCommandRouterAccess,
+ * TaskGetCommandRouterAccess): issued records one (0, or -1 + RESOURCE_EXHAUSTED past a cap); scope holds a
+ * router request made with such a token to that container's rules (cove_auth_scope), and refuses it once the
+ * container has exited. Clients' tokens pass. */
+int cove_auth_router_issued(struct cove_api_req *req, const char *jwt, struct cove_error **err);
+int cove_auth_router_scope(struct cove_api_req *req, struct cove_error **err);
+/* Drop cached token decisions and router grants (at shutdown). */
 void cove_auth_reset(void);
 
 /* Environments (environment.c). resolve: a name as users type it ("" means the default, "main") to the

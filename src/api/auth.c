@@ -42,8 +42,8 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void
-cove_auth_reset(void)
+static void
+tokens_forget(void)
 {
 	size_t it = 0;
 	void *v;
@@ -58,7 +58,7 @@ token_valid(struct cove_store *store, const char *id, const char *secret)
 {
 	int64_t version = cove_store_data_version(store);
 	if (version != valid_tokens_version) {
-		cove_auth_reset();
+		tokens_forget();
 		valid_tokens_version = version;
 	}
 	char hash[65];
@@ -388,4 +388,90 @@ cove_auth_env_ok(struct cove_api_req *req, const char *env_key, struct cove_erro
 		return 0;
 	return denied(req, err, "environment", cove_env_display(env_key),
 		      "a container reaches only its own app's environment");
+}
+
+/* ---- the task command router ---- */
+
+/* Router tokens (a JWT for one sandbox's exec and stdio) issued to a container: token -> who it was issued to, so
+ * that what the container sends through the router (TaskExecStart's secret_ids and secret_sources) is held to
+ * the container's rules too. Entries outlive the tokens (ROUTER_TOKEN_S, 900 s in src/sandbox/sandbox.c): an
+ * entry pruned while its token still verified would let the token pass as a client's. */
+struct router_grant {
+	char *task_id;
+	double issued_at;
+};
+
+#define ROUTER_GRANT_KEEP_S 3600.0
+#define ROUTER_GRANTS_MAX 10000
+
+static struct cove_map router_grants; /* jwt -> struct router_grant* */
+
+static void
+router_grants_prune(double now)
+{
+	size_t it = 0;
+	const char *k;
+	void *v;
+	while (cove_map_next(&router_grants, &it, &k, &v)) {
+		struct router_grant *g = v;
+		if (now - g->issued_at < ROUTER_GRANT_KEEP_S)
+			continue;
+		cove_map_del(&router_grants, k);
+		free(g->task_id);
+		free(g);
+	}
+}
+
+int
+cove_auth_router_issued(struct cove_api_req *req, const char *jwt, struct cove_error **err)
+{
+	if (req->client_type != COVE_CLIENT_TYPE_CONTAINER)
+		return 0;
+	double now = now_s();
+	if (router_grants.len >= ROUTER_GRANTS_MAX)
+		router_grants_prune(now);
+	if (router_grants.len >= ROUTER_GRANTS_MAX)
+		return cove_error_set(err, COVE_RESOURCE_EXHAUSTED,
+				      "%s: too many command router tokens issued to containers within the last hour",
+				      req->method);
+	struct router_grant *g = xcalloc(1, sizeof(*g));
+	g->task_id = xstrdup(req->task->id);
+	g->issued_at = now;
+	struct router_grant *old = cove_map_put(&router_grants, jwt, g);
+	if (old) {
+		free(old->task_id);
+		free(old);
+	}
+	return 0;
+}
+
+int
+cove_auth_router_scope(struct cove_api_req *req, struct cove_error **err)
+{
+	const char *h = cove_call_header(req->call, "authorization");
+	struct router_grant *g = h && strlen(h) > 7 ? cove_map_get(&router_grants, h + 7) : NULL;
+	if (g == NULL || req->msg == NULL)
+		return 0; /* a client's token */
+	struct cove_task *t = cove_sched_task_by_id(req->ctx->sched, g->task_id);
+	if (t == NULL)
+		return cove_error_set(err, COVE_UNAUTHENTICATED,
+				      "this command router token belongs to container %s, which has exited", g->task_id);
+	struct cove_api_req as = *req;
+	as.client_type = COVE_CLIENT_TYPE_CONTAINER;
+	as.task = t;
+	return scope_message(&as, 0, req->msg, 0, err);
+}
+
+void
+cove_auth_reset(void)
+{
+	tokens_forget();
+	size_t it = 0;
+	void *v;
+	while (cove_map_next(&router_grants, &it, NULL, &v)) {
+		struct router_grant *g = v;
+		free(g->task_id);
+		free(g);
+	}
+	cove_map_clear(&router_grants);
 }

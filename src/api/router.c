@@ -270,7 +270,7 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 		return;
 	}
 	req.msg = m;
-	if (!r->tcr && cove_auth_scope(&req, r->method->flags, &err) < 0) {
+	if ((r->tcr ? cove_auth_router_scope(&req, &err) : cove_auth_scope(&req, r->method->flags, &err)) < 0) {
 		cove_api_fail(call, err);
 		pb_free(m);
 		return;

@@ -56,6 +56,18 @@ def attempt(fn):
         return type(exc).__name__ + ": " + str(exc)[:200]
 
 
+def exec_in_sandbox(command, secrets):
+    sb = modal.Sandbox.create("sleep", "120")
+    try:
+        return sb.exec("sh", "-c", command, secrets=secrets).stdout.read().strip()
+    finally:
+        sb.terminate()
+
+
+def secret_by_id(secret_id):
+    return modal.Secret._new_hydrated(secret_id, modal.Client.from_env(), None)
+
+
 @app.function()
 def sibling(x):
     return x + 1
@@ -85,6 +97,8 @@ def probe(args, client_dict):
         "Secret id not given, in an image build": lambda: raw("ImageGetOrCreate", api_pb2.ImageGetOrCreateRequest(
             app_id=own_app, image=api_pb2.Image(dockerfile_commands=["FROM scratch"],
                                                 secret_ids=[args["victim_secret_id"]]))),
+        "Secret id not given, in sb.exec": lambda: exec_in_sandbox(
+            "echo $VICTIM_KEY", [secret_by_id(args["victim_secret_id"])]),
         "named Secret create": lambda: modal.Secret.objects.create(args["new_secret"], {{"A": "b"}}),
         "SecretList": lambda: raw("SecretList", api_pb2.SecretListRequest()),
         "EnvironmentCreate": lambda: raw("EnvironmentCreate", api_pb2.EnvironmentCreateRequest(name=args["new_env"])),
@@ -114,6 +128,7 @@ def probe(args, client_dict):
                                   secrets=[given, modal.Secret.from_dict({{"INLINE": "inline"}})])
         out["Sandbox with the given Secret"] = sb.stdout.read().strip()
         sb.wait()
+        out["sb.exec with the given Secret"] = exec_in_sandbox("echo $GIVEN_KEY", [given])
         sb_app = modal.App.lookup(args["sandbox_app"], create_if_missing=True)
         sb = modal.Sandbox.create("echo", "looked-up", app=sb_app)
         out["Sandbox in App.lookup"] = sb.stdout.read().strip()
@@ -208,6 +223,7 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
         "map": [2, 3, 4],
         "client's ephemeral Dict": "passed-in",
         "Sandbox with the given Secret": "given-value inline",
+        "sb.exec with the given Secret": "given-value",
         "Sandbox in App.lookup": "looked-up",
         "own env var": "given-value",
     }, documented
