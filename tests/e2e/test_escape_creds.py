@@ -90,6 +90,12 @@ def probe(args, client_dict):
             args["other_dict"], environment_name=args["other_env"]).get("k"),
         "Dict of another environment by id": lambda: modal.Dict.from_id(args["other_dict_id"]).get("k"),
         "another app's ephemeral Dict": lambda: modal.Dict.from_id(args["victim_dict_id"]).get("k"),
+        "Queue of another environment by name": lambda: modal.Queue.from_name(
+            args["other_queue"], environment_name=args["other_env"]).get(timeout=1),
+        "Queue of another environment by id": lambda: modal.Queue.from_id(args["other_queue_id"]).get(timeout=1),
+        "Volume of another environment by name": lambda: modal.Volume.from_name(
+            args["other_volume"], environment_name=args["other_env"]).listdir("/"),
+        "Volume of another environment by id": lambda: modal.Volume.from_id(args["other_volume_id"]).listdir("/"),
         "named Secret not given, in a Sandbox": lambda: modal.Sandbox.create(
             "sh", "-c", "echo $VICTIM_KEY", secrets=[modal.Secret.from_name(args["victim_secret"])]).stdout.read(),
         "Secret id not given, in a Sandbox": lambda: raw("SandboxCreate", api_pb2.SandboxCreateRequest(
@@ -152,6 +158,7 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
     victim, attacker = unique("creds-victim"), unique("creds-attacker")
     victim_secret, given = unique("victim-secret"), unique("given-secret")
     other_env, other_dict = unique("creds-env"), unique("other-dict")
+    other_queue, other_volume = unique("other-queue"), unique("other-vol")
     for name, kv in ((victim_secret, "VICTIM_KEY=victim-value"), (given, "GIVEN_KEY=given-value")):
         r = cove.run_modal(["secret", "create", name, kv])
         assert r.returncode == 0, cove.explain(r)
@@ -168,6 +175,12 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
         d = modal.Dict.from_name({other_dict!r}, environment_name={other_env!r}, create_if_missing=True)
         d["k"] = "other-env-data"
         print("OTHER", d.object_id)
+        q = modal.Queue.from_name({other_queue!r}, environment_name={other_env!r}, create_if_missing=True)
+        q.put("other-env-item")
+        print("OQUEUE", q.object_id)
+        v = modal.Volume.from_name({other_volume!r}, environment_name={other_env!r}, create_if_missing=True)
+        v.hydrate()
+        print("OVOL", v.object_id)
         print("VDICT", modal.Function.from_name({victim!r}, "make_ephemeral").remote())
         s = modal.Secret.from_name({victim_secret!r})
         s.hydrate()
@@ -178,6 +191,8 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
     (other_dict_id,) = lines_with("OTHER", r.stdout)
     (victim_dict_id,) = lines_with("VDICT", r.stdout)
     (victim_secret_id,) = lines_with("SID", r.stdout)
+    (other_queue_id,) = lines_with("OQUEUE", r.stdout)
+    (other_volume_id,) = lines_with("OVOL", r.stdout)
     # The ids are real: the user's client reads both objects.
     r = run_py(
         cove,
@@ -197,6 +212,10 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
         "other_dict": other_dict,
         "other_dict_id": other_dict_id,
         "victim_dict_id": victim_dict_id,
+        "other_queue": other_queue,
+        "other_queue_id": other_queue_id,
+        "other_volume": other_volume,
+        "other_volume_id": other_volume_id,
         "new_secret": unique("planted"),
         "new_env": unique("planted-env"),
         "own_dict": unique("own-dict"),
@@ -211,7 +230,8 @@ def test_container_credentials_reach_only_their_own_app_and_environment(cove, tm
     result = json.loads(line)
     not_refused = {k: v for k, v in result["refused"].items() if not v.startswith("PermissionDeniedError")}
     assert not not_refused, f"{not_refused}\n{cove.explain(r)}"
-    assert "victim-value" not in r.stdout and "victim-data" not in r.stdout and "other-env-data" not in r.stdout
+    for leaked in ("victim-value", "victim-data", "other-env-data", "other-env-item"):
+        assert leaked not in r.stdout, cove.explain(r)
     assert result["documented"].startswith("ok:"), result["documented"]
     documented = eval(result["documented"][3:])  # the repr of a dict of plain values
     assert documented == {
