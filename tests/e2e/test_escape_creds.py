@@ -306,3 +306,44 @@ def test_token_list_and_revoke_take_effect_on_a_running_server(cove):
     assert row[3] != "-", r.stdout
     r = cove_token(cove, "revoke", token["MODAL_TOKEN_ID"])
     assert r.returncode == 1 and "no token" in r.stderr, r.stderr
+
+
+ENV_PROBE = """
+import modal
+app = modal.App("creds-env-probe")
+
+@app.function()
+def probe(names):
+    d = modal.Dict.from_name(names["dict"], create_if_missing=True)
+    d["k"] = "in-env"
+    out = {"own environment's Dict": d["k"]}
+    try:
+        modal.Dict.from_name(names["main_dict"], environment_name="main").get("k")
+        out["main's Dict"] = "reachable"
+    except modal.exception.PermissionDeniedError:
+        out["main's Dict"] = "refused"
+    sb = modal.Sandbox.create("echo", "sandbox-in-env")
+    out["Sandbox"] = sb.stdout.read().strip()
+    sb.wait()
+    return out
+
+@app.local_entrypoint()
+def main(names: str):
+    import json
+    print("RESULT", json.dumps(probe.remote(json.loads(names))))
+"""
+
+
+def test_a_container_of_another_environment_reaches_that_environment(cove, tmp_path):
+    env, names = unique("creds-env2"), {"dict": unique("env-dict"), "main_dict": unique("main-dict")}
+    r = cove.run_modal(["environment", "create", env])
+    assert r.returncode == 0, cove.explain(r)
+    run_py(cove, f'import modal; modal.Dict.from_name({names["main_dict"]!r}, create_if_missing=True)["k"] = "main-data"')
+    (tmp_path / "env_probe.py").write_text(ENV_PROBE)
+    r = cove.run_modal(["run", "-e", env, str(tmp_path / "env_probe.py"), "--names", json.dumps(names)], cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, cove.explain(r)
+    (line,) = lines_with("RESULT", r.stdout)
+    assert json.loads(line) == {"own environment's Dict": "in-env", "main's Dict": "refused", "Sandbox": "sandbox-in-env"}
+    r = run_py(cove, f'import modal; print("GOT", modal.Dict.from_name({names["dict"]!r}, environment_name={env!r})["k"])')
+    assert lines_with("GOT", r.stdout) == ["in-env"], cove.explain(r)
