@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -37,6 +38,8 @@ usage(FILE *f)
 		"  serve          run the server (API on --address:--port, blobs on --blob-port)\n"
 		"  token create   create a new client token and print it (--proxy: a proxy auth token for web\n"
 		"                 endpoints with requires_proxy_auth=True, sent as Modal-Key / Modal-Secret)\n"
+		"  token list     list tokens: id, kind (client, proxy), created, last used (to within a minute)\n"
+		"  token revoke ID   revoke a token; a running server refuses it from its next call on\n"
 		"  env            print MODAL_SERVER_URL / MODAL_TOKEN_ID / MODAL_TOKEN_SECRET for this state dir\n"
 		"  gc             remove volume blocks that no volume refers to and that nobody touched for\n"
 		"                 --grace SECONDS (default 3600); safe while the server runs; and image layers\n"
@@ -390,6 +393,63 @@ cmd_token_create(struct opts *o)
 	return rv;
 }
 
+static void
+print_time(double t)
+{
+	char buf[32] = "-";
+	time_t secs = (time_t)t;
+	struct tm tm;
+	if (t > 0 && gmtime_r(&secs, &tm))
+		strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	printf("  %-20s", buf);
+}
+
+/* `cove token list` and `cove token revoke ID`: client tokens (the store's) and proxy auth tokens (the
+ * gateway's, which keeps no times). */
+static int
+cmd_token_admin(struct opts *o, const char *revoke_id)
+{
+	struct cove_store *store = open_store(o->state_dir);
+	if (store == NULL)
+		return 1;
+	struct cove_error *err = NULL;
+	int rv = 0;
+	if (revoke_id) {
+		rv = strncmp(revoke_id, "wk-", 3) == 0 ? cove_gateway_proxy_token_revoke(store, revoke_id, &err)
+						      : cove_store_token_revoke(store, revoke_id, &err);
+		if (rv == 0)
+			printf("revoked %s\n", revoke_id);
+	} else {
+		struct cove_store_token *t = NULL;
+		char **proxy = NULL;
+		size_t n = 0, n_proxy = 0;
+		rv = cove_store_token_list(store, &t, &n, &err);
+		if (rv == 0)
+			rv = cove_gateway_proxy_token_list(store, &proxy, &n_proxy, &err);
+		if (rv == 0) {
+			printf("%-26s  %-6s  %-20s  %-20s\n", "ID", "KIND", "CREATED", "LAST USED");
+			for (size_t i = 0; i < n; i++) {
+				printf("%-26s  client", t[i].id);
+				print_time(t[i].created_at);
+				print_time(t[i].last_used_at);
+				printf("\n");
+			}
+			for (size_t i = 0; i < n_proxy; i++)
+				printf("%-26s  proxy   -                     -\n", proxy[i]);
+		}
+		cove_store_tokens_free(t, n);
+		for (size_t i = 0; i < n_proxy; i++)
+			free(proxy[i]);
+		free(proxy);
+	}
+	if (rv < 0) {
+		fprintf(stderr, "cove: %s\n", err->msg);
+		cove_error_free(err);
+	}
+	cove_store_close(store);
+	return rv < 0 ? 1 : 0;
+}
+
 /* Images: disk use of the layer store, and (gc) the layers no built image uses. Layer gc is for a stopped
  * server, or one that builds nothing meanwhile: a build's new layers are not referenced until it ends. */
 static int
@@ -573,12 +633,15 @@ main(int argc, char **argv)
 			 .pids_limit = -1, .memory_limit = -1};
 	const char *cmd = argv[1];
 	int sub = 1;
+	const char *token_cmd = NULL;
 	if (strcmp(cmd, "token") == 0) {
-		if (argc < 3 || strcmp(argv[2], "create") != 0) {
-			fprintf(stderr, "cove: usage: cove token create [--proxy] [--state-dir DIR]\n");
+		token_cmd = argc >= 3 ? argv[2] : "";
+		int revoke = strcmp(token_cmd, "revoke") == 0 && argc >= 4 && argv[3][0] != '-';
+		if (!revoke && strcmp(token_cmd, "create") != 0 && strcmp(token_cmd, "list") != 0) {
+			fprintf(stderr, "cove: usage: cove token create [--proxy] | list | revoke ID  [--state-dir DIR]\n");
 			return 2;
 		}
-		sub = 2;
+		sub = revoke ? 3 : 2;
 	}
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("cove %s (serves modal client %s)\n", COVE_VERSION, COVE_CLIENT_VERSION);
@@ -607,7 +670,9 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "serve") == 0)
 		return cmd_serve(&o);
-	if (strcmp(cmd, "token") == 0)
+	if (token_cmd && strcmp(token_cmd, "create") != 0)
+		return cmd_token_admin(&o, strcmp(token_cmd, "revoke") == 0 ? argv[3] : NULL);
+	if (token_cmd)
 		return cmd_token_create(&o);
 	if (strcmp(cmd, "env") == 0)
 		return cmd_env(&o);

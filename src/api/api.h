@@ -15,6 +15,7 @@
 
 struct cove_ctx;
 struct cove_task;
+struct cove_store;
 
 enum {
 	COVE_CLIENT_TYPE_CLIENT = 1,
@@ -40,6 +41,10 @@ enum {
 	COVE_API_CONTAINER_ONLY = 1 << 0, /* only containers may call it */
 	COVE_API_NO_AUTH = 1 << 1,        /* answered without credentials (ClientHello) */
 	COVE_API_CLIENT_STREAMING = 1 << 2, /* many request messages: stream gets each, fn answers at the end */
+	/* What a container's credentials may do (docs/security.md). Without either flag a container may call the
+	 * method for objects of its own environment (cove_auth_scope checks the ids the request names). */
+	COVE_API_CLIENT_ONLY = 1 << 3, /* administration no container needs: refused to containers */
+	COVE_API_OWN_APP = 1 << 4,     /* a container may name only its own app (and its tasks, sandboxes) */
 };
 
 struct cove_api_method {
@@ -69,12 +74,31 @@ void cove_api_send(struct cove_call *call, const ProtobufCMessage *msg);
 void cove_api_fail(struct cove_call *call, struct cove_error *err);
 void cove_api_fail_code(struct cove_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Authentication (auth.c). Fills req->client_type and req->task; 0 or -1 + UNAUTHENTICATED. */
+/* Authentication (auth.c). Fills req->client_type and req->task; 0 or -1 + UNAUTHENTICATED (or
+ * PERMISSION_DENIED: a container calling a COVE_API_CLIENT_ONLY method, a client a COVE_API_CONTAINER_ONLY one). */
 int cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error **err);
+/* A container's decoded request against what it may reach: every environment, app, function, call, Dict, Queue,
+ * Volume, Sandbox, task and Secret the request names (by the field names of scope_fields in auth.c) must be its
+ * own or of its environment. 0 for clients and allowed requests, else -1 + PERMISSION_DENIED. */
+int cove_auth_scope(struct cove_api_req *req, unsigned flags, struct cove_error **err);
+/* For handlers: may this caller use the Secret with this id (a container: one its function was given, or an
+ * anonymous one of its environment)? And the environment with this key (a container: its own)? 0 or -1 +
+ * PERMISSION_DENIED. */
+int cove_auth_secret_ok(struct cove_api_req *req, const char *secret_id, struct cove_error **err);
+int cove_auth_env_ok(struct cove_api_req *req, const char *env_key, struct cove_error **err);
+/* secret.c: where the Secret with this id lives (each out malloc'd; name and app_id NULL when unset): 1 if
+ * found, 0 if not, -1 on a store error. */
+int cove_secret_scope(struct cove_store *store, const char *id, char **env, char **name, char **app_id);
 /* The task command router's authentication (command_router.c): the bearer token Cove issued for a task, still
  * valid. Fills req->router_task_id (valid for the call's life); 0 or -1 + UNAUTHENTICATED. */
 int cove_tcr_auth(struct cove_api_req *req, struct cove_error **err);
-/* Drop cached token decisions (after `cove token` changes). */
+/* The task command router's tokens issued to a container (SandboxGetCommandRouterAccess,
+ * TaskGetCommandRouterAccess): issued records one (0, or -1 + RESOURCE_EXHAUSTED past a cap); scope holds a
+ * router request made with such a token to that container's rules (cove_auth_scope), and refuses it once the
+ * container has exited. Clients' tokens pass. */
+int cove_auth_router_issued(struct cove_api_req *req, const char *jwt, struct cove_error **err);
+int cove_auth_router_scope(struct cove_api_req *req, struct cove_error **err);
+/* Drop cached token decisions and router grants (at shutdown). */
 void cove_auth_reset(void);
 
 /* Environments (environment.c). resolve: a name as users type it ("" means the default, "main") to the

@@ -157,6 +157,16 @@ cove_api_EnvironmentGetOrCreate(struct cove_api_req *req)
 	struct cove_error *err = NULL;
 	const char *name = r->deployment_name && *r->deployment_name ? r->deployment_name : DEFAULT_ENV;
 	struct env *e = env_by_name(name);
+	/* A container reads its own environment's settings and creates none. */
+	if (req->client_type == COVE_CLIENT_TYPE_CONTAINER && (e ? cove_auth_env_ok(req, e->key, &err) < 0
+		  : r->object_creation_type == MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_CREATE_IF_MISSING)) {
+		if (err)
+			cove_api_fail(req->call, err);
+		else
+			cove_api_fail_code(req->call, COVE_PERMISSION_DENIED,
+					   "EnvironmentGetOrCreate: a container may not create environments (see docs/security.md)");
+		return;
+	}
 	if (e == NULL && r->object_creation_type == MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_CREATE_IF_MISSING) {
 		if (!valid_env_name(name)) {
 			cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "invalid environment name '%s'", name);

@@ -16,32 +16,39 @@
 #define SERVICE_PREFIX "/modal.client.ModalClient/"
 #define TCR_PREFIX "/modal.task_command_router.TaskCommandRouter/"
 
-/* Every RPC Cove answers. Anything else in the client's service answers UNIMPLEMENTED by name. */
+/* Every RPC Cove answers. Anything else in the client's service answers UNIMPLEMENTED by name.
+ * The flags are also the permission model for a container's credentials (docs/security.md):
+ *   COVE_API_CLIENT_ONLY     administration no container needs (listing, deploying, stopping apps; environments;
+ *                            Secrets' values): refused to containers;
+ *   COVE_API_OWN_APP         a container may name only its own app (its layout, logs, containers);
+ *   COVE_API_CONTAINER_ONLY  a container's own plumbing, refused to clients;
+ *   (none)                   a container may, for the objects of its own environment: cove_auth_scope checks
+ *                            every id and environment the request names. */
 static const struct cove_api_method methods[] = {
-	{"AppClientDisconnect", cove_api_AppClientDisconnect, 0},
-	{"AppCountLogs", cove_api_AppCountLogs, 0},
-	{"AppCreate", cove_api_AppCreate, 0},
-	{"AppDeploymentHistory", cove_api_AppDeploymentHistory, 0},
-	{"AppFetchLogs", cove_api_AppFetchLogs, 0},
+	{"AppClientDisconnect", cove_api_AppClientDisconnect, COVE_API_CLIENT_ONLY},
+	{"AppCountLogs", cove_api_AppCountLogs, COVE_API_OWN_APP},
+	{"AppCreate", cove_api_AppCreate, COVE_API_CLIENT_ONLY},
+	{"AppDeploymentHistory", cove_api_AppDeploymentHistory, COVE_API_CLIENT_ONLY},
+	{"AppFetchLogs", cove_api_AppFetchLogs, COVE_API_OWN_APP},
 	{"AppGetByDeploymentName", cove_api_AppGetByDeploymentName, 0},
-	{"AppGetLayout", cove_api_AppGetLayout, 0},
+	{"AppGetLayout", cove_api_AppGetLayout, COVE_API_OWN_APP},
 	{"AppGetLifecycle", cove_api_AppGetLifecycle, 0},
-	{"AppGetLogs", cove_api_AppGetLogs, 0},
+	{"AppGetLogs", cove_api_AppGetLogs, COVE_API_OWN_APP},
 	{"AppGetOrCreate", cove_api_AppGetOrCreate, 0},
-	{"AppHeartbeat", cove_api_AppHeartbeat, 0},
-	{"AppList", cove_api_AppList, 0},
-	{"AppPublish", cove_api_AppPublish, 0},
-	{"AppRollback", cove_api_AppRollback, 0},
-	{"AppStop", cove_api_AppStop, 0},
+	{"AppHeartbeat", cove_api_AppHeartbeat, COVE_API_CLIENT_ONLY},
+	{"AppList", cove_api_AppList, COVE_API_CLIENT_ONLY},
+	{"AppPublish", cove_api_AppPublish, COVE_API_CLIENT_ONLY},
+	{"AppRollback", cove_api_AppRollback, COVE_API_CLIENT_ONLY},
+	{"AppStop", cove_api_AppStop, COVE_API_OWN_APP},
 	{"AuthTokenGet", cove_api_AuthTokenGet, 0},
 	{"BlobCreate", cove_api_BlobCreate, 0},
 	{"BlobGet", cove_api_BlobGet, 0},
-	{"ClassCreate", cove_api_ClassCreate, 0},
+	{"ClassCreate", cove_api_ClassCreate, COVE_API_CLIENT_ONLY},
 	{"ClassGet", cove_api_ClassGet, 0},
 	{"ClientHello", cove_api_ClientHello, 0},
 	{"ContainerHeartbeat", cove_api_ContainerHeartbeat, COVE_API_CONTAINER_ONLY},
 	{"ContainerHello", cove_api_ContainerHello, COVE_API_CONTAINER_ONLY},
-	{"ContainerStop", cove_api_ContainerStop, 0},
+	{"ContainerStop", cove_api_ContainerStop, COVE_API_OWN_APP},
 	{"DictClear", cove_api_DictClear, 0},
 	{"DictContains", cove_api_DictContains, 0},
 	{"DictContents", cove_api_DictContents, 0},
@@ -54,24 +61,24 @@ static const struct cove_api_method methods[] = {
 	{"DictList", cove_api_DictList, 0},
 	{"DictPop", cove_api_DictPop, 0},
 	{"DictUpdate", cove_api_DictUpdate, 0},
-	{"EnvironmentCreate", cove_api_EnvironmentCreate, 0},
-	{"EnvironmentDelete", cove_api_EnvironmentDelete, 0},
+	{"EnvironmentCreate", cove_api_EnvironmentCreate, COVE_API_CLIENT_ONLY},
+	{"EnvironmentDelete", cove_api_EnvironmentDelete, COVE_API_CLIENT_ONLY},
 	{"EnvironmentGetOrCreate", cove_api_EnvironmentGetOrCreate, 0},
-	{"EnvironmentList", cove_api_EnvironmentList, 0},
-	{"EnvironmentUpdate", cove_api_EnvironmentUpdate, 0},
+	{"EnvironmentList", cove_api_EnvironmentList, COVE_API_CLIENT_ONLY},
+	{"EnvironmentUpdate", cove_api_EnvironmentUpdate, COVE_API_CLIENT_ONLY},
 	{"FunctionBindParams", cove_api_FunctionBindParams, 0},
 	{"FunctionCallCancel", cove_api_FunctionCallCancel, 0},
 	{"FunctionCallFromId", cove_api_FunctionCallFromId, 0},
 	{"FunctionCallGetDataIn", cove_api_FunctionCallGetDataIn, COVE_API_CONTAINER_ONLY},
 	{"FunctionCallGetDataOut", cove_api_FunctionCallGetDataOut, 0},
 	{"FunctionCallPutDataOut", cove_api_FunctionCallPutDataOut, COVE_API_CONTAINER_ONLY},
-	{"FunctionCreate", cove_api_FunctionCreate, 0},
+	{"FunctionCreate", cove_api_FunctionCreate, COVE_API_CLIENT_ONLY},
 	{"FunctionFinishInputs", cove_api_FunctionFinishInputs, 0},
 	{"FunctionGet", cove_api_FunctionGet, 0},
 	{"FunctionGetInputs", cove_api_FunctionGetInputs, COVE_API_CONTAINER_ONLY},
 	{"FunctionGetOutputs", cove_api_FunctionGetOutputs, 0},
 	{"FunctionMap", cove_api_FunctionMap, 0},
-	{"FunctionPrecreate", cove_api_FunctionPrecreate, 0},
+	{"FunctionPrecreate", cove_api_FunctionPrecreate, COVE_API_CLIENT_ONLY},
 	{"FunctionPutInputs", cove_api_FunctionPutInputs, 0},
 	{"FunctionPutOutputs", cove_api_FunctionPutOutputs, COVE_API_CONTAINER_ONLY},
 	{"FunctionUpdateSchedulingParams", cove_api_FunctionUpdateSchedulingParams, 0},
@@ -113,14 +120,14 @@ static const struct cove_api_method methods[] = {
 	{"SandboxTerminateV2", cove_api_SandboxTerminateV2, 0},
 	{"SandboxWait", cove_api_SandboxWait, 0},
 	{"SandboxWaitV2", cove_api_SandboxWaitV2, 0},
-	{"SecretDelete", cove_api_SecretDelete, 0},
+	{"SecretDelete", cove_api_SecretDelete, COVE_API_CLIENT_ONLY},
 	{"SecretGetInfo", cove_api_SecretGetInfo, 0},
 	{"SecretGetOrCreate", cove_api_SecretGetOrCreate, 0},
-	{"SecretList", cove_api_SecretList, 0},
-	{"SecretUpdate", cove_api_SecretUpdate, 0},
+	{"SecretList", cove_api_SecretList, COVE_API_CLIENT_ONLY},
+	{"SecretUpdate", cove_api_SecretUpdate, COVE_API_CLIENT_ONLY},
 	{"TaskGetCommandRouterAccess", cove_api_TaskGetCommandRouterAccess, 0},
 	{"TaskGetInfo", cove_api_TaskGetInfo, 0},
-	{"TaskList", cove_api_TaskList, 0},
+	{"TaskList", cove_api_TaskList, COVE_API_CLIENT_ONLY},
 	{"TaskResult", cove_api_TaskResult, COVE_API_CONTAINER_ONLY},
 	{"VolumeCommit", cove_api_VolumeCommit, 0},
 	{"VolumeCopyFiles", cove_api_VolumeCopyFiles, 0},
@@ -263,6 +270,11 @@ cove_api_route(struct cove_call *call, const char *path, const uint8_t *msg, siz
 		return;
 	}
 	req.msg = m;
+	if ((r->tcr ? cove_auth_router_scope(&req, &err) : cove_auth_scope(&req, r->method->flags, &err)) < 0) {
+		cove_api_fail(call, err);
+		pb_free(m);
+		return;
+	}
 	r->method->fn(&req);
 	pb_free(m);
 }

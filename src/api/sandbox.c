@@ -134,9 +134,15 @@ cove_api_SandboxCreateV2(struct cove_api_req *req)
 	if (sb->state == COVE_SANDBOX_RUNNING) {
 		resp.task_id = sb->host.task_id;
 		jwt = cove_sandbox_router_token(req->ctx->sandboxes, sb->host.task_id);
-		access.jwt = jwt;
-		access.url = (char *)cove_sandbox_router_url(req->ctx->sandboxes);
-		resp.command_router_access = &access;
+		/* Past the cap on containers' router tokens the sandbox still exists: no access here, and the
+		 * client's GetCommandRouterAccess gets the error. */
+		if (cove_auth_router_issued(req, jwt, &err) < 0) {
+			cove_error_free(err);
+		} else {
+			access.jwt = jwt;
+			access.url = (char *)cove_sandbox_router_url(req->ctx->sandboxes);
+			resp.command_router_access = &access;
+		}
 	}
 	cove_api_reply(req->call, &resp.base);
 	cove_sandbox_tunnels_free(tunnels, resp.n_tunnels);
@@ -660,6 +666,11 @@ cove_api_SandboxGetCommandRouterAccess(struct cove_api_req *req)
 	if (task == NULL)
 		return;
 	cleanup_free char *jwt = cove_sandbox_router_token(req->ctx->sandboxes, task);
+	struct cove_error *err = NULL;
+	if (cove_auth_router_issued(req, jwt, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
 	Modal__Client__SandboxGetCommandRouterAccessResponse resp =
 		MODAL__CLIENT__SANDBOX_GET_COMMAND_ROUTER_ACCESS_RESPONSE__INIT;
 	resp.jwt = jwt;
@@ -675,6 +686,11 @@ cove_api_TaskGetCommandRouterAccess(struct cove_api_req *req)
 	if (task == NULL)
 		return;
 	cleanup_free char *jwt = cove_sandbox_router_token(req->ctx->sandboxes, task);
+	struct cove_error *err = NULL;
+	if (cove_auth_router_issued(req, jwt, &err) < 0) {
+		cove_api_fail(req->call, err);
+		return;
+	}
 	Modal__Client__TaskGetCommandRouterAccessResponse resp = MODAL__CLIENT__TASK_GET_COMMAND_ROUTER_ACCESS_RESPONSE__INIT;
 	resp.jwt = jwt;
 	resp.url = (char *)cove_sandbox_router_url(req->ctx->sandboxes);

@@ -106,6 +106,23 @@ secret_load(struct cove_store *store, const char *id, const char *env, const cha
 	return secret_from_row(st, s, err) < 0 ? -1 : 1;
 }
 
+int
+cove_secret_scope(struct cove_store *store, const char *id, char **env, char **name, char **app_id)
+{
+	if (!cove_id_valid(id, "st"))
+		return 0;
+	cleanup_secret struct secret s = {0};
+	struct cove_error *err = NULL;
+	int rc = secret_load(store, id, NULL, NULL, &s, &err);
+	cove_error_free(err);
+	if (rc <= 0)
+		return rc;
+	*env = steal_pointer(&s.env);
+	*name = steal_pointer(&s.name);
+	*app_id = steal_pointer(&s.app_id);
+	return 1;
+}
+
 /* The secret of a request's id, or 0 after answering INVALID_ARGUMENT / NOT_FOUND / an error. */
 static int
 secret_by_id_or_fail(struct cove_api_req *req, const char *id, struct secret *s)
@@ -251,6 +268,16 @@ cove_api_SecretGetOrCreate(struct cove_api_req *req)
 	}
 	if (check_env(req, r->env_dict, r->n_env_dict) < 0)
 		return;
+	/* A container may make anonymous Secrets (it knows their values) and look up the ones its function was
+	 * given, but not write the environment's named ones (docs/security.md). */
+	if (req->client_type == COVE_CLIENT_TYPE_CONTAINER && !anonymous &&
+	    ctype != MODAL__CLIENT__OBJECT_CREATION_TYPE__OBJECT_CREATION_TYPE_UNSPECIFIED) {
+		cove_api_fail_code(req->call, COVE_PERMISSION_DENIED,
+				   "SecretGetOrCreate: a container may not create or overwrite the named Secret '%s' "
+				   "(see docs/security.md)",
+				   name);
+		return;
+	}
 	cleanup_secret struct secret s = {0};
 	if (anonymous) {
 		cleanup_free char *id = cove_id_new("st");
@@ -281,6 +308,10 @@ cove_api_SecretGetOrCreate(struct cove_api_req *req)
 						   r->required_keys[i]);
 				return;
 			}
+		}
+		if (cove_auth_secret_ok(req, s.id, &err) < 0) {
+			cove_api_fail(req->call, err);
+			return;
 		}
 		reply_secret(req, &s);
 		return;

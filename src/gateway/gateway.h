@@ -47,5 +47,9 @@ void cove_gateway_restore(struct cove_gateway *gw);
 /* Proxy auth tokens (requires_proxy_auth=True): a request must carry Modal-Key: <id> and Modal-Secret:
  * <secret> of one of these. Create one: *id ("wk-...") and *secret ("ws-...") are malloc'd. */
 int cove_gateway_proxy_token_create(struct cove_store *store, char **id, char **secret, struct cove_error **err);
+/* The proxy auth tokens' ids (NULL-terminated, malloc'd), and revoking one (NOT_FOUND if there is none): the
+ * gateway reads the store on every request, so a revoked token fails at once. */
+int cove_gateway_proxy_token_list(struct cove_store *store, char ***ids, size_t *n, struct cove_error **err);
+int cove_gateway_proxy_token_revoke(struct cove_store *store, const char *id, struct cove_error **err);
 
 #endif

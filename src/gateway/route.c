@@ -498,6 +498,26 @@ cove_gateway_proxy_token_create(struct cove_store *store, char **id, char **secr
 }
 
 int
+cove_gateway_proxy_token_list(struct cove_store *store, char ***ids, size_t *n, struct cove_error **err)
+{
+	if (cove_store_meta_keys(store, PROXY_TOKEN_KEY, ids, n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < *n; i++)
+		memmove((*ids)[i], (*ids)[i] + strlen(PROXY_TOKEN_KEY), strlen((*ids)[i]) - strlen(PROXY_TOKEN_KEY) + 1);
+	return 0;
+}
+
+int
+cove_gateway_proxy_token_revoke(struct cove_store *store, const char *id, struct cove_error **err)
+{
+	cleanup_free char *key = xasprintf(PROXY_TOKEN_KEY "%s", id);
+	int rc = cove_store_meta_delete(store, key, err);
+	if (rc == 0)
+		return cove_error_set(err, COVE_NOT_FOUND, "no proxy auth token %s (see `cove token list`)", id);
+	return rc < 0 ? -1 : 0;
+}
+
+int
 cove_route_proxy_auth_ok(struct cove_gateway *gw, const char *key, size_t key_len, const char *secret,
 			 size_t secret_len)
 {

@@ -64,6 +64,8 @@ static const char *const migrations[] = {
 	"  data BLOB NOT NULL);"
 	"CREATE UNIQUE INDEX volume_files_path ON volume_files(vol, path);"
 	"CREATE INDEX volume_files_parent ON volume_files(vol, parent, path);",
+	/* 4: when each token last authenticated a call (to within a minute: src/api/auth.c). */
+	"ALTER TABLE tokens ADD COLUMN last_used_at REAL;",
 };
 
 static double
@@ -274,6 +276,76 @@ cove_store_token_check(struct cove_store *s, const char *token_id, const char *t
 	return diff == 0;
 }
 
+int
+cove_store_token_touch(struct cove_store *s, const char *token_id, double when)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	struct cove_error *err = NULL;
+	if (prepare(s, "UPDATE tokens SET last_used_at = ? WHERE token_id = ?", &st, &err) < 0 ||
+	    (sqlite3_bind_double(st, 1, when), bind_text(st, 2, token_id), step_done(s, st, &err)) < 0) {
+		log_warn("%s", err->msg);
+		cove_error_free(err);
+		return -1;
+	}
+	return 0;
+}
+
+int
+cove_store_token_list(struct cove_store *s, struct cove_store_token **out, size_t *n, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT token_id, created_at, last_used_at FROM tokens ORDER BY created_at, token_id", &st, err) < 0)
+		return -1;
+	struct cove_store_token *v = NULL;
+	size_t k = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v = xrealloc(v, (k + 1) * sizeof(*v));
+		v[k].id = xstrdup((const char *)sqlite3_column_text(st, 0));
+		v[k].created_at = sqlite3_column_double(st, 1);
+		v[k].last_used_at = sqlite3_column_type(st, 2) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 2);
+		k++;
+	}
+	if (rc != SQLITE_DONE) {
+		cove_store_tokens_free(v, k);
+		return db_error(s, err, "list tokens");
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void
+cove_store_tokens_free(struct cove_store_token *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].id);
+	free(v);
+}
+
+int
+cove_store_token_revoke(struct cove_store *s, const char *token_id, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "DELETE FROM tokens WHERE token_id = ?", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, token_id);
+	if (step_done(s, st, err) < 0)
+		return -1;
+	if (sqlite3_changes(s->db) == 0)
+		return cove_error_set(err, COVE_NOT_FOUND, "no token %s (see `cove token list`)", token_id);
+	return 0;
+}
+
+int64_t
+cove_store_data_version(struct cove_store *s)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "PRAGMA data_version", &st, NULL) < 0 || sqlite3_step(st) != SQLITE_ROW)
+		return -1;
+	return sqlite3_column_int64(st, 0);
+}
+
 char *
 cove_store_token_first(struct cove_store *s)
 {
@@ -306,6 +378,44 @@ cove_store_meta_set(struct cove_store *s, const char *key, const char *value, st
 	bind_text(st, 1, key);
 	bind_text(st, 2, value);
 	return step_done(s, st, err);
+}
+
+int
+cove_store_meta_keys(struct cove_store *s, const char *prefix, char ***keys, size_t *n, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "SELECT key FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, prefix);
+	char **v = NULL;
+	size_t k = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v = xrealloc(v, (k + 2) * sizeof(*v));
+		v[k++] = xstrdup((const char *)sqlite3_column_text(st, 0));
+		v[k] = NULL;
+	}
+	if (rc != SQLITE_DONE) {
+		for (size_t i = 0; i < k; i++)
+			free(v[i]);
+		free(v);
+		return db_error(s, err, "list settings");
+	}
+	*keys = v;
+	*n = k;
+	return 0;
+}
+
+int
+cove_store_meta_delete(struct cove_store *s, const char *key, struct cove_error **err)
+{
+	cleanup_stmt sqlite3_stmt *st = NULL;
+	if (prepare(s, "DELETE FROM meta WHERE key = ?", &st, err) < 0)
+		return -1;
+	bind_text(st, 1, key);
+	if (step_done(s, st, err) < 0)
+		return -1;
+	return sqlite3_changes(s->db) ? 1 : 0;
 }
 
 int

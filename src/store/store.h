@@ -31,11 +31,30 @@ int cove_store_rollback(struct cove_store *s);
 int cove_store_token_add(struct cove_store *s, const char *token_id, const char *token_secret,
 			 struct cove_error **err);
 int cove_store_token_check(struct cove_store *s, const char *token_id, const char *token_secret);
+/* Record that a token authenticated a call at when (Unix seconds); a failure is logged, not returned. */
+int cove_store_token_touch(struct cove_store *s, const char *token_id, double when);
+struct cove_store_token {
+	char *id;
+	double created_at;
+	double last_used_at; /* 0: never */
+};
+/* Every token, oldest first (*out: free with cove_store_tokens_free). */
+int cove_store_token_list(struct cove_store *s, struct cove_store_token **out, size_t *n, struct cove_error **err);
+void cove_store_tokens_free(struct cove_store_token *v, size_t n);
+/* Delete a token: NOT_FOUND if there is none. A running server refuses it from its next call on (auth.c
+ * notices through cove_store_data_version). */
+int cove_store_token_revoke(struct cove_store *s, const char *token_id, struct cove_error **err);
+/* SQLite's data_version: it changes whenever another connection (another process) has committed. -1 on error. */
+int64_t cove_store_data_version(struct cove_store *s);
 /* Any one stored token id (the first created), or NULL if none. Caller frees. */
 char *cove_store_token_first(struct cove_store *s);
 /* Key/value settings (e.g. the first token's secret kept for client.env). Caller frees; NULL if unset. */
 char *cove_store_meta_get(struct cove_store *s, const char *key);
 int cove_store_meta_set(struct cove_store *s, const char *key, const char *value, struct cove_error **err);
+/* The keys that start with prefix, sorted (*keys NULL-terminated, each and the array malloc'd; NULL if none). */
+int cove_store_meta_keys(struct cove_store *s, const char *prefix, char ***keys, size_t *n, struct cove_error **err);
+/* 1 if the key was there and is gone, 0 if there was none, -1 on error. */
+int cove_store_meta_delete(struct cove_store *s, const char *key, struct cove_error **err);
 
 /* Objects: one row per Modal object (function, mount, image, secret, ...), its definition as bytes
  * (a serialized protobuf message; kind says which). name is NULL for anonymous objects. */
