@@ -54,7 +54,10 @@
 /* Connections get bigger writes than bufferevent's 16 KiB default, so a sendfile'd blob goes out in fewer loop
  * iterations. */
 #define MAX_SINGLE_WRITE (4 << 20)
+/* A lingering close reads and drops what the client still sends for at most this long and this much: enough for
+ * a client to finish sending a modest body and read the answer, too little to make a refused body cost anything. */
 #define LINGER_S 2.0
+#define LINGER_MAX_BYTES (4u << 20)
 /* Defaults of the limits in http.h (the web gateway's, see README "Web endpoints"). */
 #define DEFAULT_HEAD_TIMEOUT_S 30.0
 #define DEFAULT_IDLE_TIMEOUT_S 60.0
@@ -102,6 +105,7 @@ struct conn {
 	size_t scanned;
 	int keep_alive;
 	int shut;
+	size_t lingered; /* bytes dropped while closing */
 	struct request r;
 };
 
@@ -119,6 +123,7 @@ struct cove_blob_http {
 	int n_conns;
 	struct conn *conns;
 	double head_timeout_s, idle_timeout_s, stall_timeout_s;
+	uint32_t max_ttl_s; /* COVE_BLOB_URL_TTL: a cap on every URL's lifetime (tests of expiry) */
 	time_t last_accept_warning;
 	int64_t (*clock)(void);
 };
@@ -977,7 +982,11 @@ conn_readcb(struct bufferevent *bev, void *arg)
 		break; /* read once the answer has left; the read watermark bounds what waits */
 	case C_CLOSING: {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
-		evbuffer_drain(in, evbuffer_get_length(in));
+		size_t n = evbuffer_get_length(in);
+		evbuffer_drain(in, n);
+		c->lingered += n;
+		if (c->lingered > LINGER_MAX_BYTES)
+			conn_free(c);
 		break;
 	}
 	}
@@ -1210,6 +1219,7 @@ cove_blob_http_new(struct event_base *base, const char *address, int port, struc
 	h->head_timeout_s = env_seconds("COVE_BLOB_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT_S);
 	h->idle_timeout_s = env_seconds("COVE_BLOB_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S);
 	h->stall_timeout_s = env_seconds("COVE_BLOB_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT_S);
+	h->max_ttl_s = (uint32_t)env_seconds("COVE_BLOB_URL_TTL", COVE_BLOB_URL_MAX_TTL_S);
 	int saved = 0;
 	h->listener = listen_on(h, address, port, &saved);
 	if (h->listener == NULL) {
@@ -1323,6 +1333,8 @@ char *
 cove_blob_http_sign(const struct cove_blob_http *h, const char *method, const char *path, const char *params,
 		    uint32_t ttl_s)
 {
+	if (ttl_s > h->max_ttl_s)
+		ttl_s = h->max_ttl_s;
 	cleanup_free char *target = cove_blob_url_sign(h->key, method, path, params, h->clock() + (int64_t)ttl_s);
 	return xasprintf("%s%s", h->base_url, target);
 }

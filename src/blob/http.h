@@ -67,6 +67,7 @@ char *cove_blob_http_sign(const struct cove_blob_http *h, const char *method, co
 #define COVE_BLOB_URL_MIN_RATE ((uint64_t)1 << 20)
 #define COVE_BLOB_URL_MAX_TTL_S (7u * 24 * 3600)
 uint32_t cove_blob_url_ttl(uint64_t bytes);
+/* COVE_BLOB_URL_TTL=<seconds> in the server's environment caps every URL's lifetime (for tests of expiry). */
 
 /* Largest request body accepted: a single PUT may carry the client's whole 1 GiB single-part maximum. */
 #define COVE_BLOB_HTTP_MAX_BODY ((size_t)1100 << 20)
