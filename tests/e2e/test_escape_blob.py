@@ -227,6 +227,37 @@ def test_expired_url_is_refused(server):
     assert request(download_url(server, blob_id))[2] == b"short-lived"
 
 
+def test_multipart_urls_are_signed_per_part(server):
+    # Over 1 GiB the client uploads in parts: each part URL names its part, the completion URL its POST.
+    resp = rpc(
+        server,
+        "BlobCreate",
+        api_pb2.BlobCreateRequest(content_md5="", content_sha256_base64="", content_length=(1 << 30) + 1),
+        api_pb2.BlobCreateResponse,
+    )
+    mp = resp.multiparts.items[0]
+    assert len(mp.upload_urls) == 65 and mp.part_length == 16 * MIB
+    first, second = mp.upload_urls[0], mp.upload_urls[1]
+    # Part 1's signature on part 2's path, and the completion URL used to PUT, are refused.
+    swapped = first.replace("/part/1?", "/part/2?")
+    assert request(swapped, "PUT", b"x")[0] == 403
+    assert request(mp.completion_url, "PUT", b"x")[0] == 403
+    parts = [b"part one, ", b"part two"]
+    etags = []
+    for url, data in zip((first, second), parts):
+        status, headers, body = request(url, "PUT", data)
+        assert status == 200, body
+        etags.append(headers["ETag"].strip('"'))
+    xml = "<CompleteMultipartUpload>" + "".join(
+        f"<Part><PartNumber>{i}</PartNumber><ETag>\"{e}\"</ETag></Part>" for i, e in enumerate(etags, 1)
+    ) + "</CompleteMultipartUpload>"
+    unsigned = mp.completion_url.split("?")[0]
+    assert request(unsigned, "POST", xml.encode())[0] == 403
+    status, _, body = request(mp.completion_url, "POST", xml.encode())
+    assert status == 200, body
+    assert request(download_url(server, resp.blob_id))[2] == b"".join(parts)
+
+
 # ---- bounds -------------------------------------------------------------------------------------------------------
 
 
