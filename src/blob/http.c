@@ -136,6 +136,13 @@ now_mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static struct timeval
+seconds_tv(double s)
+{
+	struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+	return tv;
+}
+
 static int64_t
 wall_clock(void)
 {
@@ -854,7 +861,8 @@ handle_head(struct conn *c, const struct cove_http_request *req)
 	r->method = parse_method(req->method, req->method_len);
 	r->version_minor = req->version_minor;
 	const struct cove_http_header *conn_hdr = cove_http_header_find(req, "connection", NULL);
-	c->keep_alive = req->version_minor == 1 && !(conn_hdr && cove_http_list_has(conn_hdr->value, conn_hdr->value_len, "close"));
+	c->keep_alive = req->version_minor == 1 &&
+			!(conn_hdr && cove_http_list_has(conn_hdr->value, conn_hdr->value_len, "close"));
 	int rv = cove_http_body_framing(req, &r->framing, &r->length);
 	if (rv < 0) {
 		r->framing = COVE_HTTP_BODY_CHUNKED; /* unknown: the connection cannot go on */
@@ -1086,7 +1094,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 	c->since = now_mono();
 	/* A client that takes nothing of an answer for this long is dropped (libevent's write timeout runs only
 	 * while there is something to write). */
-	struct timeval wt = {(time_t)h->stall_timeout_s, (suseconds_t)((h->stall_timeout_s - (double)(time_t)h->stall_timeout_s) * 1e6)};
+	struct timeval wt = seconds_tv(h->stall_timeout_s);
 	bufferevent_set_timeouts(c->bev, NULL, &wt);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, HEAD_READ_HIGH);
 	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
@@ -1285,8 +1293,7 @@ cove_blob_http_set_timeouts(struct cove_blob_http *h, double head_s, double idle
 	/* Checked a few times per shortest timeout, at most once a second. */
 	double shortest = head_s < idle_s ? head_s : idle_s;
 	shortest = stall_s < shortest ? stall_s : shortest;
-	double every = shortest / 4 < 1.0 ? shortest / 4 : 1.0;
-	struct timeval tv = {(time_t)every, (suseconds_t)((every - (double)(time_t)every) * 1e6)};
+	struct timeval tv = seconds_tv(shortest / 4 < 1.0 ? shortest / 4 : 1.0);
 	event_del(h->tick);
 	event_add(h->tick, &tv);
 }
