@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1171,6 +1172,77 @@ test_blocks(void **state)
 	free(data);
 }
 
+/* Out of descriptors: accept pauses instead of spinning on a listener that stays readable, and serving resumes once
+ * descriptors are free again (in a child, whose descriptor limit is lowered). */
+static void
+test_accept_backoff(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct fixture f = {0};
+		snprintf(f.root, sizeof(f.root), "/tmp/cove-blobhttp-fd-XXXXXX");
+		if (mkdtemp(f.root) == NULL)
+			_exit(2);
+		struct cove_error *err = NULL;
+		f.bs = cove_blobstore_open(f.root, &err);
+		f.base = event_base_new();
+		f.h = f.bs ? cove_blob_http_new(f.base, "127.0.0.1", 0, f.bs, &err) : NULL;
+		if (f.h == NULL)
+			_exit(3);
+		f.tick = event_new(f.base, -1, EV_PERSIST, tick_cb, NULL);
+		struct timeval tv = {0, 2000};
+		event_add(f.tick, &tv);
+		/* Clients connect (the kernel completes the handshakes; they wait in the backlog), then the limit leaves
+		 * the server room for two of them. */
+		int fds[10], n = 0;
+		for (; n < 10; n++) {
+			fds[n] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			if (fds[n] < 0)
+				_exit(6);
+			struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cove_blob_http_port(f.h))};
+			sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			connect(fds[n], (struct sockaddr *)&sa, sizeof(sa));
+		}
+		int probe = dup(0);
+		close(probe);
+		struct rlimit old, low = {(rlim_t)probe + 2, 0};
+		getrlimit(RLIMIT_NOFILE, &old);
+		low.rlim_max = old.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &low) < 0)
+			_exit(77);
+		struct rusage r0, r1;
+		getrusage(RUSAGE_SELF, &r0);
+		double t0 = mono();
+		while (mono() - t0 < 1.0)
+			event_base_loop(f.base, EVLOOP_ONCE);
+		getrusage(RUSAGE_SELF, &r1);
+		double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+			     (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+		setrlimit(RLIMIT_NOFILE, &old);
+		t0 = mono();
+		while (mono() - t0 < 1.5)
+			event_base_loop(f.base, EVLOOP_ONCE);
+		struct resp rs;
+		roundtrip(&f, "PUT", "/blob/bl-fd", NULL, "ok", 2, &rs);
+		int ok = rs.status == 200;
+		resp_free(&rs);
+		/* The tick wakes the loop every 2 ms, which costs a little; a spinning accept costs the whole second. */
+		if (cpu > 0.5)
+			_exit(4);
+		_exit(ok ? 0 : 5);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* ---- parser ---- */
 
 static void
@@ -1334,6 +1406,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks, setup, teardown),
+		cmocka_unit_test(test_accept_backoff),
 		cmocka_unit_test(test_disk_full),
 		cmocka_unit_test(test_parse_complete),
 	};
