@@ -785,6 +785,12 @@ cove_api_VolumePutFiles2(struct cove_api_req *req)
 	int64_t now = (int64_t)time(NULL);
 	struct cove_error *err = NULL;
 	int failed = 0;
+	/* The client gets every missing block's URL at once and works through them: their lifetime grows with the
+	 * batch (what is missing is at most all of it). */
+	uint64_t batch_bytes = 0;
+	for (size_t i = 0; i < r->n_files; i++)
+		batch_bytes = r->files[i]->size > UINT64_MAX - batch_bytes ? UINT64_MAX : batch_bytes + r->files[i]->size;
+	uint32_t put_ttl = cove_blob_url_ttl(batch_bytes);
 	for (size_t i = 0; i < r->n_files && !failed; i++) {
 		const Modal__Client__VolumePutFiles2Request__File *rf = r->files[i];
 		struct cove_vfile *f = &u->files[u->n];
@@ -857,7 +863,7 @@ cove_api_VolumePutFiles2(struct cove_api_req *req)
 					missing[n_missing].file_index = i;
 					missing[n_missing].block_index = b;
 					missing[n_missing].put_url =
-						cove_blob_http_block_put_url(req->ctx->blob_http, h->data, COVE_BLOB_URL_TTL_S);
+						cove_blob_http_block_put_url(req->ctx->blob_http, h->data, put_ttl);
 					n_missing++;
 					continue;
 				}
