@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1243,6 +1244,42 @@ test_accept_backoff(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* The URL key: made once, mode 0600, the same after a restart (URLs handed out survive it); not a key: refused. */
+static void
+test_url_key(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/blob-url.key", f->root);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, COVE_BLOB_KEY_BYTES);
+	struct cove_error *err = NULL;
+	struct cove_blobstore *again = cove_blobstore_open(f->root, &err);
+	assert_non_null(again);
+	assert_memory_equal(cove_blobstore_url_key(again), cove_blobstore_url_key(f->bs), COVE_BLOB_KEY_BYTES);
+	cove_blobstore_free(again);
+	/* Another state directory has another key. */
+	char other[] = "/tmp/cove-blobhttp-key-XXXXXX";
+	assert_non_null(mkdtemp(other));
+	again = cove_blobstore_open(other, &err);
+	assert_non_null(again);
+	assert_memory_not_equal(cove_blobstore_url_key(again), cove_blobstore_url_key(f->bs), COVE_BLOB_KEY_BYTES);
+	cove_blobstore_free(again);
+	/* A truncated key is an error at open, not a weaker key. */
+	char kp[128];
+	snprintf(kp, sizeof(kp), "%s/blob-url.key", other);
+	assert_int_equal(truncate(kp, 5), 0);
+	assert_null(cove_blobstore_open(other, &err));
+	assert_non_null(err);
+	assert_non_null(strstr(err->msg, "not a 32-byte key"));
+	cove_error_free(err);
+	err = NULL;
+	cove_remove_tree(other, &err);
+	cove_error_free(err);
+}
+
 /* ---- parser ---- */
 
 static void
@@ -1406,6 +1443,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_url_key, setup, teardown),
 		cmocka_unit_test(test_accept_backoff),
 		cmocka_unit_test(test_disk_full),
 		cmocka_unit_test(test_parse_complete),
