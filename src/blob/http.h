@@ -61,8 +61,10 @@ char *cove_blob_http_sign(const struct cove_blob_http *h, const char *method, co
 			  uint32_t ttl_s);
 
 /* How long a URL lives: an hour (S3 presigned URLs' usual lifetime, and far more than a request needs) plus a
- * second per MiB the flow moves, so that a slow multipart upload or a volume read_file consumed slowly (the client
- * gets every URL up front) still finds its last URLs valid; at most a week (S3's maximum). */
+ * second per MiB the flow moves, so that a slow multipart upload, a big VolumePutFiles2 batch or a volume read_file
+ * consumed slowly (the client gets every URL up front) still finds its last URLs valid; at most a week (S3's
+ * maximum). A download URL is asked for right before its download (BlobGet, for inputs and outputs alike, even
+ * when FunctionGetOutputs results are fetched long after the call), so none is held for long. */
 #define COVE_BLOB_URL_TTL_S 3600u
 #define COVE_BLOB_URL_MIN_RATE ((uint64_t)1 << 20)
 #define COVE_BLOB_URL_MAX_TTL_S (7u * 24 * 3600)
