@@ -5,9 +5,11 @@
 #include "server.h"
 #include "util/alloc.h"
 
+#include <unistd.h>
+
 /* Above this the client expects (and we ask for) a multipart upload, as S3 would. */
 #define MULTIPART_THRESHOLD (1024LL * 1024 * 1024)
-/* The blob port holds a whole part in memory while it arrives and the client sends ~32 at once. */
+/* The client holds about four parts in memory per upload in flight (blob_utils' byte budget). */
 #define PART_LENGTH (16LL * 1024 * 1024)
 #define MAX_BLOB_BYTES (64LL * 1024 * 1024 * 1024)
 
@@ -26,12 +28,13 @@ cove_api_BlobCreate(struct cove_api_req *req)
 	resp.blob_id = id;
 	resp.n_blob_ids = 1;
 	resp.blob_ids = ids;
+	uint32_t ttl = cove_blob_url_ttl((uint64_t)r->content_length);
 	if (r->content_length > MULTIPART_THRESHOLD) {
 		size_t n_parts = (size_t)((r->content_length + PART_LENGTH - 1) / PART_LENGTH);
 		char **urls = xcalloc(n_parts, sizeof(char *));
 		for (size_t i = 0; i < n_parts; i++)
-			urls[i] = cove_blob_http_part_url(req->ctx->blob_http, id, (int)i + 1);
-		cleanup_free char *complete = cove_blob_http_complete_url(req->ctx->blob_http, id);
+			urls[i] = cove_blob_http_part_url(req->ctx->blob_http, id, (int)i + 1, ttl);
+		cleanup_free char *complete = cove_blob_http_complete_url(req->ctx->blob_http, id, ttl);
 		Modal__Client__MultiPartUpload mp = MODAL__CLIENT__MULTI_PART_UPLOAD__INIT;
 		mp.part_length = PART_LENGTH;
 		mp.n_upload_urls = n_parts;
@@ -51,7 +54,7 @@ cove_api_BlobCreate(struct cove_api_req *req)
 		free(urls);
 		return;
 	}
-	cleanup_free char *url = cove_blob_http_url(req->ctx->blob_http, id);
+	cleanup_free char *url = cove_blob_http_put_url(req->ctx->blob_http, id, ttl);
 	char *urls[] = {url};
 	Modal__Client__UploadUrlList list = MODAL__CLIENT__UPLOAD_URL_LIST__INIT;
 	list.n_items = 1;
@@ -75,7 +78,13 @@ cove_api_BlobGet(struct cove_api_req *req)
 		cove_api_fail_code(req->call, COVE_NOT_FOUND, "blob %s not found", r->blob_id);
 		return;
 	}
-	cleanup_free char *url = cove_blob_http_url(req->ctx->blob_http, r->blob_id);
+	uint64_t size = 0;
+	int fd = -1;
+	struct cove_error *err = NULL;
+	if (cove_blobstore_open_blob(req->ctx->blobs, r->blob_id, &fd, &size, &err) == 0)
+		close(fd);
+	cove_error_free(err);
+	cleanup_free char *url = cove_blob_http_get_url(req->ctx->blob_http, r->blob_id, cove_blob_url_ttl(size));
 	Modal__Client__BlobGetResponse resp = MODAL__CLIENT__BLOB_GET_RESPONSE__INIT;
 	resp.download_url = url;
 	cove_api_reply(req->call, &resp.base);

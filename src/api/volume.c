@@ -361,6 +361,8 @@ cove_api_VolumeGetFile2(struct cove_api_req *req)
 	uint64_t last = end > start ? (end - 1) / COVE_BLOCK_SIZE : first; /* inclusive */
 	size_t n = end > start ? (size_t)(last - first + 1) : 0;
 	char **urls = xcalloc(n + 1, sizeof(char *));
+	/* read_file hands every URL over at once and the caller may consume them slowly. */
+	uint32_t ttl = cove_blob_url_ttl(end - start);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t b = first + i;
 		uint64_t bstart = b * COVE_BLOCK_SIZE;
@@ -370,9 +372,10 @@ cove_api_VolumeGetFile2(struct cove_api_req *req)
 		const uint8_t *h = f.data + b * COVE_BLOCK_HASH;
 		/* A whole block for a client that pads: the plain URL, whose answer carries a digest. */
 		if (from == 0 && to == bend - bstart && r->client_pads_blocks)
-			urls[i] = cove_blob_http_block_url(req->ctx->blob_http, h);
+			urls[i] = cove_blob_http_block_get_url(req->ctx->blob_http, h, ttl);
 		else
-			urls[i] = cove_blob_http_block_slice_url(req->ctx->blob_http, h, from, to - from, !r->client_pads_blocks);
+			urls[i] = cove_blob_http_block_slice_url(req->ctx->blob_http, h, from, to - from, !r->client_pads_blocks,
+								 ttl);
 	}
 	Modal__Client__VolumeGetFile2Response resp = MODAL__CLIENT__VOLUME_GET_FILE2_RESPONSE__INIT;
 	resp.n_get_urls = n;
@@ -782,6 +785,12 @@ cove_api_VolumePutFiles2(struct cove_api_req *req)
 	int64_t now = (int64_t)time(NULL);
 	struct cove_error *err = NULL;
 	int failed = 0;
+	/* The client gets every missing block's URL at once and works through them: their lifetime grows with the
+	 * batch (what is missing is at most all of it). */
+	uint64_t batch_bytes = 0;
+	for (size_t i = 0; i < r->n_files; i++)
+		batch_bytes = r->files[i]->size > UINT64_MAX - batch_bytes ? UINT64_MAX : batch_bytes + r->files[i]->size;
+	uint32_t put_ttl = cove_blob_url_ttl(batch_bytes);
 	for (size_t i = 0; i < r->n_files && !failed; i++) {
 		const Modal__Client__VolumePutFiles2Request__File *rf = r->files[i];
 		struct cove_vfile *f = &u->files[u->n];
@@ -853,7 +862,8 @@ cove_api_VolumePutFiles2(struct cove_api_req *req)
 					modal__client__volume_put_files2_response__missing_block__init(&missing[n_missing]);
 					missing[n_missing].file_index = i;
 					missing[n_missing].block_index = b;
-					missing[n_missing].put_url = cove_blob_http_block_url(req->ctx->blob_http, h->data);
+					missing[n_missing].put_url =
+						cove_blob_http_block_put_url(req->ctx->blob_http, h->data, put_ttl);
 					n_missing++;
 					continue;
 				}

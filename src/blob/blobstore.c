@@ -23,11 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 
@@ -54,6 +56,7 @@ struct cove_blobstore {
 	uint64_t blocks_written;
 	uint64_t blocks_synced;
 	pthread_mutex_t sync_mu;
+	uint8_t url_key[COVE_BLOB_KEY_BYTES];
 };
 
 struct cove_blob_writer {
@@ -63,7 +66,12 @@ struct cove_blob_writer {
 	int fd;
 	int header; /* a part file: PART_HEADER bytes reserved for its md5 */
 	int failed;
-	struct cove_md5_ctx *md5;
+	struct cove_md5_ctx *md5; /* NULL for a block */
+	/* A volume block: checked against its name on commit, stored like block_store does. */
+	struct cove_blobstore *block_bs;
+	uint8_t block_hash[COVE_BLOCK_HASH];
+	struct cove_sha256_ctx *sha;
+	uint64_t size;
 };
 
 /* Disk full is worth retrying later (the HTTP side answers 503), a bug is not. */
@@ -213,6 +221,66 @@ sweep_staging(const char *staging_dir)
 
 static int blocks_open(struct cove_blobstore *bs, struct cove_error **err);
 
+/* The key of the blob port's signed URLs: <root>/blob-url.key, 32 random bytes, mode 0600, made on first use.
+ * Kept across restarts so that URLs handed out before one (a multipart upload under way, a client retrying)
+ * still work; made with link(2) so that two processes starting at once agree on one key. */
+#define URL_KEY_FILE "blob-url.key"
+static int
+url_key_load(const char *root, uint8_t key[COVE_BLOB_KEY_BYTES], struct cove_error **err)
+{
+	cleanup_free char *path = xasprintf("%s/" URL_KEY_FILE, root);
+	for (int tries = 0; tries < 3; tries++) {
+		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			struct stat st;
+			ssize_t n = -1;
+			if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == COVE_BLOB_KEY_BYTES) {
+				if ((st.st_mode & 077) != 0 && fchmod(fd, 0600) < 0)
+					log_warn("blob store: %s is readable by others and cannot be fixed: %s", path,
+						 strerror(errno));
+				n = pread(fd, key, COVE_BLOB_KEY_BYTES, 0);
+			}
+			close(fd);
+			if (n != COVE_BLOB_KEY_BYTES)
+				return cove_error_set(err, COVE_FAILED_PRECONDITION,
+						      "%s is not a %d-byte key (remove it to make a new one)", path,
+						      COVE_BLOB_KEY_BYTES);
+			return 0;
+		}
+		if (errno != ENOENT)
+			return io_error(err, errno, "open %s", path);
+		uint8_t fresh[COVE_BLOB_KEY_BYTES];
+		if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
+			return io_error(err, errno, "getrandom");
+		char rnd[17];
+		cove_random_base62(rnd, 16);
+		rnd[16] = '\0';
+		cleanup_free char *tmp = xasprintf("%s/.tmp-key-%s", root, rnd);
+		cleanup_close int tfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (tfd < 0)
+			return io_error(err, errno, "create %s", tmp);
+		if (write_all(tfd, fresh, sizeof(fresh)) < 0 || fsync(tfd) < 0) {
+			int e = errno;
+			unlink(tmp);
+			return io_error(err, e, "write %s", tmp);
+		}
+		int linked = link(tmp, path);
+		int e = errno;
+		unlink(tmp);
+		if (linked < 0 && e != EEXIST)
+			return io_error(err, e, "create %s", path);
+		if (linked == 0 && fsync_dir(root, err) < 0)
+			return -1;
+	}
+	return cove_error_set(err, COVE_INTERNAL, "%s keeps changing", path);
+}
+
+const uint8_t *
+cove_blobstore_url_key(const struct cove_blobstore *bs)
+{
+	return bs->url_key;
+}
+
 struct cove_blobstore *
 cove_blobstore_open(const char *root, struct cove_error **err)
 {
@@ -223,7 +291,7 @@ cove_blobstore_open(const char *root, struct cove_error **err)
 	bs->blocks_dir = xasprintf("%s/volumes/blocks", root);
 	pthread_mutex_init(&bs->sync_mu, NULL);
 	if (cove_mkdirs(bs->staging_dir, err) < 0 || cove_mkdirs(bs->files_dir, err) < 0 ||
-	    blocks_open(bs, err) < 0) {
+	    blocks_open(bs, err) < 0 || url_key_load(root, bs->url_key, err) < 0) {
 		cove_error_wrap(err, "open blob store %s", root);
 		cove_blobstore_free(bs);
 		return NULL;
@@ -244,6 +312,7 @@ cove_blobstore_free(struct cove_blobstore *bs)
 	free(bs->staging_dir);
 	free(bs->blocks_dir);
 	pthread_mutex_destroy(&bs->sync_mu);
+	OPENSSL_cleanse(bs->url_key, sizeof(bs->url_key));
 	free(bs);
 }
 
@@ -399,12 +468,30 @@ cove_blobstore_part_writer(struct cove_blobstore *bs, const char *id, int part_n
 	return writer_new(dir, final_path, 1, err);
 }
 
+/* Digest what is about to be written; a block may not grow past COVE_BLOCK_SIZE. */
+static int
+writer_account(struct cove_blob_writer *w, const void *data, size_t len, struct cove_error **err)
+{
+	if (w->sha == NULL) {
+		cove_md5_update(w->md5, data, len);
+		return 0;
+	}
+	if (len > COVE_BLOCK_SIZE - w->size) {
+		w->failed = 1;
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "a block holds at most %zu bytes", COVE_BLOCK_SIZE);
+	}
+	w->size += len;
+	cove_sha256_update(w->sha, data, len);
+	return 0;
+}
+
 int
 cove_blob_writer_write(struct cove_blob_writer *w, const void *data, size_t len, struct cove_error **err)
 {
 	if (w->failed)
 		return cove_error_set(err, COVE_INTERNAL, "write to a failed blob writer");
-	cove_md5_update(w->md5, data, len);
+	if (writer_account(w, data, len, err) < 0)
+		return -1;
 	if (write_all(w->fd, data, len) < 0) {
 		w->failed = 1;
 		return io_error(err, errno, "write %s", w->tmp_path);
@@ -423,7 +510,8 @@ cove_blob_writer_writev(struct cove_blob_writer *w, const struct iovec *iov, int
 		int n = iovcnt > 64 ? 64 : iovcnt;
 		memcpy(batch, iov, (size_t)n * sizeof(*iov));
 		for (int i = 0; i < n; i++)
-			cove_md5_update(w->md5, batch[i].iov_base, batch[i].iov_len);
+			if (writer_account(w, batch[i].iov_base, batch[i].iov_len, err) < 0)
+				return -1;
 		struct iovec *v = batch;
 		int left = n;
 		while (left > 0) {
@@ -463,6 +551,10 @@ writer_free(struct cove_blob_writer *w)
 		uint8_t ignored[16];
 		cove_md5_final(w->md5, ignored);
 	}
+	if (w->sha) {
+		uint8_t ignored[32];
+		cove_sha256_final(w->sha, ignored);
+	}
 	if (w->fd >= 0)
 		close(w->fd);
 	free(w->dir);
@@ -481,6 +573,8 @@ cove_blob_writer_abort(struct cove_blob_writer *w)
 	writer_free(w);
 }
 
+static int block_commit(struct cove_blob_writer *w, struct cove_error **err);
+
 int
 cove_blob_writer_commit(struct cove_blob_writer *w, const uint8_t *expect_md5, uint8_t md5_out[16],
 			struct cove_error **err)
@@ -489,6 +583,10 @@ cove_blob_writer_commit(struct cove_blob_writer *w, const uint8_t *expect_md5, u
 	uint8_t digest[16];
 	if (w->failed) {
 		cove_error_set(err, COVE_INTERNAL, "commit a failed blob writer");
+		goto out;
+	}
+	if (w->sha) {
+		r = block_commit(w, err);
 		goto out;
 	}
 	cove_md5_final(w->md5, digest);
@@ -1000,6 +1098,63 @@ cove_blobstore_block_write_hashed(struct cove_blobstore *bs, const uint8_t hash[
 {
 	struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
 	return block_store(bs, hash, &iov, 1, 0, err);
+}
+
+struct cove_blob_writer *
+cove_blobstore_block_writer(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], struct cove_error **err)
+{
+	char path[BLOCK_PATH_MAX];
+	if (block_path(bs->blocks_dir, hash, path) < 0) {
+		cove_error_set(err, COVE_INTERNAL, "block path too long");
+		return NULL;
+	}
+	char *dir = xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	struct cove_blob_writer *w = xcalloc(1, sizeof(*w));
+	w->dir = dir;
+	w->final_path = xstrdup(path);
+	w->block_bs = bs;
+	memcpy(w->block_hash, hash, COVE_BLOCK_HASH);
+	w->sha = cove_sha256_new();
+	w->fd = open_temp(dir, &w->tmp_path, err);
+	if (w->fd < 0) {
+		cove_blob_writer_abort(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* A block's commit is block_store's, on a file already written: check the name, then (under the shared lock)
+ * keep the stored copy or rename this one into place. Not fsynced: see cove_blobstore_sync_blocks. */
+static int
+block_commit(struct cove_blob_writer *w, struct cove_error **err)
+{
+	uint8_t actual[32];
+	cove_sha256_final(w->sha, actual);
+	w->sha = NULL;
+	if (memcmp(actual, w->block_hash, COVE_BLOCK_HASH) != 0) {
+		char want[65], got[65];
+		cove_hex(w->block_hash, 32, want);
+		cove_hex(actual, 32, got);
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "block content hashes to %s, not %s", got, want);
+	}
+	if (is_empty_block(w->block_hash))
+		return 0;
+	cleanup_close int lock = blocks_lock(w->block_bs->blocks_dir, LOCK_SH);
+	if (lock < 0)
+		return io_error(err, errno, "lock %s", w->block_bs->blocks_dir);
+	if (touch(w->final_path) == 0)
+		return 0; /* already stored: its name is its content */
+	if (errno != ENOENT)
+		return io_error(err, errno, "touch block %s", w->final_path);
+	int fd = w->fd;
+	w->fd = -1;
+	if (close(fd) < 0 || rename(w->tmp_path, w->final_path) < 0)
+		return io_error(err, errno, "write block %s", w->final_path);
+	free(w->tmp_path);
+	w->tmp_path = NULL;
+	__atomic_add_fetch(&w->block_bs->blocks_written, 1, __ATOMIC_SEQ_CST);
+	return 0;
 }
 
 int

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "blob/url_sign.h"
 #include "util/error.h"
 
 struct cove_blobstore;
@@ -16,6 +17,9 @@ struct cove_blobstore;
  * uploads whose parts have not been touched for a week. NULL + *err on failure. */
 struct cove_blobstore *cove_blobstore_open(const char *root, struct cove_error **err);
 void cove_blobstore_free(struct cove_blobstore *bs);
+/* The key that signs the blob port's URLs (blob/url_sign.h): <root>/blob-url.key, 32 random bytes made at the
+ * first open, mode 0600, never sent anywhere; open fails (FAILED_PRECONDITION) on a file that is not a key. */
+const uint8_t *cove_blobstore_url_key(const struct cove_blobstore *bs);
 
 /* A new blob id ("bl-" + 22 base62 chars); the blob does not exist until it is written. Caller frees. */
 char *cove_blobstore_new_id(struct cove_blobstore *bs);
@@ -118,6 +122,11 @@ int cove_blobstore_block_writev(struct cove_blobstore *bs, const uint8_t hash[CO
 /* The same for a block whose hash the caller computed from these very bytes (no second hashing). */
 int cove_blobstore_block_write_hashed(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], const void *data,
 				      size_t len, struct cove_error **err);
+/* Stream a block to disk as it arrives: a writer (cove_blob_writer_write*) whose commit checks that the data
+ * hashes to `hash` (INVALID_ARGUMENT otherwise, and nothing is stored) and stores it as block_writev would; more
+ * than COVE_BLOCK_SIZE bytes fail the write with INVALID_ARGUMENT. md5_out of its commit is left untouched. */
+struct cove_blob_writer *cove_blobstore_block_writer(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH],
+						      struct cove_error **err);
 /* Open a block for reading: *fd (caller closes; -1 for the empty block) and its stored length. -1 + NOT_FOUND if
  * it is not stored. */
 int cove_blobstore_block_open(struct cove_blobstore *bs, const uint8_t hash[COVE_BLOCK_HASH], int *fd, uint64_t *len,

@@ -1,6 +1,17 @@
-/* The blob HTTP/1.1 port on evhttp: S3's PUT/GET/multipart dialect, as far as modal's blob_utils uses it.
- * Everything here is network input: paths are matched exactly, ids validated before any path is built, and
- * the completion XML is parsed by a small bounded scanner rather than a general XML library. */
+/* The blob HTTP/1.1 port: S3's PUT/GET/multipart dialect, as far as modal's blob_utils uses it, on a small
+ * server of its own (libevent bufferevents, util/http_parse.c for the request head and the chunked coding).
+ *
+ * Everything here is network input. The order of work is what keeps a stranger's request cheap: a request head
+ * (at most COVE_HTTP_MAX_HEAD bytes, complete within the head timeout) is parsed, its signature checked
+ * (blob/url_sign.h), and only then is a body read, straight to a temporary file as it arrives. A refused request
+ * is answered and its connection closed without its body being stored or held. Paths are matched exactly, ids
+ * validated before any path is built, and the completion XML is parsed by a small bounded scanner rather than a
+ * general XML library.
+ *
+ * A connection serves one request at a time: it reads a head (C_HEAD), then its body (C_BODY), sends the answer
+ * (C_SENDING: the next head is not read until the answer has left, so pipelining cannot queue answers), and
+ * ends with a lingering close (C_CLOSING: the write side is shut, what the client still sends is discarded for a
+ * moment so that it reads our answer rather than a reset). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
 #endif
@@ -8,42 +19,220 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "blob/blobstore.h"
+#include "blob/url_sign.h"
 #include "util/alloc.h"
 #include "util/hash.h"
+#include "util/http_parse.h"
 #include "util/log.h"
 
-/* A completion body lists at most 10000 parts of ~70 bytes; anything much bigger is not a real client. */
+/* A completion body lists at most 10000 parts of ~70 bytes; anything much bigger is not a real client. It is the
+ * one body held in memory, and only for a signed request. */
 #define COMPLETE_MAX_BODY (4u << 20)
-/* Idle or stalled connections are dropped after this long (per read/write, not per request). */
-#define HTTP_TIMEOUT_S 300
-#define MAX_HEADERS_SIZE (64 << 10)
+/* Input a connection may hold before it is read: a head needs at most COVE_HTTP_MAX_HEAD; a body is written out as
+ * it arrives, so its buffer only smooths disk writes. */
+#define HEAD_READ_HIGH COVE_HTTP_MAX_HEAD
+#define BODY_READ_HIGH (256 << 10)
+/* Connections get bigger writes than bufferevent's 16 KiB default, so a sendfile'd blob goes out in fewer loop
+ * iterations. */
+#define MAX_SINGLE_WRITE (4 << 20)
+/* A lingering close reads and drops what the client still sends for at most this long and this much: enough for
+ * a client to finish sending a modest body and read the answer, too little to make a refused body cost anything. */
+#define LINGER_S 2.0
+#define LINGER_MAX_BYTES (4u << 20)
+/* Defaults of the limits in http.h (the web gateway's, see README "Web endpoints"). */
+#define DEFAULT_HEAD_TIMEOUT_S 30.0
+#define DEFAULT_IDLE_TIMEOUT_S 60.0
+#define DEFAULT_STALL_TIMEOUT_S 60.0
 
-struct cove_blob_http {
-	struct evhttp *http;
-	struct evhttp_bound_socket *listener;
-	struct cove_blobstore *bs;
-	int port;
-	char *base_url;
+enum conn_state { C_HEAD, C_BODY, C_SENDING, C_CLOSING };
+enum method { M_GET, M_HEAD, M_PUT, M_POST, M_OTHER };
+enum route_kind { ROUTE_BLOB, ROUTE_PART, ROUTE_COMPLETE, ROUTE_BLOCK, N_ROUTE_KINDS };
+
+struct conn;
+typedef void (*body_done_fn)(struct conn *c);
+
+/* The request a connection is serving. */
+struct request {
+	enum method method;
+	int version_minor;
+	enum route_kind kind;
+	char id[80];
+	int part;
+	uint8_t hash[COVE_BLOCK_HASH];
+	char params[160]; /* the signed query before exp, e.g. a block slice's off=..&len=.. */
+	char range[128];  /* the Range header (GET of a blob), or "" */
+	int expect_continue;
+	/* The body: its framing, what has arrived, where it goes. */
+	int framing;
+	uint64_t length; /* COVE_HTTP_BODY_LENGTH: what is still to come */
+	uint64_t received, max;
+	struct cove_http_chunked chunked;
+	struct cove_blob_writer *w;
+	struct evbuffer *mem; /* the completion XML */
+	struct cove_error *err; /* the first write error: the rest of the body is discarded, then it is answered */
+	uint8_t md5[16];
+	int have_md5;
+	body_done_fn done;
 };
 
-/* ---- replies ---- */
+struct conn {
+	struct cove_blob_http *h;
+	struct conn *prev, *next;
+	struct bufferevent *bev;
+	struct event *resume; /* process input that arrived while an answer was being sent */
+	enum conn_state state;
+	double since; /* C_HEAD: idle since (or head_since once bytes came); C_BODY: last body bytes; C_CLOSING */
+	int have_bytes;
+	size_t scanned;
+	int keep_alive;
+	int shut;
+	size_t lingered; /* bytes dropped while closing */
+	struct request r;
+};
+
+struct cove_blob_http {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct event *tick;
+	struct event *accept_resume;
+	struct cove_blobstore *bs;
+	const uint8_t *key;
+	int port;
+	char *base_url;
+	size_t max_body;
+	int max_conns;
+	int n_conns;
+	struct conn *conns;
+	double head_timeout_s, idle_timeout_s, stall_timeout_s;
+	uint32_t max_ttl_s; /* COVE_BLOB_URL_TTL: a cap on every URL's lifetime (tests of expiry) */
+	time_t last_accept_warning;
+	int64_t (*clock)(void);
+};
+
+static double
+now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct timeval
+seconds_tv(double s)
+{
+	struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+	return tv;
+}
+
+static int64_t
+wall_clock(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static void conn_free(struct conn *c);
+static void read_heads(struct conn *c);
+static void feed_body(struct conn *c);
+
+/* ---- answers ---- */
+
+static void
+out(struct conn *c, const void *data, size_t len)
+{
+	if (len && evbuffer_add(bufferevent_get_output(c->bev), data, len) != 0) {
+		log_error("blob http: out of memory buffering an answer");
+		abort();
+	}
+}
+
+static void
+outf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+outf(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = xvasprintf(fmt, ap);
+	va_end(ap);
+	out(c, s, strlen(s));
+	free(s);
+}
+
+static void
+request_clear(struct request *r)
+{
+	cove_blob_writer_abort(r->w);
+	if (r->mem)
+		evbuffer_free(r->mem);
+	cove_error_free(r->err);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Close once everything queued has been sent (see the top of the file). */
+static void
+conn_close(struct conn *c)
+{
+	request_clear(&c->r);
+	c->state = C_CLOSING;
+	c->since = now_mono();
+	bufferevent_setwatermark(c->bev, EV_READ, 0, HEAD_READ_HIGH);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !c->shut) {
+		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+		c->shut = 1;
+	}
+}
+
+/* The answer is queued: wait for it to leave, then read the next head (or close). */
+static void
+request_end(struct conn *c)
+{
+	request_clear(&c->r);
+	if (!c->keep_alive) {
+		conn_close(c);
+		return;
+	}
+	c->state = C_SENDING;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		event_active(c->resume, EV_WRITE, 0);
+}
+
+/* Status line and headers. extra: more header lines, each ending in CRLF (or NULL). */
+static void
+send_head(struct conn *c, int status, const char *extra, uint64_t content_length)
+{
+	outf(c, "HTTP/1.1 %d %s\r\nServer: cove\r\nContent-Length: %llu\r\n%s%s\r\n", status, cove_http_reason(status),
+	     (unsigned long long)content_length, extra ? extra : "", c->keep_alive ? "" : "Connection: close\r\n");
+}
+
+/* A whole answer from memory; a HEAD gets the headers only. */
+static void
+reply(struct conn *c, int status, const char *extra, const void *body, size_t len)
+{
+	send_head(c, status, extra, len);
+	if (c->r.method != M_HEAD)
+		out(c, body, len);
+	request_end(c);
+}
 
 static void
 add_xml_escaped(struct evbuffer *b, const char *s)
@@ -68,48 +257,58 @@ add_xml_escaped(struct evbuffer *b, const char *s)
 	}
 }
 
-/* S3's error shape, so the client's "failed with status N: <text>" message carries something readable. */
+/* S3's error shape, so the client's "failed with status N: <text>" message carries something readable. extra:
+ * header lines as for send_head. */
 static void
-reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
+reply_error_ex(struct conn *c, int status, const char *code, const char *msg, const char *extra)
 {
-	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	evhttp_add_header(out, "Content-Type", "application/xml");
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		/* evhttp would send a body even for HEAD; send none. */
-		evhttp_send_reply(req, status, NULL, NULL);
-		return;
-	}
 	struct evbuffer *b = evbuffer_new();
 	if (b == NULL)
 		abort();
 	evbuffer_add_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code><Message>", code);
 	add_xml_escaped(b, msg);
 	evbuffer_add_printf(b, "</Message></Error>\n");
-	evhttp_send_reply(req, status, NULL, b);
+	cleanup_free char *headers = xasprintf("Content-Type: application/xml\r\n%s", extra ? extra : "");
+	size_t len = evbuffer_get_length(b);
+	reply(c, status, headers, evbuffer_pullup(b, -1), len);
 	evbuffer_free(b);
+}
+
+static void
+reply_error(struct conn *c, int status, const char *code, const char *msg)
+{
+	reply_error_ex(c, status, code, msg, NULL);
+}
+
+/* Refuse a request whose body has not been read: the connection cannot carry another one after it. */
+static void
+refuse(struct conn *c, int status, const char *code, const char *msg)
+{
+	if (c->r.framing != COVE_HTTP_BODY_NONE)
+		c->keep_alive = 0;
+	reply_error(c, status, code, msg);
 }
 
 /* Map a store error to HTTP: 503 makes the client sleep and retry, which is right for a full disk or EIO. */
 static void
-reply_store_error(struct evhttp_request *req, const struct cove_error *e, const char *invalid_code,
-		  const char *missing_code)
+reply_store_error(struct conn *c, const struct cove_error *e, const char *invalid_code, const char *missing_code)
 {
 	switch (e->code) {
 	case COVE_INVALID_ARGUMENT:
-		reply_error(req, 400, invalid_code, e->msg);
+		reply_error(c, 400, invalid_code, e->msg);
 		return;
 	case COVE_NOT_FOUND:
-		reply_error(req, 404, missing_code, e->msg);
+		reply_error(c, 404, missing_code, e->msg);
 		return;
 	case COVE_RESOURCE_EXHAUSTED:
 	case COVE_UNAVAILABLE:
-		log_warn("blob http: %s %s: %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" : "write",
-			 evhttp_request_get_uri(req), e->msg);
-		reply_error(req, 503, "ServiceUnavailable", e->msg);
+		log_warn("blob http: %s %s: %s", c->r.method == M_GET ? "GET" : "write", c->r.id[0] ? c->r.id : "block",
+			 e->msg);
+		reply_error(c, 503, "ServiceUnavailable", e->msg);
 		return;
 	default:
-		log_error("blob http: %s: %s", evhttp_request_get_uri(req), e->msg);
-		reply_error(req, 500, "InternalError", e->msg);
+		log_error("blob http: %s: %s", c->r.id[0] ? c->r.id : "block", e->msg);
+		reply_error(c, 500, "InternalError", e->msg);
 		return;
 	}
 }
@@ -118,14 +317,9 @@ reply_store_error(struct evhttp_request *req, const struct cove_error *e, const 
 
 /* Content-MD5 is base64 of 16 bytes: exactly 24 characters ending in "==". */
 static int
-decode_md5_b64(const char *s, uint8_t out[16])
+decode_md5_b64(const char *s, size_t n, uint8_t out[16])
 {
 	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	while (*s == ' ' || *s == '\t')
-		s++;
-	size_t n = strlen(s);
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-		n--;
 	if (n != 24 || s[22] != '=' || s[23] != '=')
 		return -1;
 	uint32_t acc = 0;
@@ -145,28 +339,6 @@ decode_md5_b64(const char *s, uint8_t out[16])
 		}
 	}
 	return o == 16 ? 0 : -1;
-}
-
-/* Drain the request body into the writer chain by chain: the body is never copied or linearized. */
-static int
-write_body(struct cove_blob_writer *w, struct evbuffer *in, struct cove_error **err)
-{
-	struct evbuffer_iovec vec[64];
-	while (evbuffer_get_length(in) > 0) {
-		int n = evbuffer_peek(in, -1, NULL, vec, 64);
-		if (n <= 0)
-			break;
-		if (n > 64)
-			n = 64;
-		size_t total = 0;
-		for (int i = 0; i < n; i++)
-			total += vec[i].iov_len;
-		/* evbuffer_iovec has struct iovec's layout on every Unix libevent supports. */
-		if (cove_blob_writer_writev(w, (const struct iovec *)vec, n, err) < 0)
-			return -1;
-		evbuffer_drain(in, total);
-	}
-	return 0;
 }
 
 /* Parse a decimal without sign or overflow; 0 or -1. */
@@ -236,156 +408,245 @@ parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
 	return 1;
 }
 
-/* ---- handlers ---- */
-
-enum route_kind { ROUTE_BLOB, ROUTE_PART, ROUTE_COMPLETE, N_ROUTE_KINDS };
-
-typedef void (*handler_fn)(struct cove_blob_http *h, struct evhttp_request *req, const char *id, int part);
+/* ---- the body ---- */
 
 static void
-handle_get(struct cove_blob_http *h, struct evhttp_request *req, const char *id, int part)
+body_sink(struct conn *c, const void *data, size_t len)
 {
-	(void)part;
+	struct request *r = &c->r;
+	r->received += len;
+	if (r->err != NULL)
+		return; /* discarded: the answer is the error */
+	if (r->w && cove_blob_writer_write(r->w, data, len, &r->err) < 0) {
+		cove_blob_writer_abort(r->w);
+		r->w = NULL;
+	} else if (r->mem && evbuffer_add(r->mem, data, len) != 0) {
+		abort();
+	}
+}
+
+/* Read the body as it is framed; the request's done function answers once it has all come. */
+static void
+feed_body(struct conn *c)
+{
+	struct request *r = &c->r;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	c->since = now_mono();
+	for (;;) {
+		size_t avail = evbuffer_get_length(in);
+		if (r->framing == COVE_HTTP_BODY_NONE || (r->framing == COVE_HTTP_BODY_LENGTH && r->length == 0) ||
+		    (r->framing == COVE_HTTP_BODY_CHUNKED && r->chunked.done))
+			break;
+		if (avail == 0)
+			return;
+		if (r->framing == COVE_HTTP_BODY_LENGTH) {
+			size_t take = avail < r->length ? avail : (size_t)r->length;
+			struct evbuffer_iovec vec[16];
+			size_t done = 0;
+			while (done < take) {
+				int n = evbuffer_peek(in, (ev_ssize_t)(take - done), NULL, vec, 16);
+				if (n <= 0)
+					break;
+				if (n > 16)
+					n = 16;
+				size_t chunk = 0;
+				for (int i = 0; i < n && chunk < take - done; i++) {
+					size_t l = vec[i].iov_len < take - done - chunk ? vec[i].iov_len : take - done - chunk;
+					body_sink(c, vec[i].iov_base, l);
+					chunk += l;
+				}
+				evbuffer_drain(in, chunk);
+				done += chunk;
+			}
+			r->length -= done;
+		} else {
+			struct evbuffer_iovec vec;
+			if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+				return;
+			size_t doff = 0, dlen = 0;
+			ssize_t used = cove_http_chunked_feed(&r->chunked, vec.iov_base, vec.iov_len, &doff, &dlen);
+			if (used < 0) {
+				c->keep_alive = 0;
+				reply_error(c, 400, "IncompleteBody", "malformed chunked body");
+				return;
+			}
+			if (dlen)
+				body_sink(c, (const uint8_t *)vec.iov_base + doff, dlen);
+			evbuffer_drain(in, (size_t)used);
+			if (used == 0 && !r->chunked.done)
+				return; /* wants more than has come */
+		}
+		if (r->received > r->max) {
+			c->keep_alive = 0;
+			reply_error(c, 413, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size");
+			return;
+		}
+	}
+	r->done(c);
+}
+
+/* Start reading a body whose framing and limit are known (the signature was checked). */
+static void
+begin_body(struct conn *c, uint64_t max, body_done_fn done)
+{
+	struct request *r = &c->r;
+	r->max = max;
+	r->done = done;
+	if (r->framing == COVE_HTTP_BODY_LENGTH && r->length > max) {
+		refuse(c, 413, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size");
+		return;
+	}
+	if (r->expect_continue && r->framing != COVE_HTTP_BODY_NONE)
+		out(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	c->state = C_BODY;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, BODY_READ_HIGH);
+	feed_body(c);
+}
+
+/* ---- handlers ---- */
+
+static void
+send_file(struct conn *c, int status, const char *extra, int fd, uint64_t off, uint64_t len, uint64_t zeros)
+{
+	send_head(c, status, extra, len + zeros);
+	struct evbuffer *o = bufferevent_get_output(c->bev);
+	if (c->r.method == M_GET && len > 0) {
+		/* A file segment in a buffer that drains to a socket goes out with sendfile: a big blob is never read
+		 * into memory. The segment owns fd from here on. */
+		if (evbuffer_add_file(o, fd, (ev_off_t)off, (ev_off_t)len) < 0) {
+			close(fd);
+			log_error("blob http: cannot queue a file to send");
+			c->keep_alive = 0; /* the head is out: all we can do is end the connection */
+			request_end(c);
+			return;
+		}
+		fd = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	static const uint8_t zeros64k[64 << 10];
+	for (uint64_t left = c->r.method == M_GET ? zeros : 0; left > 0;) {
+		size_t n = left < sizeof(zeros64k) ? (size_t)left : sizeof(zeros64k);
+		evbuffer_add_reference(o, zeros64k, n, NULL, NULL);
+		left -= n;
+	}
+	request_end(c);
+}
+
+static void
+handle_get(struct conn *c)
+{
 	int fd = -1;
 	uint64_t size = 0;
 	struct cove_error *err = NULL;
-	if (cove_blobstore_open_blob(h->bs, id, &fd, &size, &err) < 0) {
-		reply_store_error(req, err, "InvalidArgument", "NoSuchKey");
+	if (cove_blobstore_open_blob(c->h->bs, c->r.id, &fd, &size, &err) < 0) {
+		reply_store_error(c, err, "InvalidArgument", "NoSuchKey");
 		cove_error_free(err);
 		return;
 	}
-	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	uint64_t off = 0, len = size;
 	int status = 200;
-	const char *range = evhttp_find_header(evhttp_request_get_input_headers(req), "Range");
-	if (range) {
-		int r = parse_range(range, size, &off, &len);
-		if (r < 0) {
+	char cr[96] = "";
+	if (c->r.range[0]) {
+		int rv = parse_range(c->r.range, size, &off, &len);
+		if (rv < 0) {
 			close(fd);
-			char cr[48];
-			snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
-			evhttp_add_header(out, "Content-Range", cr);
-			reply_error(req, 416, "InvalidRange", "The requested range is not satisfiable");
+			snprintf(cr, sizeof(cr), "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
+			reply_error_ex(c, 416, "InvalidRange", "The requested range is not satisfiable", cr);
 			return;
 		}
-		if (r > 0) {
+		if (rv > 0) {
 			status = 206;
-			char cr[80];
-			snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)off,
+			snprintf(cr, sizeof(cr), "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)off,
 				 (unsigned long long)(off + len - 1), (unsigned long long)size);
-			evhttp_add_header(out, "Content-Range", cr);
 		}
 	}
-	char cl[24];
-	snprintf(cl, sizeof(cl), "%llu", (unsigned long long)len);
-	evhttp_add_header(out, "Content-Type", "application/octet-stream");
-	evhttp_add_header(out, "Accept-Ranges", "bytes");
-	/* Set explicitly: evhttp leaves it out for HEAD. */
-	evhttp_add_header(out, "Content-Length", cl);
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || len == 0) {
-		close(fd);
-		evhttp_send_reply(req, status, NULL, NULL);
-		return;
-	}
-	struct evbuffer *b = evbuffer_new();
-	if (b == NULL)
-		abort();
-	/* A file segment in a buffer that only ever drains to a socket becomes a sendfile chain (any other buffer
-	 * would mmap or read the file), and evhttp moves chains to the connection whole: a big blob is never read
-	 * into memory. The segment owns fd from here on. */
-	evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD);
-	if (evbuffer_add_file(b, fd, (ev_off_t)off, (ev_off_t)len) < 0) {
-		close(fd);
-		evbuffer_free(b);
-		evhttp_remove_header(out, "Content-Length");
-		evhttp_remove_header(out, "Content-Range");
-		evhttp_remove_header(out, "Content-Type");
-		log_error("blob http: GET %s: cannot queue the file", id);
-		reply_error(req, 500, "InternalError", "cannot send the blob");
-		return;
-	}
-	evhttp_send_reply(req, status, NULL, b);
-	evbuffer_free(b);
+	cleanup_free char *extra =
+		xasprintf("Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n%s", cr);
+	send_file(c, status, extra, fd, off, len, 0);
 }
 
 static void
-handle_put(struct cove_blob_http *h, struct evhttp_request *req, const char *id, int part)
+put_done(struct conn *c)
 {
-	uint8_t expect[16];
-	const uint8_t *expectp = NULL;
-	const char *content_md5 = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-MD5");
-	if (content_md5) {
-		if (decode_md5_b64(content_md5, expect) < 0) {
-			reply_error(req, 400, "InvalidDigest", "The Content-MD5 you specified is not valid.");
-			return;
-		}
-		expectp = expect;
-	}
-	struct cove_error *err = NULL;
-	struct cove_blob_writer *w = part > 0 ? cove_blobstore_part_writer(h->bs, id, part, &err)
-					      : cove_blobstore_blob_writer(h->bs, id, &err);
+	struct request *r = &c->r;
 	uint8_t md5[16];
-	if (w == NULL || write_body(w, evhttp_request_get_input_buffer(req), &err) < 0 ||
-	    cove_blob_writer_commit(steal_pointer(&w), expectp, md5, &err) < 0) {
-		cove_blob_writer_abort(w);
-		reply_store_error(req, err, expectp ? "BadDigest" : "InvalidArgument", "NoSuchKey");
+	if (r->err == NULL && cove_blob_writer_commit(steal_pointer(&r->w), r->have_md5 ? r->md5 : NULL, md5, &r->err) == 0) {
+		char etag[64];
+		etag[0] = '"';
+		cove_hex(md5, 16, etag + 1);
+		snprintf(etag + 33, sizeof(etag) - 33, "\"");
+		cleanup_free char *extra = xasprintf("ETag: %s\r\n", etag);
+		reply(c, 200, extra, NULL, 0);
+		return;
+	}
+	reply_store_error(c, r->err, r->have_md5 ? "BadDigest" : "InvalidArgument", "NoSuchKey");
+}
+
+static void
+handle_put(struct conn *c)
+{
+	struct request *r = &c->r;
+	struct cove_error *err = NULL;
+	r->w = r->kind == ROUTE_PART ? cove_blobstore_part_writer(c->h->bs, r->id, r->part, &err)
+				     : cove_blobstore_blob_writer(c->h->bs, r->id, &err);
+	if (r->w == NULL) {
+		if (r->framing != COVE_HTTP_BODY_NONE)
+			c->keep_alive = 0;
+		reply_store_error(c, err, "InvalidArgument", "NoSuchKey");
 		cove_error_free(err);
 		return;
 	}
-	char etag[35];
-	etag[0] = '"';
-	cove_hex(md5, 16, etag + 1);
-	etag[33] = '"';
-	etag[34] = '\0';
-	evhttp_add_header(evhttp_request_get_output_headers(req), "ETag", etag);
-	evhttp_send_reply(req, 200, NULL, NULL);
+	begin_body(c, c->h->max_body, put_done);
 }
 
 static void
-handle_complete(struct cove_blob_http *h, struct evhttp_request *req, const char *id, int part)
+complete_done(struct conn *c)
 {
-	(void)part;
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	if (len > COMPLETE_MAX_BODY) {
-		reply_error(req, 400, "MaxMessageLengthExceeded", "the CompleteMultipartUpload body is too large");
-		return;
-	}
-	/* Small by the check above, so one contiguous copy is fine. */
-	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-	if (body == NULL) {
-		reply_error(req, 503, "ServiceUnavailable", "out of memory");
-		return;
-	}
+	struct request *r = &c->r;
+	size_t len = evbuffer_get_length(r->mem);
+	/* Small by the limit, so one contiguous copy is fine. */
+	const char *body = len ? (const char *)evbuffer_pullup(r->mem, -1) : "";
 	struct cove_error *err = NULL;
 	cleanup_free struct cove_blob_part *parts = NULL;
 	size_t n = 0;
 	if (cove_blob_http_parse_complete(body, len, &parts, &n, &err) < 0) {
-		reply_error(req, 400, "MalformedXML", err->msg);
+		reply_error(c, 400, "MalformedXML", err->msg);
 		cove_error_free(err);
 		return;
 	}
 	char etag[COVE_BLOB_ETAG_MAX];
-	if (cove_blobstore_complete_multipart(h->bs, id, parts, n, etag, &err) < 0) {
-		reply_store_error(req, err, "InvalidPart", "NoSuchUpload");
+	if (cove_blobstore_complete_multipart(c->h->bs, r->id, parts, n, etag, &err) < 0) {
+		reply_store_error(c, err, "InvalidPart", "NoSuchUpload");
 		cove_error_free(err);
 		return;
 	}
-	cleanup_free char *location = cove_blob_http_url(h, id);
 	struct evbuffer *b = evbuffer_new();
 	if (b == NULL)
 		abort();
 	evbuffer_add_printf(b,
 			    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 			    "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-			    "<Location>");
-	add_xml_escaped(b, location);
-	evbuffer_add_printf(b, "</Location><Bucket>cove</Bucket><Key>%s</Key><ETag>&quot;%s&quot;</ETag>"
-			       "</CompleteMultipartUploadResult>\n",
-			    id, etag);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/xml");
-	evhttp_send_reply(req, 200, NULL, b);
+			    "<Location>%s/blob/%s</Location><Bucket>cove</Bucket><Key>%s</Key><ETag>&quot;%s&quot;</ETag>"
+			    "</CompleteMultipartUploadResult>\n",
+			    c->h->base_url, r->id, r->id, etag);
+	size_t blen = evbuffer_get_length(b);
+	reply(c, 200, "Content-Type: application/xml\r\n", evbuffer_pullup(b, -1), blen);
 	evbuffer_free(b);
+}
+
+static void
+handle_complete(struct conn *c)
+{
+	struct request *r = &c->r;
+	if (r->framing == COVE_HTTP_BODY_LENGTH && r->length > COMPLETE_MAX_BODY) {
+		refuse(c, 400, "MaxMessageLengthExceeded", "the CompleteMultipartUpload body is too large");
+		return;
+	}
+	r->mem = evbuffer_new();
+	if (r->mem == NULL)
+		abort();
+	begin_body(c, COMPLETE_MAX_BODY, complete_done);
 }
 
 /* ---- volume blocks: /block/<sha256 hex> ---- */
@@ -393,111 +654,95 @@ handle_complete(struct cove_blob_http *h, struct evhttp_request *req, const char
 /* The v2 client PUTs a block's bytes (trailing zeros stripped) to the put_url VolumePutFiles2 gave it; the body of
  * our answer is opaque to it and comes back as put_response, so it is the block's name. */
 static void
-handle_block_put(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
+block_put_done(struct conn *c)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	if (len > COVE_BLOCK_SIZE) {
-		reply_error(req, 413, "EntityTooLarge", "a block holds at most 8 MiB");
+	struct request *r = &c->r;
+	if (r->err == NULL && cove_blob_writer_commit(steal_pointer(&r->w), NULL, NULL, &r->err) == 0) {
+		char hex[2 * COVE_BLOCK_HASH + 1];
+		cove_hex(r->hash, COVE_BLOCK_HASH, hex);
+		reply(c, 200, "Content-Type: text/plain\r\n", hex, 2 * COVE_BLOCK_HASH);
 		return;
 	}
-	/* The body is already in memory (evhttp); its chains become the iovecs. */
-	int n = evbuffer_peek(in, -1, NULL, NULL, 0);
-	struct evbuffer_iovec *vec = xcalloc((size_t)(n > 0 ? n : 1), sizeof(*vec));
-	if (n > 0)
-		evbuffer_peek(in, -1, NULL, vec, n);
+	reply_store_error(c, r->err, "BadDigest", "NoSuchKey");
+}
+
+static void
+handle_block_put(struct conn *c)
+{
+	struct request *r = &c->r;
 	struct cove_error *err = NULL;
-	int rc = cove_blobstore_block_writev(h->bs, hash, (const struct iovec *)vec, n > 0 ? n : 0, &err);
-	free(vec);
-	if (rc < 0) {
-		reply_store_error(req, err, "BadDigest", "NoSuchKey");
+	if (r->framing == COVE_HTTP_BODY_LENGTH && r->length > COVE_BLOCK_SIZE) {
+		refuse(c, 413, "EntityTooLarge", "a block holds at most 8 MiB");
+		return;
+	}
+	r->w = cove_blobstore_block_writer(c->h->bs, r->hash, &err);
+	if (r->w == NULL) {
+		if (r->framing != COVE_HTTP_BODY_NONE)
+			c->keep_alive = 0;
+		reply_store_error(c, err, "InvalidArgument", "NoSuchKey");
 		cove_error_free(err);
 		return;
 	}
-	evbuffer_drain(in, len);
-	char hex[2 * COVE_BLOCK_HASH + 1];
-	cove_hex(hash, COVE_BLOCK_HASH, hex);
-	struct evbuffer *b = evbuffer_new();
-	if (b == NULL)
-		abort();
-	evbuffer_add(b, hex, 2 * COVE_BLOCK_HASH);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain");
-	evhttp_send_reply(req, 200, NULL, b);
-	evbuffer_free(b);
+	begin_body(c, COVE_BLOCK_SIZE, block_put_done);
 }
 
-/* Query parameters of a block GET: off and len (a slice of the block as the file holds it, zeros included) and
- * pad=1 (send the zeros the stored block leaves out; clients that pad blocks themselves leave it off). */
+/* Query parameters of a block GET (signed with it): off and len (a slice of the block as the file holds it, zeros
+ * included) and pad=1 (send the zeros the stored block leaves out; clients that pad blocks themselves leave it off). */
 static int
-block_query(struct evhttp_request *req, uint64_t *off, uint64_t *len, int *pad)
+block_query(const char *q, uint64_t *off, uint64_t *len, int *pad)
 {
 	*off = 0;
 	*len = COVE_BLOCK_SIZE;
 	*pad = 0;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
-	if (q == NULL || *q == '\0')
-		return 0;
-	struct evkeyvalq params;
-	TAILQ_INIT(&params);
-	if (evhttp_parse_query_str(q, &params) < 0)
-		return -1;
-	int rv = 0;
-	struct evkeyval *kv;
-	TAILQ_FOREACH(kv, &params, next)
-	{
+	while (*q) {
+		const char *amp = strchr(q, '&');
+		size_t n = amp ? (size_t)(amp - q) : strlen(q);
+		const char *eq = memchr(q, '=', n);
+		if (eq == NULL)
+			return -1;
+		size_t kl = (size_t)(eq - q);
 		uint64_t v;
-		if (parse_u64(kv->value, strlen(kv->value), &v) < 0) {
-			rv = -1;
-			break;
-		}
-		if (strcmp(kv->key, "off") == 0)
+		if (parse_u64(eq + 1, n - kl - 1, &v) < 0)
+			return -1;
+		if (kl == 3 && memcmp(q, "off", 3) == 0)
 			*off = v;
-		else if (strcmp(kv->key, "len") == 0)
+		else if (kl == 3 && memcmp(q, "len", 3) == 0)
 			*len = v;
-		else if (strcmp(kv->key, "pad") == 0)
+		else if (kl == 3 && memcmp(q, "pad", 3) == 0)
 			*pad = v != 0;
 		else
-			rv = -1;
+			return -1;
+		q += n + (amp ? 1 : 0);
 	}
-	evhttp_clear_headers(&params);
-	if (rv == 0 && (*off > COVE_BLOCK_SIZE || *len > COVE_BLOCK_SIZE - *off))
-		rv = -1;
-	return rv;
+	return *off > COVE_BLOCK_SIZE || *len > COVE_BLOCK_SIZE - *off ? -1 : 0;
 }
 
-static const uint8_t zeros64k[64 << 10];
-
 static void
-handle_block_get(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
+handle_block_get(struct conn *c)
 {
 	uint64_t off, want;
 	int pad;
-	if (block_query(req, &off, &want, &pad) < 0) {
-		reply_error(req, 400, "InvalidArgument", "block query must be off=N&len=N&pad=0|1 within 8 MiB");
+	if (block_query(c->r.params, &off, &want, &pad) < 0) {
+		reply_error(c, 400, "InvalidArgument", "block query must be off=N&len=N&pad=0|1 within 8 MiB");
 		return;
 	}
 	int fd = -1;
 	uint64_t stored = 0;
 	struct cove_error *err = NULL;
-	if (cove_blobstore_block_open(h->bs, hash, &fd, &stored, &err) < 0) {
-		reply_store_error(req, err, "InvalidArgument", "NoSuchKey");
+	if (cove_blobstore_block_open(c->h->bs, c->r.hash, &fd, &stored, &err) < 0) {
+		reply_store_error(c, err, "InvalidArgument", "NoSuchKey");
 		cove_error_free(err);
 		return;
 	}
 	/* What the block stores of the slice, then (pad) the zeros after it. */
 	uint64_t from_file = off >= stored ? 0 : (stored - off < want ? stored - off : want);
 	uint64_t zeros = pad ? want - from_file : 0;
-	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	char cl[24];
-	snprintf(cl, sizeof(cl), "%llu", (unsigned long long)(from_file + zeros));
-	evhttp_add_header(out, "Content-Type", "application/octet-stream");
-	evhttp_add_header(out, "Content-Length", cl);
+	char digest[80] = "";
 	if (off == 0 && from_file == stored && zeros == 0) {
 		/* The whole stored block: its name is the sha256 of the body, which the client checks (RFC 9530). */
 		static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		char digest[64] = "sha-256=:";
-		size_t o = strlen(digest);
+		const uint8_t *hash = c->r.hash;
+		size_t o = (size_t)snprintf(digest, sizeof(digest), "Repr-Digest: sha-256=:");
 		for (size_t i = 0; i < COVE_BLOCK_HASH; i += 3) {
 			uint32_t v = (uint32_t)hash[i] << 16 | (i + 1 < COVE_BLOCK_HASH ? (uint32_t)hash[i + 1] << 8 : 0) |
 				     (i + 2 < COVE_BLOCK_HASH ? hash[i + 2] : 0);
@@ -506,96 +751,50 @@ handle_block_get(struct cove_blob_http *h, struct evhttp_request *req, const uin
 			digest[o++] = i + 1 < COVE_BLOCK_HASH ? b64[(v >> 6) & 63] : '=';
 			digest[o++] = i + 2 < COVE_BLOCK_HASH ? b64[v & 63] : '=';
 		}
-		digest[o++] = ':';
-		digest[o] = '\0';
-		evhttp_add_header(out, "Repr-Digest", digest);
+		snprintf(digest + o, sizeof(digest) - o, ":\r\n");
 	}
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || from_file + zeros == 0) {
-		if (fd >= 0)
-			close(fd);
-		evhttp_send_reply(req, 200, NULL, NULL);
-		return;
-	}
-	struct evbuffer *b = evbuffer_new();
-	if (b == NULL)
-		abort();
-	evbuffer_set_flags(b, EVBUFFER_FLAG_DRAINS_TO_FD);
-	if (from_file > 0) {
-		/* The segment owns fd from here on. */
-		if (evbuffer_add_file(b, fd, (ev_off_t)off, (ev_off_t)from_file) < 0) {
-			close(fd);
-			evbuffer_free(b);
-			evhttp_remove_header(out, "Content-Length");
-			evhttp_remove_header(out, "Content-Type");
-			evhttp_remove_header(out, "Repr-Digest");
-			reply_error(req, 500, "InternalError", "cannot send the block");
-			return;
-		}
-		fd = -1;
-	}
-	if (fd >= 0)
-		close(fd);
-	for (uint64_t left = zeros; left > 0;) {
-		size_t n = left < sizeof(zeros64k) ? (size_t)left : sizeof(zeros64k);
-		evbuffer_add_reference(b, zeros64k, n, NULL, NULL);
-		left -= n;
-	}
-	evhttp_send_reply(req, 200, NULL, b);
-	evbuffer_free(b);
-}
-
-/* "/block/<64 hex>": 1 (hash filled), 0 (not a block path), -1 (a block path with a bad name). */
-static int
-parse_block_path(const char *path, uint8_t hash[COVE_BLOCK_HASH])
-{
-	static const char prefix[] = "/block/";
-	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0)
-		return 0;
-	return cove_block_hash_parse(path + sizeof(prefix) - 1, hash) < 0 ? -1 : 1;
-}
-
-static void
-handle_block(struct cove_blob_http *h, struct evhttp_request *req, const uint8_t hash[COVE_BLOCK_HASH])
-{
-	switch (evhttp_request_get_command(req)) {
-	case EVHTTP_REQ_GET:
-	case EVHTTP_REQ_HEAD:
-		handle_block_get(h, req, hash);
-		return;
-	case EVHTTP_REQ_PUT:
-		handle_block_put(h, req, hash);
-		return;
-	default:
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD, PUT");
-		reply_error(req, 405, "MethodNotAllowed", "The specified method is not allowed against this resource.");
-	}
+	cleanup_free char *extra = xasprintf("Content-Type: application/octet-stream\r\n%s", digest);
+	send_file(c, 200, extra, fd, off, from_file, zeros);
 }
 
 /* Dispatch table: (path kind, method) -> handler. A known path with an unlisted method is 405. */
 static const struct route {
 	enum route_kind kind;
-	enum evhttp_cmd_type method;
-	handler_fn fn;
+	enum method method;
+	void (*fn)(struct conn *c);
 } routes[] = {
-	{ROUTE_BLOB, EVHTTP_REQ_GET, handle_get},
-	{ROUTE_BLOB, EVHTTP_REQ_HEAD, handle_get},
-	{ROUTE_BLOB, EVHTTP_REQ_PUT, handle_put},
-	{ROUTE_PART, EVHTTP_REQ_PUT, handle_put},
-	{ROUTE_COMPLETE, EVHTTP_REQ_POST, handle_complete},
+	{ROUTE_BLOB, M_GET, handle_get},
+	{ROUTE_BLOB, M_HEAD, handle_get},
+	{ROUTE_BLOB, M_PUT, handle_put},
+	{ROUTE_PART, M_PUT, handle_put},
+	{ROUTE_COMPLETE, M_POST, handle_complete},
+	{ROUTE_BLOCK, M_GET, handle_block_get},
+	{ROUTE_BLOCK, M_HEAD, handle_block_get},
+	{ROUTE_BLOCK, M_PUT, handle_block_put},
 };
 static const char *const route_allow[N_ROUTE_KINDS] = {
 	[ROUTE_BLOB] = "GET, HEAD, PUT",
 	[ROUTE_PART] = "PUT",
 	[ROUTE_COMPLETE] = "POST",
+	[ROUTE_BLOCK] = "GET, HEAD, PUT",
 };
 
-/* "/blob/<id>", "/blob/<id>/part/<n>", "/blob/<id>/complete". 0 (id, kind, part filled), 404 or 400. */
+/* "/blob/<id>", "/blob/<id>/part/<n>", "/blob/<id>/complete", "/block/<64 hex>". 0 (request filled), 404 or 400. */
 static int
-parse_path(const char *path, char id[80], enum route_kind *kind, int *part, const char **why)
+parse_path(const char *path, struct request *r, const char **why)
 {
+	static const char block_prefix[] = "/block/";
 	static const char prefix[] = "/blob/";
-	*part = 0;
-	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0) {
+	r->part = 0;
+	if (strncmp(path, block_prefix, sizeof(block_prefix) - 1) == 0) {
+		if (cove_block_hash_parse(path + sizeof(block_prefix) - 1, r->hash) < 0) {
+			*why = "a block is named by the 64 hex digits of its sha256";
+			return 400;
+		}
+		r->kind = ROUTE_BLOCK;
+		return 0;
+	}
+	if (strncmp(path, prefix, sizeof(prefix) - 1) != 0) {
 		*why = "no such resource";
 		return 404;
 	}
@@ -606,23 +805,23 @@ parse_path(const char *path, char id[80], enum route_kind *kind, int *part, cons
 		*why = "no such resource";
 		return 404;
 	}
-	if (n >= 80) {
+	if (n >= sizeof(r->id)) {
 		*why = "invalid blob id";
 		return 400;
 	}
-	memcpy(id, p, n);
-	id[n] = '\0';
-	if (!cove_blobstore_valid_id(id)) {
+	memcpy(r->id, p, n);
+	r->id[n] = '\0';
+	if (!cove_blobstore_valid_id(r->id)) {
 		*why = "invalid blob id";
 		return 400;
 	}
 	const char *rest = p + n;
 	if (*rest == '\0') {
-		*kind = ROUTE_BLOB;
+		r->kind = ROUTE_BLOB;
 		return 0;
 	}
 	if (strcmp(rest, "/complete") == 0) {
-		*kind = ROUTE_COMPLETE;
+		r->kind = ROUTE_COMPLETE;
 		return 0;
 	}
 	if (strncmp(rest, "/part/", 6) == 0) {
@@ -631,68 +830,385 @@ parse_path(const char *path, char id[80], enum route_kind *kind, int *part, cons
 			*why = "invalid part number";
 			return 400;
 		}
-		*kind = ROUTE_PART;
-		*part = (int)v;
+		r->kind = ROUTE_PART;
+		r->part = (int)v;
 		return 0;
 	}
 	*why = "no such resource";
 	return 404;
 }
 
-static void
-handle_request(struct evhttp_request *req, void *arg)
+static enum method
+parse_method(const char *m, size_t n)
 {
-	struct cove_blob_http *h = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	uint8_t hash[COVE_BLOCK_HASH];
-	int is_block = parse_block_path(path, hash);
-	if (is_block < 0) {
-		reply_error(req, 400, "InvalidArgument", "a block is named by the 64 hex digits of its sha256");
+	static const struct {
+		const char *name;
+		enum method m;
+	} names[] = {{"GET", M_GET}, {"HEAD", M_HEAD}, {"PUT", M_PUT}, {"POST", M_POST}};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i].name) == n && memcmp(names[i].name, m, n) == 0)
+			return names[i].m;
+	return M_OTHER;
+}
+
+/* A complete request head, already taken out of the input. */
+static void
+handle_head(struct conn *c, const struct cove_http_request *req)
+{
+	struct cove_blob_http *h = c->h;
+	struct request *r = &c->r;
+	request_clear(r);
+	r->method = parse_method(req->method, req->method_len);
+	r->version_minor = req->version_minor;
+	const struct cove_http_header *conn_hdr = cove_http_header_find(req, "connection", NULL);
+	c->keep_alive = req->version_minor == 1 &&
+			!(conn_hdr && cove_http_list_has(conn_hdr->value, conn_hdr->value_len, "close"));
+	int rv = cove_http_body_framing(req, &r->framing, &r->length);
+	if (rv < 0) {
+		r->framing = COVE_HTTP_BODY_CHUNKED; /* unknown: the connection cannot go on */
+		refuse(c, -rv, "InvalidRequest",
+		       rv == -501 ? "unsupported transfer coding" : "malformed Content-Length or Transfer-Encoding");
 		return;
 	}
-	if (is_block > 0) {
-		handle_block(h, req, hash);
-		return;
-	}
-	char id[80];
-	enum route_kind kind;
-	int part;
+	/* First the signature: a request Cove did not sign learns nothing more and costs nothing more. */
+	struct cove_blob_url url;
 	const char *why = NULL;
-	int status = parse_path(path, id, &kind, &part, &why);
-	if (status == 404) {
-		reply_error(req, 404, "NoSuchKey", why);
+	if (cove_blob_url_verify(h->key, req->method, req->method_len, req->target, req->target_len, h->clock(), &url,
+				 &why) < 0) {
+		refuse(c, 403, "AccessDenied", why);
 		return;
 	}
-	if (status == 400) {
-		reply_error(req, 400, "InvalidArgument", why);
+	char path[256];
+	if (url.path_len >= sizeof(path) || url.params_len >= sizeof(r->params)) {
+		refuse(c, 400, "InvalidArgument", "request target too long");
 		return;
 	}
-	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	memcpy(path, url.path, url.path_len);
+	path[url.path_len] = '\0';
+	memcpy(r->params, url.params, url.params_len);
+	r->params[url.params_len] = '\0';
+	int status = parse_path(path, r, &why);
+	if (status != 0) {
+		refuse(c, status, status == 404 ? "NoSuchKey" : "InvalidArgument", why);
+		return;
+	}
+	const struct cove_http_header *range = cove_http_header_find(req, "range", NULL);
+	if (range && range->value_len < sizeof(r->range)) {
+		memcpy(r->range, range->value, range->value_len);
+		r->range[range->value_len] = '\0';
+	}
+	const struct cove_http_header *expect = cove_http_header_find(req, "expect", NULL);
+	r->expect_continue = expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
+			     req->version_minor == 1;
+	const struct cove_http_header *md5 = cove_http_header_find(req, "content-md5", NULL);
+	if (md5) {
+		if (decode_md5_b64(md5->value, md5->value_len, r->md5) < 0) {
+			refuse(c, 400, "InvalidDigest", "The Content-MD5 you specified is not valid.");
+			return;
+		}
+		r->have_md5 = 1;
+	}
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (routes[i].kind == kind && routes[i].method == method) {
-			routes[i].fn(h, req, id, part);
+		if (routes[i].kind == r->kind && routes[i].method == r->method) {
+			/* A body on a GET or HEAD is not read: the connection ends after the answer. */
+			if ((r->method == M_GET || r->method == M_HEAD) && r->framing != COVE_HTTP_BODY_NONE)
+				c->keep_alive = 0;
+			routes[i].fn(c);
 			return;
 		}
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", route_allow[kind]);
-	reply_error(req, 405, "MethodNotAllowed", "The specified method is not allowed against this resource.");
+	cleanup_free char *allow = xasprintf("Allow: %s\r\n", route_allow[r->kind]);
+	if (r->framing != COVE_HTTP_BODY_NONE)
+		c->keep_alive = 0;
+	reply_error_ex(c, 405, "MethodNotAllowed", "The specified method is not allowed against this resource.", allow);
+}
+
+/* ---- connections ---- */
+
+/* Look for a complete request head in the input. */
+static void
+read_heads(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	while (c->state == C_HEAD) {
+		size_t len = evbuffer_get_length(in);
+		if (len == 0)
+			return;
+		if (!c->have_bytes) {
+			c->have_bytes = 1;
+			c->since = now_mono();
+		}
+		size_t take = len < COVE_HTTP_MAX_HEAD ? len : COVE_HTTP_MAX_HEAD;
+		const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)take);
+		/* Parse only when a line has ended since the last look: a slow client costs one scan per line. */
+		if (c->scanned < take && memchr(buf + c->scanned, '\n', take - c->scanned) == NULL) {
+			c->scanned = take;
+			if (take >= COVE_HTTP_MAX_HEAD) {
+				c->r.framing = COVE_HTTP_BODY_CHUNKED;
+				refuse(c, 431, "RequestHeaderFieldsTooLarge", "request head too large");
+			}
+			return;
+		}
+		c->scanned = take;
+		struct cove_http_request req;
+		int rv = cove_http_parse_head(buf, take, &req);
+		if (rv == 0 && take < COVE_HTTP_MAX_HEAD)
+			return;
+		if (rv <= 0) {
+			c->r.framing = COVE_HTTP_BODY_CHUNKED; /* whatever follows cannot be trusted */
+			refuse(c, rv == 0 ? 431 : -rv, "InvalidRequest",
+			       rv == 0 || rv == -431 ? "request head too large"
+			       : rv == -505	     ? "only HTTP/1.0 and 1.1 are served here"
+						     : "malformed request");
+			return;
+		}
+		c->have_bytes = 0;
+		c->scanned = 0;
+		/* The head leaves the input before it is handled (the body follows it): parse a copy of it for the
+		 * pointers to point into. */
+		cleanup_free char *copy = xmemdup(buf, (size_t)rv);
+		evbuffer_drain(in, (size_t)rv);
+		if (cove_http_parse_head(copy, (size_t)rv, &req) != rv)
+			abort(); /* the same bytes parse the same way */
+		handle_head(c, &req);
+	}
+}
+
+static void
+conn_readcb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	struct conn *c = arg;
+	switch (c->state) {
+	case C_HEAD:
+		read_heads(c);
+		break;
+	case C_BODY:
+		feed_body(c);
+		break;
+	case C_SENDING:
+		break; /* read once the answer has left; the read watermark bounds what waits */
+	case C_CLOSING: {
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+		size_t n = evbuffer_get_length(in);
+		evbuffer_drain(in, n);
+		c->lingered += n;
+		if (c->lingered > LINGER_MAX_BYTES)
+			conn_free(c);
+		break;
+	}
+	}
+}
+
+/* The answer has left (or there was nothing to send). */
+static void
+conn_writecb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (c->state == C_CLOSING) {
+		if (!c->shut) {
+			shutdown(bufferevent_getfd(bev), SHUT_WR);
+			c->shut = 1;
+		}
+		return;
+	}
+	if (c->state == C_SENDING) {
+		c->state = C_HEAD;
+		c->since = now_mono();
+		c->have_bytes = 0;
+		c->scanned = 0;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, HEAD_READ_HIGH);
+		read_heads(c);
+	}
+}
+
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct conn *c = arg;
+	conn_writecb(c->bev, c);
+}
+
+static void
+conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    (c->state == C_SENDING || c->state == C_CLOSING) && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+		/* The client is done sending but still reading: finish the answer, then close. */
+		c->keep_alive = 0;
+		if (c->state == C_SENDING)
+			conn_close(c);
+		bufferevent_disable(bev, EV_READ);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		conn_free(c);
+}
+
+static void
+conn_free(struct conn *c)
+{
+	struct cove_blob_http *h = c->h;
+	request_clear(&c->r);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	h->n_conns--;
+	event_free(c->resume);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static void
+accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	(void)listener;
+	(void)sa;
+	(void)salen;
+	struct cove_blob_http *h = arg;
+	if (h->n_conns >= h->max_conns) {
+		evutil_closesocket(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->h = h;
+	/* Callbacks run as events happen, not deferred: a deferred write callback per sendfile'd chunk costs a fifth of
+	 * a big GET's throughput. */
+	c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->resume = event_new(h->base, -1, 0, resume_cb, c);
+	if (c->bev == NULL || c->resume == NULL) {
+		log_error("blob http: out of memory accepting a connection");
+		abort();
+	}
+	evbuffer_set_flags(bufferevent_get_output(c->bev), EVBUFFER_FLAG_DRAINS_TO_FD);
+	bufferevent_set_max_single_write(c->bev, MAX_SINGLE_WRITE);
+	c->state = C_HEAD;
+	c->since = now_mono();
+	/* A client that takes nothing of an answer for this long is dropped (libevent's write timeout runs only
+	 * while there is something to write). */
+	struct timeval wt = seconds_tv(h->stall_timeout_s);
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, HEAD_READ_HIGH);
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = h->conns;
+	if (h->conns)
+		h->conns->prev = c;
+	h->conns = c;
+	h->n_conns++;
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_blob_http *h = arg;
+	evconnlistener_enable(h->listener);
+}
+
+/* Out of descriptors (or another accept failure): stop accepting for a moment instead of spinning on a listener
+ * that stays readable. */
+static void
+accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+	struct cove_blob_http *h = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	time_t now = time(NULL);
+	if (now - h->last_accept_warning >= 60) {
+		h->last_accept_warning = now;
+		log_warn("blob http: accept: %s (pausing for a second)", evutil_socket_error_to_string(e));
+	}
+	evconnlistener_disable(listener);
+	struct timeval tv = {1, 0};
+	event_add(h->accept_resume, &tv);
+}
+
+/* Heads that take too long, idle keep-alive connections, bodies that stall, closes that linger. */
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_blob_http *h = arg;
+	double now = now_mono();
+	struct conn *next;
+	for (struct conn *c = h->conns; c; c = next) {
+		next = c->next;
+		double age = now - c->since;
+		switch (c->state) {
+		case C_HEAD:
+			if (c->have_bytes && age > h->head_timeout_s) {
+				c->r.framing = COVE_HTTP_BODY_CHUNKED;
+				refuse(c, 408, "RequestTimeout", "the request head took too long");
+			} else if (!c->have_bytes && age > h->idle_timeout_s) {
+				conn_free(c);
+			}
+			break;
+		case C_BODY:
+			if (age > h->stall_timeout_s)
+				conn_free(c); /* a stalled upload: nothing of it is stored */
+			break;
+		case C_SENDING:
+			break; /* the write timeout covers it */
+		case C_CLOSING:
+			if ((c->shut && age > LINGER_S) || age > LINGER_S + h->stall_timeout_s)
+				conn_free(c);
+			break;
+		}
+	}
 }
 
 /* ---- server ---- */
 
-/* Connections get bigger writes than bufferevent's 16 KiB default, so a sendfile'd blob goes out in fewer
- * loop iterations. */
-#define MAX_SINGLE_WRITE (4 << 20)
-
-static struct bufferevent *
-make_bufferevent(struct event_base *base, void *arg)
+static double
+env_seconds(const char *name, double dflt)
 {
-	(void)arg;
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (bev != NULL)
-		bufferevent_set_max_single_write(bev, MAX_SINGLE_WRITE);
-	return bev;
+	const char *v = getenv(name);
+	if (v == NULL || *v == '\0')
+		return dflt;
+	char *end;
+	double d = strtod(v, &end);
+	if (*end != '\0' || !(d > 0) || d > 86400) {
+		log_warn("blob http: ignoring %s=%s (not a number of seconds)", name, v);
+		return dflt;
+	}
+	return d;
+}
+
+static struct evconnlistener *
+listen_on(struct cove_blob_http *h, const char *address, int port, int *errno_out)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
+	struct addrinfo *res = NULL;
+	char port_s[16];
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	if (getaddrinfo(address, port_s, &hints, &res) != 0) {
+		*errno_out = EINVAL;
+		return NULL;
+	}
+	struct evconnlistener *l = NULL;
+	for (struct addrinfo *ai = res; ai && l == NULL; ai = ai->ai_next) {
+		l = evconnlistener_new_bind(h->base, accept_cb, h,
+					    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
+					    ai->ai_addr, (int)ai->ai_addrlen);
+		if (l == NULL)
+			*errno_out = errno;
+	}
+	freeaddrinfo(res);
+	return l;
 }
 
 struct cove_blob_http *
@@ -704,33 +1220,33 @@ cove_blob_http_new(struct event_base *base, const char *address, int port, struc
 		return NULL;
 	}
 	struct cove_blob_http *h = xcalloc(1, sizeof(*h));
+	h->base = base;
 	h->bs = bs;
-	h->http = evhttp_new(base);
-	if (h->http == NULL)
-		abort();
-	/* Every method reaches our dispatcher so that a wrong one gets 405, not evhttp's 501. */
-	evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-						    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-	evhttp_set_max_body_size(h->http, (ev_ssize_t)COVE_BLOB_HTTP_MAX_BODY);
-	evhttp_set_max_headers_size(h->http, MAX_HEADERS_SIZE);
-	evhttp_set_timeout(h->http, HTTP_TIMEOUT_S);
-	evhttp_set_default_content_type(h->http, "application/octet-stream");
-	evhttp_set_gencb(h->http, handle_request, h);
-	evhttp_set_bevcb(h->http, make_bufferevent, NULL);
-
-	errno = 0;
-	h->listener = evhttp_bind_socket_with_handle(h->http, address, (ev_uint16_t)port);
+	h->key = cove_blobstore_url_key(bs);
+	h->max_body = COVE_BLOB_HTTP_MAX_BODY;
+	h->max_conns = COVE_BLOB_HTTP_MAX_CONNS;
+	h->clock = wall_clock;
+	h->head_timeout_s = env_seconds("COVE_BLOB_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT_S);
+	h->idle_timeout_s = env_seconds("COVE_BLOB_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S);
+	h->stall_timeout_s = env_seconds("COVE_BLOB_STALL_TIMEOUT", DEFAULT_STALL_TIMEOUT_S);
+	h->max_ttl_s = (uint32_t)env_seconds("COVE_BLOB_URL_TTL", COVE_BLOB_URL_MAX_TTL_S);
+	int saved = 0;
+	h->listener = listen_on(h, address, port, &saved);
 	if (h->listener == NULL) {
-		int e = errno;
 		cove_error_set(err, COVE_UNAVAILABLE, "bind blob HTTP port %s:%d: %s", address, port,
-			       e ? strerror(e) : "failed");
+			       saved ? strerror(saved) : "failed");
 		cove_blob_http_free(h);
 		return NULL;
 	}
+	evconnlistener_set_error_cb(h->listener, accept_error_cb);
+	h->accept_resume = evtimer_new(base, accept_resume_cb, h);
+	h->tick = event_new(base, -1, EV_PERSIST, tick_cb, h);
+	if (h->accept_resume == NULL || h->tick == NULL)
+		abort();
+	cove_blob_http_set_timeouts(h, h->head_timeout_s, h->idle_timeout_s, h->stall_timeout_s);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	if (getsockname(evhttp_bound_socket_get_fd(h->listener), (struct sockaddr *)&ss, &sl) < 0) {
+	if (getsockname(evconnlistener_get_fd(h->listener), (struct sockaddr *)&ss, &sl) < 0) {
 		cove_error_set_errno(err, errno, "blob HTTP getsockname");
 		cove_blob_http_free(h);
 		return NULL;
@@ -761,7 +1277,39 @@ cove_blob_http_base_url(const struct cove_blob_http *h)
 void
 cove_blob_http_set_max_body(struct cove_blob_http *h, size_t max_body)
 {
-	evhttp_set_max_body_size(h->http, max_body > (size_t)INT64_MAX ? -1 : (ev_ssize_t)max_body);
+	h->max_body = max_body;
+}
+
+void
+cove_blob_http_set_max_conns(struct cove_blob_http *h, int max_conns)
+{
+	h->max_conns = max_conns;
+}
+
+void
+cove_blob_http_set_timeouts(struct cove_blob_http *h, double head_s, double idle_s, double stall_s)
+{
+	h->head_timeout_s = head_s;
+	h->idle_timeout_s = idle_s;
+	h->stall_timeout_s = stall_s;
+	/* Checked a few times per shortest timeout, at most once a second. */
+	double shortest = head_s < idle_s ? head_s : idle_s;
+	shortest = stall_s < shortest ? stall_s : shortest;
+	struct timeval tv = seconds_tv(shortest / 4 < 1.0 ? shortest / 4 : 1.0);
+	event_del(h->tick);
+	event_add(h->tick, &tv);
+}
+
+void
+cove_blob_http_set_clock(struct cove_blob_http *h, int64_t (*clock)(void))
+{
+	h->clock = clock ? clock : wall_clock;
+}
+
+int
+cove_blob_http_conns(const struct cove_blob_http *h)
+{
+	return h->n_conns;
 }
 
 void
@@ -769,46 +1317,93 @@ cove_blob_http_free(struct cove_blob_http *h)
 {
 	if (h == NULL)
 		return;
-	if (h->http)
-		evhttp_free(h->http);
+	if (h->listener)
+		evconnlistener_free(h->listener);
+	while (h->conns)
+		conn_free(h->conns);
+	if (h->tick)
+		event_free(h->tick);
+	if (h->accept_resume)
+		event_free(h->accept_resume);
 	free(h->base_url);
 	free(h);
 }
 
-char *
-cove_blob_http_url(const struct cove_blob_http *h, const char *id)
+/* ---- signed URLs ---- */
+
+uint32_t
+cove_blob_url_ttl(uint64_t bytes)
 {
-	return xasprintf("%s/blob/%s", h->base_url, id);
+	uint64_t ttl = COVE_BLOB_URL_TTL_S + bytes / COVE_BLOB_URL_MIN_RATE;
+	return ttl > COVE_BLOB_URL_MAX_TTL_S ? COVE_BLOB_URL_MAX_TTL_S : (uint32_t)ttl;
 }
 
 char *
-cove_blob_http_part_url(const struct cove_blob_http *h, const char *id, int part_number)
+cove_blob_http_sign(const struct cove_blob_http *h, const char *method, const char *path, const char *params,
+		    uint32_t ttl_s)
 {
-	return xasprintf("%s/blob/%s/part/%d", h->base_url, id, part_number);
+	if (ttl_s > h->max_ttl_s)
+		ttl_s = h->max_ttl_s;
+	cleanup_free char *target = cove_blob_url_sign(h->key, method, path, params, h->clock() + (int64_t)ttl_s);
+	return xasprintf("%s%s", h->base_url, target);
 }
 
 char *
-cove_blob_http_complete_url(const struct cove_blob_http *h, const char *id)
+cove_blob_http_get_url(const struct cove_blob_http *h, const char *id, uint32_t ttl_s)
 {
-	return xasprintf("%s/blob/%s/complete", h->base_url, id);
+	cleanup_free char *path = xasprintf("/blob/%s", id);
+	return cove_blob_http_sign(h, "GET", path, NULL, ttl_s);
 }
 
 char *
-cove_blob_http_block_url(const struct cove_blob_http *h, const uint8_t hash[32])
+cove_blob_http_put_url(const struct cove_blob_http *h, const char *id, uint32_t ttl_s)
+{
+	cleanup_free char *path = xasprintf("/blob/%s", id);
+	return cove_blob_http_sign(h, "PUT", path, NULL, ttl_s);
+}
+
+char *
+cove_blob_http_part_url(const struct cove_blob_http *h, const char *id, int part_number, uint32_t ttl_s)
+{
+	cleanup_free char *path = xasprintf("/blob/%s/part/%d", id, part_number);
+	return cove_blob_http_sign(h, "PUT", path, NULL, ttl_s);
+}
+
+char *
+cove_blob_http_complete_url(const struct cove_blob_http *h, const char *id, uint32_t ttl_s)
+{
+	cleanup_free char *path = xasprintf("/blob/%s/complete", id);
+	return cove_blob_http_sign(h, "POST", path, NULL, ttl_s);
+}
+
+char *
+cove_blob_http_block_put_url(const struct cove_blob_http *h, const uint8_t hash[32], uint32_t ttl_s)
 {
 	char hex[65];
 	cove_hex(hash, 32, hex);
-	return xasprintf("%s/block/%s", h->base_url, hex);
+	cleanup_free char *path = xasprintf("/block/%s", hex);
+	return cove_blob_http_sign(h, "PUT", path, NULL, ttl_s);
+}
+
+char *
+cove_blob_http_block_get_url(const struct cove_blob_http *h, const uint8_t hash[32], uint32_t ttl_s)
+{
+	char hex[65];
+	cove_hex(hash, 32, hex);
+	cleanup_free char *path = xasprintf("/block/%s", hex);
+	return cove_blob_http_sign(h, "GET", path, NULL, ttl_s);
 }
 
 char *
 cove_blob_http_block_slice_url(const struct cove_blob_http *h, const uint8_t hash[32], uint64_t off, uint64_t len,
-			       int pad)
+			       int pad, uint32_t ttl_s)
 {
 	char hex[65];
 	cove_hex(hash, 32, hex);
-	return xasprintf("%s/block/%s?off=%llu&len=%llu%s", h->base_url, hex, (unsigned long long)off,
-			 (unsigned long long)len, pad ? "&pad=1" : "");
+	cleanup_free char *path = xasprintf("/block/%s", hex);
+	cleanup_free char *params =
+		xasprintf("off=%llu&len=%llu%s", (unsigned long long)off, (unsigned long long)len, pad ? "&pad=1" : "");
+	return cove_blob_http_sign(h, "GET", path, params, ttl_s);
 }
 
 /* ---- CompleteMultipartUpload parser ---- */

@@ -266,6 +266,23 @@ cove_gateway_header(const struct cove_http_request *req, const char *name, size_
 	return h->value;
 }
 
+/* The endpoint list names every app's endpoints: it is for the server's users, who show a token of this server in
+ * the headers requires_proxy_auth endpoints use (a client token, ak-/as-, or a proxy auth token, wk-/ws-). */
+static int
+index_authorized(struct cove_gateway *gw, const struct cove_http_request *req)
+{
+	size_t kl = 0, sl = 0, kn = 0, sn = 0;
+	const char *key = cove_gateway_header(req, "modal-key", &kl, &kn);
+	const char *secret = cove_gateway_header(req, "modal-secret", &sl, &sn);
+	if (key == NULL || secret == NULL || kn != 1 || sn != 1 || kl == 0 || kl > 80 || sl == 0 || sl > 200)
+		return 0;
+	if (cove_route_proxy_auth_ok(gw, key, kl, secret, sl))
+		return 1;
+	cleanup_free char *k = xstrndup(key, kl);
+	cleanup_free char *v = xstrndup(secret, sl);
+	return cove_store_token_check(gw->ctx->store, k, v) == 1;
+}
+
 static void
 index_page(struct gw_conn *c, int keep_alive)
 {
@@ -332,6 +349,13 @@ handle_request(struct gw_conn *c, const struct cove_http_request *req)
 			i++;
 		if (i == 1) {
 			if (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0 && t.path_len == 1) {
+				if (!index_authorized(gw, req)) {
+					cove_gateway_respond_error(c, 401,
+								   "the endpoint list needs Modal-Key and Modal-Secret "
+								   "headers holding a token of this server",
+								   close_on_error);
+					return;
+				}
 				index_page(c, !close_on_error);
 				return;
 			}

@@ -9,7 +9,7 @@
 
 #include "api.pb-c.h"
 #include "gateway/gateway.h"
-#include "gateway/http_parse.h"
+#include "util/http_parse.h"
 #include "util/map.h"
 
 struct cove_function;

@@ -213,7 +213,11 @@ def test_asgi_app_fastapi_routes_headers_and_path_form(cove, deployed):
     with httpx.Client(timeout=60, trust_env=False) as c:
         r = c.get(f"{web_base(cove)}/{APP}-fastapi-app/")
         assert r.status_code == 200 and r.json()["root_path"] == f"/{APP}-fastapi-app", r.text
+        # The endpoint list needs a token of this server (here the client's).
         index = c.get(f"{web_base(cove)}/")
+        assert index.status_code == 401 and f"{APP}-fastapi-app" not in index.text, index.text
+        token = {"Modal-Key": cove.server_env["MODAL_TOKEN_ID"], "Modal-Secret": cove.server_env["MODAL_TOKEN_SECRET"]}
+        index = c.get(f"{web_base(cove)}/", headers=token)
         assert index.status_code == 200 and f"{APP}-fastapi-app.localhost" in index.text, index.text
     # HEAD: headers only.
     r = fetch(url_for(cove, f"{APP}-fastapi-app", "/"), method="HEAD")

@@ -1,4 +1,4 @@
-/* libFuzzer target: the web gateway's HTTP/1.1 parsing and WebSocket framing (src/gateway/http_parse.c,
+/* libFuzzer target: the web gateway's HTTP/1.1 parsing and WebSocket framing (src/util/http_parse.c,
  * src/gateway/ws.c), and the scope a parsed request becomes (src/gateway/asgi.c, src/gateway/pickle.c).
  * Input: byte 0 picks what to feed, byte 1 a split point for incremental feeding, the rest is the client's
  * bytes. Invariants are checked with abort(): an incremental parse agrees with a whole one, decoded data
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "gateway/gateway_internal.h"
-#include "gateway/http_parse.h"
+#include "util/http_parse.h"
 #include "gateway/ws.h"
 #include "util/pb.h"
 

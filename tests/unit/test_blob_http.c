@@ -1,4 +1,5 @@
-/* Blob HTTP port: real requests over loopback sockets, plus the CompleteMultipartUpload parser.
+/* Blob HTTP port: real requests over loopback sockets (signed as the API signs them, and not), its bounds and
+ * timeouts, plus the CompleteMultipartUpload parser.
  *
  * The server runs in this thread's event loop; each request is sent by a short-lived client thread with
  * blocking sockets while the loop turns, so libevent is only ever touched from one thread. */
@@ -22,14 +23,18 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "blob/blobstore.h"
 #include "blob/http.h"
+#include "blob/url_sign.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
@@ -169,12 +174,30 @@ roundtrip_raw(struct fixture *f, const void *req, size_t len, struct resp *r)
 	roundtrip_raw_ex(f, req, len, 0, r);
 }
 
+/* The request target Cove would hand out for method on path (which may carry "?params"). Caller frees. */
+static char *
+signed_target(struct fixture *f, const char *method, const char *path)
+{
+	char *p = xstrdup(path);
+	char *q = strchr(p, '?');
+	if (q)
+		*q++ = '\0';
+	char *url = cove_blob_http_sign(f->h, method, p, q, 3600);
+	size_t base = strlen(cove_blob_http_base_url(f->h));
+	assert_true(strncmp(url, cove_blob_http_base_url(f->h), base) == 0);
+	char *t = xstrdup(url + base);
+	free(url);
+	free(p);
+	return t;
+}
+
+/* A request with the target as given (no signature added). */
 static void
-roundtrip(struct fixture *f, const char *method, const char *path, const char *headers, const void *body,
-	  size_t body_len, struct resp *r)
+roundtrip_target(struct fixture *f, const char *method, const char *target, const char *headers, const void *body,
+		 size_t body_len, struct resp *r)
 {
 	char *head = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
-			       method, path, headers ? headers : "", body_len);
+			       method, target, headers ? headers : "", body_len);
 	size_t hl = strlen(head);
 	uint8_t *req = xmalloc(hl + body_len + 1);
 	memcpy(req, head, hl);
@@ -183,6 +206,45 @@ roundtrip(struct fixture *f, const char *method, const char *path, const char *h
 	roundtrip_raw(f, req, hl + body_len, r);
 	free(req);
 	free(head);
+}
+
+/* A request as the client sends it: to a URL Cove signed for this method. */
+static void
+roundtrip(struct fixture *f, const char *method, const char *path, const char *headers, const void *body,
+	  size_t body_len, struct resp *r)
+{
+	char *t = signed_target(f, method, path);
+	roundtrip_target(f, method, t, headers, body, body_len, r);
+	free(t);
+}
+
+/* Raw request bytes with every "{M PATH}" replaced by "M <signed target>". */
+static char *
+sign_raw(struct fixture *f, const char *tmpl)
+{
+	char *outs = xstrdup("");
+	const char *p = tmpl;
+	for (;;) {
+		const char *open = strchr(p, '{');
+		if (open == NULL)
+			break;
+		const char *close = strchr(open, '}');
+		assert_non_null(close);
+		char *spec = xstrndup(open + 1, (size_t)(close - open - 1));
+		char *sp = strchr(spec, ' ');
+		assert_non_null(sp);
+		*sp = '\0';
+		char *t = signed_target(f, spec, sp + 1);
+		char *next = xasprintf("%s%.*s%s %s", outs, (int)(open - p), p, spec, t);
+		free(outs);
+		outs = next;
+		free(t);
+		free(spec);
+		p = close + 1;
+	}
+	char *done = xasprintf("%s%s", outs, p);
+	free(outs);
+	return done;
 }
 
 static int
@@ -231,18 +293,39 @@ test_urls(void **state)
 	char want[128];
 	snprintf(want, sizeof(want), "http://127.0.0.1:%d", port);
 	assert_string_equal(cove_blob_http_base_url(f->h), want);
-	char *u = cove_blob_http_url(f->h, "bl-x1");
-	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1", port);
-	assert_string_equal(u, want);
+	/* Each URL: the object's path, then the signature's expiry and MAC. */
+	char *u = cove_blob_http_get_url(f->h, "bl-x1", 60);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1?exp=", port);
+	assert_true(strncmp(u, want, strlen(want)) == 0);
+	const char *sig = strstr(u, "&sig=");
+	assert_non_null(sig);
+	assert_int_equal(strlen(sig), 5 + 64);
+	long long exp = atoll(u + strlen(want));
+	assert_true(exp >= (long long)time(NULL) + 59 && exp <= (long long)time(NULL) + 61);
 	free(u);
-	u = cove_blob_http_part_url(f->h, "bl-x1", 12);
-	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1/part/12", port);
-	assert_string_equal(u, want);
+	u = cove_blob_http_part_url(f->h, "bl-x1", 12, 60);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1/part/12?exp=", port);
+	assert_true(strncmp(u, want, strlen(want)) == 0);
 	free(u);
-	u = cove_blob_http_complete_url(f->h, "bl-x1");
-	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1/complete", port);
-	assert_string_equal(u, want);
+	u = cove_blob_http_complete_url(f->h, "bl-x1", 60);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d/blob/bl-x1/complete?exp=", port);
+	assert_true(strncmp(u, want, strlen(want)) == 0);
 	free(u);
+	uint8_t hash[32];
+	memset(hash, 0xab, sizeof(hash));
+	u = cove_blob_http_block_slice_url(f->h, hash, 5, 7, 1, 60);
+	snprintf(want, sizeof(want), "http://127.0.0.1:%d/block/%s?off=5&len=7&pad=1&exp=", port,
+		 "abababababababababababababababababababababababababababababababab");
+	assert_true(strncmp(u, want, strlen(want)) == 0);
+	free(u);
+	/* The same object, another method: another signature. */
+	char *g = cove_blob_http_get_url(f->h, "bl-x1", 60), *p = cove_blob_http_put_url(f->h, "bl-x1", 60);
+	assert_string_not_equal(strstr(g, "&sig="), strstr(p, "&sig="));
+	free(g);
+	free(p);
+	assert_int_equal(cove_blob_url_ttl(0), 3600);
+	assert_int_equal(cove_blob_url_ttl((uint64_t)10 << 30), 3600 + 10240);
+	assert_int_equal(cove_blob_url_ttl(UINT64_MAX), 7 * 24 * 3600);
 
 	/* A taken port is an error, not a crash. */
 	struct cove_error *err = NULL;
@@ -304,9 +387,10 @@ test_chunked_put(void **state)
 {
 	struct fixture *f = *state;
 	struct resp r;
-	const char req[] = "PUT /blob/bl-chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-			   "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-	roundtrip_raw(f, req, sizeof(req) - 1, &r);
+	char *req = sign_raw(f, "{PUT /blob/bl-chunked} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+				"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+	roundtrip_raw(f, req, strlen(req), &r);
+	free(req);
 	assert_int_equal(r.status, 200);
 	char md5[33], etag[40];
 	cove_md5_hex("hello world", 11, md5);
@@ -465,13 +549,15 @@ test_body_limit(void **state)
 	roundtrip(f, "PUT", "/blob/bl-limit", NULL, big, sizeof(big), &r);
 	assert_int_equal(r.status, 413);
 	resp_free(&r);
-	const char chunked[] = "PUT /blob/bl-limit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-			       "Transfer-Encoding: chunked\r\n\r\n800\r\n";
-	uint8_t *req = xmalloc(sizeof(chunked) + 2048 + 16);
-	memcpy(req, chunked, sizeof(chunked) - 1);
-	memset(req + sizeof(chunked) - 1, 'a', 2048);
-	memcpy(req + sizeof(chunked) - 1 + 2048, "\r\n0\r\n\r\n", 7);
-	roundtrip_raw(f, req, sizeof(chunked) - 1 + 2048 + 7, &r);
+	char *chunked = sign_raw(f, "{PUT /blob/bl-limit} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+				    "Transfer-Encoding: chunked\r\n\r\n800\r\n");
+	size_t cl = strlen(chunked);
+	uint8_t *req = xmalloc(cl + 2048 + 16);
+	memcpy(req, chunked, cl);
+	memset(req + cl, 'a', 2048);
+	memcpy(req + cl + 2048, "\r\n0\r\n\r\n", 7);
+	roundtrip_raw(f, req, cl + 2048 + 7, &r);
+	free(chunked);
 	assert_true(r.status == 413 || r.status == 0);
 	resp_free(&r);
 	free(req);
@@ -588,6 +674,8 @@ static void
 test_garbage(void **state)
 {
 	struct fixture *f = *state;
+	/* Heads that never end (blank lines only) wait out the head timeout. */
+	cove_blob_http_set_timeouts(f->h, 0.5, 0.5, 0.5);
 	const char *reqs[] = {
 		"GARBAGE\r\n\r\n",
 		"\r\n\r\n",
@@ -615,14 +703,16 @@ test_garbage(void **state)
 	}
 	/* Clients that give up mid-request: nothing is answered or stored. */
 	const char *cut[] = {
-		"PUT /blob/bl-cut HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
-		"PUT /blob/bl-cut HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
-		"PUT /blob/bl-cut HTTP/1.1\r\nContent-Le",
+		"{PUT /blob/bl-cut} HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
+		"{PUT /blob/bl-cut} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+		"{PUT /blob/bl-cut} HTTP/1.1\r\nContent-Le",
 	};
 	for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
 		struct resp r;
-		roundtrip_raw_ex(f, cut[i], strlen(cut[i]), 1, &r);
+		char *req = sign_raw(f, cut[i]);
+		roundtrip_raw_ex(f, req, strlen(req), 1, &r);
 		resp_free(&r);
+		free(req);
 	}
 	assert_false(cove_blobstore_has_blob(f->bs, "bl-cut"));
 	/* Headers past the limit. */
@@ -658,10 +748,11 @@ test_keepalive(void **state)
 {
 	struct fixture *f = *state;
 	/* Two requests on one connection; the second closes it. */
-	const char req[] = "PUT /blob/bl-ka HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
-			   "GET /blob/bl-ka HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	char *req = sign_raw(f, "{PUT /blob/bl-ka} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+				"{GET /blob/bl-ka} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 	struct resp r;
-	roundtrip_raw(f, req, sizeof(req) - 1, &r);
+	roundtrip_raw(f, req, strlen(req), &r);
+	free(req);
 	assert_int_equal(r.status, 200);
 	/* The body holds the second response, with the blob. */
 	assert_non_null(r.body);
@@ -712,6 +803,481 @@ test_disk_full(void **state)
 	if (WEXITSTATUS(status) == 77)
 		skip();
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int64_t fake_now;
+
+static int64_t
+fake_clock(void)
+{
+	return fake_now;
+}
+
+/* Requests Cove did not sign: 403 before any body is read, nothing stored. */
+static void
+test_unsigned(void **state)
+{
+	struct fixture *f = *state;
+	struct resp r;
+	roundtrip(f, "PUT", "/blob/bl-secret", NULL, "pickle", 6, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	static const char hex[] = "/block/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+	roundtrip(f, "PUT", hex, NULL, "hello", 5, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	const char *targets[] = {"/blob/bl-secret", "/blob/bl-secret?exp=99999999999", "/blob/bl-secret?sig=00",
+				 "/blob/bl-new", "/blob/bl-new/part/1", "/blob/bl-new/complete", hex, "/", "/nothing"};
+	const char *methods[] = {"GET", "HEAD", "PUT", "POST", "DELETE"};
+	for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++) {
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+			roundtrip_target(f, methods[m], targets[i], NULL, "evil", 4, &r);
+			assert_int_equal(r.status, 403);
+			if (strcmp(methods[m], "HEAD") != 0)
+				assert_non_null(strstr((char *)r.body, "AccessDenied"));
+			resp_free(&r);
+		}
+	}
+	/* Unchanged, and nothing else appeared. */
+	uint8_t *data = NULL;
+	size_t len = 0;
+	struct cove_error *err = NULL;
+	assert_int_equal(cove_blobstore_read_blob(f->bs, "bl-secret", &data, &len, &err), 0);
+	assert_int_equal(len, 6);
+	assert_memory_equal(data, "pickle", 6);
+	free(data);
+	assert_false(cove_blobstore_has_blob(f->bs, "bl-new"));
+
+	/* A huge declared body is refused at its head: the answer comes though the client never sends it. */
+	const char big[] = "PUT /blob/bl-new HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nsome bytes";
+	roundtrip_raw(f, big, sizeof(big) - 1, &r);
+	assert_int_equal(r.status, 403);
+	assert_non_null(strstr(r.head, "Connection: close"));
+	resp_free(&r);
+	/* So is a body that would be too large even when signed. */
+	char *t = signed_target(f, "PUT", "/blob/bl-new");
+	char *req = xasprintf("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\nsome", t);
+	roundtrip_raw(f, req, strlen(req), &r);
+	assert_int_equal(r.status, 413);
+	resp_free(&r);
+	free(req);
+	free(t);
+	/* Expect: 100-continue is answered with the refusal, not with 100. */
+	const char expect[] = "PUT /blob/bl-new HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+	roundtrip_raw(f, expect, sizeof(expect) - 1, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	assert_false(cove_blobstore_has_blob(f->bs, "bl-new"));
+}
+
+/* Flip one character of s at position i (to another character of the same class). */
+static char *
+tamper(const char *s, size_t i)
+{
+	char *t = xstrdup(s);
+	t[i] = t[i] == '0' ? '1' : t[i] == 'a' ? 'b' : t[i] == '1' ? '2' : (char)(t[i] ^ 1);
+	return t;
+}
+
+/* Each part of what is signed matters: the MAC, the expiry, the object, the method, the parameters. */
+static void
+test_signature(void **state)
+{
+	struct fixture *f = *state;
+	struct resp r;
+	roundtrip(f, "PUT", "/blob/bl-one", NULL, "one", 3, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	roundtrip(f, "PUT", "/blob/bl-two", NULL, "two", 3, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	char *get = signed_target(f, "GET", "/blob/bl-one");
+	roundtrip_target(f, "GET", get, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_memory_equal(r.body, "one", 3);
+	resp_free(&r);
+	/* A GET URL serves HEAD too (a GET without its body). */
+	roundtrip_target(f, "HEAD", get, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(resp_header(&r, "Content-Length"), "3");
+	resp_free(&r);
+	/* ... but not PUT: a reader cannot overwrite what it may read. */
+	roundtrip_target(f, "PUT", get, NULL, "bad", 3, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	char *put = signed_target(f, "PUT", "/blob/bl-one");
+	roundtrip_target(f, "GET", put, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	/* Every character of the signature and the expiry counts. */
+	const char *sig = strstr(get, "&sig=") + 5;
+	for (size_t i = (size_t)(sig - get); i < strlen(get); i += 7) {
+		char *t = tamper(get, i);
+		roundtrip_target(f, "GET", t, NULL, NULL, 0, &r);
+		assert_int_equal(r.status, 403);
+		resp_free(&r);
+		free(t);
+	}
+	size_t exp_at = (size_t)(strstr(get, "exp=") - get) + 4;
+	char *t = tamper(get, exp_at + 3);
+	roundtrip_target(f, "GET", t, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	assert_non_null(strstr((char *)r.body, "does not match"));
+	resp_free(&r);
+	free(t);
+	/* Another object with this signature. */
+	char *other = xstrdup(get);
+	memcpy(strstr(other, "bl-one"), "bl-two", 6);
+	roundtrip_target(f, "GET", other, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	free(other);
+	/* Parameters added, removed or moved. */
+	char *extra = xasprintf("%s&x=1", get);
+	roundtrip_target(f, "GET", extra, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	free(extra);
+	char *noexp = xstrdup(get);
+	char *e = strstr(noexp, "exp=");
+	memmove(e, strchr(e, '&') + 1, strlen(strchr(e, '&') + 1) + 1);
+	roundtrip_target(f, "GET", noexp, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	free(noexp);
+	/* A block slice's off/len/pad are signed with it. */
+	static const char hex[] = "/block/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+	roundtrip(f, "PUT", hex, NULL, "hello", 5, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	char *slice_path = xasprintf("%s?off=1&len=3", hex);
+	char *slice = signed_target(f, "GET", slice_path);
+	roundtrip_target(f, "GET", slice, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 3);
+	assert_memory_equal(r.body, "ell", 3);
+	resp_free(&r);
+	char *wider = xstrdup(slice);
+	*strstr(wider, "len=3") = 'l';
+	strstr(wider, "len=3")[4] = '4';
+	roundtrip_target(f, "GET", wider, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	resp_free(&r);
+	free(wider);
+	free(slice);
+	free(slice_path);
+	/* Expiry: valid up to its second, refused after it. */
+	const char *ex = strstr(get, "exp=") + 4;
+	fake_now = atoll(ex);
+	cove_blob_http_set_clock(f->h, fake_clock);
+	roundtrip_target(f, "GET", get, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	fake_now++;
+	roundtrip_target(f, "GET", get, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 403);
+	assert_non_null(strstr((char *)r.body, "expired"));
+	resp_free(&r);
+	cove_blob_http_set_clock(f->h, NULL);
+	free(get);
+	free(put);
+}
+
+/* A client that connects, sends `data` (may be empty), then waits: how long until the server closes. */
+struct lurker {
+	int port;
+	const char *data;
+	double closed_after;
+	char got[512];
+	atomic_int done;
+};
+
+static double
+mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *
+lurker_main(void *arg)
+{
+	struct lurker *l = arg;
+	double t0 = mono();
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)l->port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		if (l->data[0])
+			send(fd, l->data, strlen(l->data), MSG_NOSIGNAL);
+		size_t n = 0;
+		for (;;) {
+			ssize_t k = recv(fd, l->got + n, sizeof(l->got) - 1 - n, 0);
+			if (k <= 0)
+				break;
+			n += (size_t)k;
+			if (n >= sizeof(l->got) - 1)
+				break;
+		}
+		l->got[n] = '\0';
+	}
+	if (fd >= 0)
+		close(fd);
+	l->closed_after = mono() - t0;
+	atomic_store(&l->done, 1);
+	return NULL;
+}
+
+static void
+lurk(struct fixture *f, const char *data, struct lurker *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->port = cove_blob_http_port(f->h);
+	l->data = data;
+	atomic_init(&l->done, 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, lurker_main, l), 0);
+	double t0 = mono();
+	while (!atomic_load(&l->done) && mono() - t0 < 20)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	assert_true(atomic_load(&l->done));
+	pthread_join(t, NULL);
+}
+
+static void
+test_timeouts(void **state)
+{
+	struct fixture *f = *state;
+	cove_blob_http_set_timeouts(f->h, 0.5, 0.8, 0.6);
+	struct lurker l;
+	/* Idle: closed after the idle timeout, with nothing said. */
+	lurk(f, "", &l);
+	assert_true(l.closed_after > 0.7 && l.closed_after < 3.5);
+	assert_string_equal(l.got, "");
+	/* A head that never ends: 408 after the head timeout. */
+	lurk(f, "GET /blob/bl-x HTTP/1.1\r\nHost: x\r\nX-Slow: ", &l);
+	assert_true(l.closed_after > 0.4 && l.closed_after < 3.5);
+	assert_true(strncmp(l.got, "HTTP/1.1 408", 12) == 0);
+	/* A signed upload that stalls: closed, nothing stored. */
+	char *req = sign_raw(f, "{PUT /blob/bl-stall} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nten bytes.");
+	lurk(f, req, &l);
+	free(req);
+	assert_true(l.closed_after > 0.5 && l.closed_after < 3.5);
+	assert_false(cove_blobstore_has_blob(f->bs, "bl-stall"));
+	/* A keep-alive connection is served, then closed when idle. */
+	req = sign_raw(f, "{PUT /blob/bl-ka2} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok");
+	lurk(f, req, &l);
+	free(req);
+	assert_true(strncmp(l.got, "HTTP/1.1 200", 12) == 0);
+	assert_true(l.closed_after > 0.7 && l.closed_after < 3.5);
+	assert_true(cove_blobstore_has_blob(f->bs, "bl-ka2"));
+	assert_int_equal(cove_blob_http_conns(f->h), 0);
+}
+
+/* Connections past the cap are closed at once; those within it are served. */
+static void
+test_max_conns(void **state)
+{
+	struct fixture *f = *state;
+	cove_blob_http_set_max_conns(f->h, 2);
+	cove_blob_http_set_timeouts(f->h, 5, 5, 5);
+	int fds[2];
+	for (int i = 0; i < 2; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cove_blob_http_port(f->h))};
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+	}
+	double t0 = mono();
+	while (cove_blob_http_conns(f->h) < 2 && mono() - t0 < 5)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	assert_int_equal(cove_blob_http_conns(f->h), 2);
+	struct lurker l;
+	lurk(f, "", &l);
+	assert_true(l.closed_after < 1.0);
+	assert_int_equal(cove_blob_http_conns(f->h), 2);
+	close(fds[0]);
+	close(fds[1]);
+	t0 = mono();
+	while (cove_blob_http_conns(f->h) > 0 && mono() - t0 < 5)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	cove_blob_http_set_max_conns(f->h, COVE_BLOB_HTTP_MAX_CONNS);
+	struct resp r;
+	roundtrip(f, "PUT", "/blob/bl-after", NULL, "x", 1, &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+}
+
+/* Volume blocks stream to disk: a wrong body stores nothing, a right one is stored once, chunked too. */
+static void
+test_blocks(void **state)
+{
+	struct fixture *f = *state;
+	struct resp r;
+	size_t n = (8u << 20) - 5;
+	uint8_t *data = xmalloc(n);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(i * 13 + 1);
+	uint8_t hash[32];
+	cove_sha256(data, n, hash);
+	char hex[65];
+	cove_hex(hash, 32, hex);
+	char *path = xasprintf("/block/%s", hex);
+	data[7]++;
+	roundtrip(f, "PUT", path, NULL, data, n, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr((char *)r.body, "BadDigest"));
+	resp_free(&r);
+	uint64_t len = 0;
+	struct cove_error *err = NULL;
+	assert_int_equal(cove_blobstore_block_probe(f->bs, hash, &len, &err), 0);
+	data[7]--;
+	for (int i = 0; i < 2; i++) {
+		roundtrip(f, "PUT", path, NULL, data, n, &r);
+		assert_int_equal(r.status, 200);
+		assert_int_equal(r.body_len, 64);
+		assert_memory_equal(r.body, hex, 64);
+		resp_free(&r);
+	}
+	assert_int_equal(cove_blobstore_block_probe(f->bs, hash, &len, &err), 1);
+	assert_int_equal(len, n);
+	roundtrip(f, "GET", path, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, n);
+	assert_memory_equal(r.body, data, n);
+	assert_non_null(resp_header(&r, "Repr-Digest"));
+	resp_free(&r);
+	char *pad = xasprintf("%s?off=%zu&len=10&pad=1", path, n - 5);
+	roundtrip(f, "GET", pad, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, 10);
+	assert_memory_equal(r.body, data + n - 5, 5);
+	assert_memory_equal(r.body + 5, "\0\0\0\0\0", 5);
+	resp_free(&r);
+	free(pad);
+	/* More than a block: refused at the head when the length says so. */
+	uint8_t *big = xcalloc(1, (8u << 20) + 1);
+	roundtrip(f, "PUT", path, NULL, big, (8u << 20) + 1, &r);
+	assert_int_equal(r.status, 413);
+	resp_free(&r);
+	free(big);
+	/* Chunked. */
+	char *req = sign_raw(f, "{PUT /block/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824} HTTP/1.1\r\n"
+				"Host: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n");
+	roundtrip_raw(f, req, strlen(req), &r);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	free(req);
+	free(path);
+	free(data);
+}
+
+/* Out of descriptors: accept pauses instead of spinning on a listener that stays readable, and serving resumes once
+ * descriptors are free again (in a child, whose descriptor limit is lowered). */
+static void
+test_accept_backoff(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct fixture f = {0};
+		snprintf(f.root, sizeof(f.root), "/tmp/cove-blobhttp-fd-XXXXXX");
+		if (mkdtemp(f.root) == NULL)
+			_exit(2);
+		struct cove_error *err = NULL;
+		f.bs = cove_blobstore_open(f.root, &err);
+		f.base = event_base_new();
+		f.h = f.bs ? cove_blob_http_new(f.base, "127.0.0.1", 0, f.bs, &err) : NULL;
+		if (f.h == NULL)
+			_exit(3);
+		f.tick = event_new(f.base, -1, EV_PERSIST, tick_cb, NULL);
+		struct timeval tv = {0, 2000};
+		event_add(f.tick, &tv);
+		/* Clients connect (the kernel completes the handshakes; they wait in the backlog), then the limit leaves
+		 * the server room for two of them. */
+		int fds[10], n = 0;
+		for (; n < 10; n++) {
+			fds[n] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			if (fds[n] < 0)
+				_exit(6);
+			struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cove_blob_http_port(f.h))};
+			sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			connect(fds[n], (struct sockaddr *)&sa, sizeof(sa));
+		}
+		int probe = dup(0);
+		close(probe);
+		struct rlimit old, low = {(rlim_t)probe + 2, 0};
+		getrlimit(RLIMIT_NOFILE, &old);
+		low.rlim_max = old.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &low) < 0)
+			_exit(77);
+		struct rusage r0, r1;
+		getrusage(RUSAGE_SELF, &r0);
+		double t0 = mono();
+		while (mono() - t0 < 1.0)
+			event_base_loop(f.base, EVLOOP_ONCE);
+		getrusage(RUSAGE_SELF, &r1);
+		double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+			     (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+		setrlimit(RLIMIT_NOFILE, &old);
+		t0 = mono();
+		while (mono() - t0 < 1.5)
+			event_base_loop(f.base, EVLOOP_ONCE);
+		struct resp rs;
+		roundtrip(&f, "PUT", "/blob/bl-fd", NULL, "ok", 2, &rs);
+		int ok = rs.status == 200;
+		resp_free(&rs);
+		/* The tick wakes the loop every 2 ms, which costs a little; a spinning accept costs the whole second. */
+		if (cpu > 0.5)
+			_exit(4);
+		_exit(ok ? 0 : 5);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The URL key: made once, mode 0600, the same after a restart (URLs handed out survive it); not a key: refused. */
+static void
+test_url_key(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/blob-url.key", f->root);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, COVE_BLOB_KEY_BYTES);
+	struct cove_error *err = NULL;
+	struct cove_blobstore *again = cove_blobstore_open(f->root, &err);
+	assert_non_null(again);
+	assert_memory_equal(cove_blobstore_url_key(again), cove_blobstore_url_key(f->bs), COVE_BLOB_KEY_BYTES);
+	cove_blobstore_free(again);
+	/* Another state directory has another key. */
+	char other[] = "/tmp/cove-blobhttp-key-XXXXXX";
+	assert_non_null(mkdtemp(other));
+	again = cove_blobstore_open(other, &err);
+	assert_non_null(again);
+	assert_memory_not_equal(cove_blobstore_url_key(again), cove_blobstore_url_key(f->bs), COVE_BLOB_KEY_BYTES);
+	cove_blobstore_free(again);
+	/* A truncated key is an error at open, not a weaker key. */
+	char kp[128];
+	snprintf(kp, sizeof(kp), "%s/blob-url.key", other);
+	assert_int_equal(truncate(kp, 5), 0);
+	assert_null(cove_blobstore_open(other, &err));
+	assert_non_null(err);
+	assert_non_null(strstr(err->msg, "not a 32-byte key"));
+	cove_error_free(err);
+	err = NULL;
+	cove_remove_tree(other, &err);
+	cove_error_free(err);
 }
 
 /* ---- parser ---- */
@@ -872,6 +1438,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unsigned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeouts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_max_conns, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_url_key, setup, teardown),
+		cmocka_unit_test(test_accept_backoff),
 		cmocka_unit_test(test_disk_full),
 		cmocka_unit_test(test_parse_complete),
 	};

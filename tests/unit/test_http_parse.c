@@ -1,4 +1,4 @@
-/* The web gateway's HTTP/1.1 request parsing (src/gateway/http_parse.c) and WebSocket framing
+/* The web gateway's HTTP/1.1 request parsing (src/util/http_parse.c) and WebSocket framing
  * (src/gateway/ws.c): valid requests, every refusal, incremental input, and the chunked coding fed in every
  * split. */
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/http_parse.h"
+#include "util/http_parse.h"
 #include "gateway/ws.h"
 #include "util/alloc.h"
 

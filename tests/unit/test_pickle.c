@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway_internal.h"
-#include "gateway/http_parse.h"
+#include "util/http_parse.h"
 #include "gateway/pickle.h"
 #include "util/alloc.h"
 #include "util/pb.h"

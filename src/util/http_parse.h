@@ -1,13 +1,13 @@
-/* The web gateway's HTTP/1.1 parsing (RFC 9112), for requests only: the request head, the body's framing,
- * and the chunked transfer coding. Pure functions over byte buffers, no I/O and no allocation, so that every
- * byte a client can send is covered by the fuzz target tests/fuzz/fuzz_http.c.
+/* HTTP/1.1 parsing (RFC 9112) for the web gateway and the blob port, for requests only: the request head, the
+ * body's framing, and the chunked transfer coding. Pure functions over byte buffers, no I/O and no allocation,
+ * so that every byte a client can send is covered by the fuzz target tests/fuzz/fuzz_http.c.
  *
  * Strict where leniency lets two parsers disagree (request smuggling): a bare CR, whitespace before a colon,
  * folded header lines, both Content-Length and Transfer-Encoding, conflicting Content-Lengths, codings other
  * than "chunked", and control characters in names or values are all refused. A single LF is accepted as a
  * line end (RFC 9112 section 2.2), and empty lines before the request line are skipped. */
-#ifndef COVE_GATEWAY_HTTP_PARSE_H
-#define COVE_GATEWAY_HTTP_PARSE_H
+#ifndef COVE_UTIL_HTTP_PARSE_H
+#define COVE_UTIL_HTTP_PARSE_H
 
 #include <stddef.h>
 #include <stdint.h>

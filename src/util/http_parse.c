@@ -1,6 +1,6 @@
-/* HTTP/1.1 request parsing for the web gateway (see http_parse.h). Everything here reads network input, so
- * every index is checked against the length before use and nothing recurses or allocates. */
-#include "gateway/http_parse.h"
+/* HTTP/1.1 request parsing for the web gateway and the blob port (see http_parse.h). Everything here reads
+ * network input, so every index is checked against the length before use and nothing recurses or allocates. */
+#include "util/http_parse.h"
 
 #include <string.h>
 #include <strings.h>
