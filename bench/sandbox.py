@@ -56,7 +56,7 @@ def namespaces_available():
     return subprocess.run(["unshare", "--fork", "--pid", "--net", "true"], capture_output=True).returncode == 0
 
 
-UNSHARE = ["unshare", "--fork", "--pid", "--mount", "--net", "--ipc", "--uts", "--mount-proc"]
+UNSHARE = ["unshare", "--fork", "--kill-child", "--pid", "--mount", "--net", "--ipc", "--uts", "--mount-proc"]
 
 
 def runc_bundle(image_dir):

@@ -676,12 +676,20 @@ sandbox_finish(struct cove_sandbox *sb)
 	evtimer_add(sb->expire_ev, &tv);
 }
 
+static void
+final_commit_done(void *arg)
+{
+	sandbox_finish(arg);
+}
+
 void
 sandbox_main_exited(struct cove_sandbox *sb)
 {
 	if (sb->volumes) {
+		/* Finished once its volumes' last commit is in: what it wrote is there for whoever waited on it. */
 		sb->volumes = 0;
-		cove_volview_task_exit(sb->host.task_id); /* a last commit of its volumes */
+		cove_volview_task_exit(sb->host.task_id, final_commit_done, sb);
+		return;
 	}
 	sandbox_finish(sb);
 }

@@ -643,7 +643,7 @@ task_on_exit(void *owner, int status)
 		fn->n_starting--;
 	fn->n_tasks--;
 	app->n_tasks--;
-	cove_volview_task_exit(t->id); /* a last commit of its volumes, whatever way it exited */
+	cove_volview_task_exit(t->id, NULL, NULL); /* a last commit of its volumes, whatever way it exited */
 	if (fn->build_run)
 		sched_build_run_task_exit(s, t);
 	if (t->dir) {

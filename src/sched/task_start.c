@@ -287,7 +287,7 @@ out:
 	free(full_argv);
 	if (t) {
 		if (vmounts)
-			cove_volview_task_exit(t->id);
+			cove_volview_task_exit(t->id, NULL, NULL);
 		struct cove_error *ignored = NULL;
 		if (t->dir)
 			cove_remove_tree(t->dir, &ignored);

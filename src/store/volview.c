@@ -96,6 +96,8 @@ struct vtask {
 	char *dir;
 	struct vview *views;
 	int exited;
+	void (*on_done)(void *arg); /* after the last commit at exit (cove_volview_task_exit) */
+	void *done_arg;
 };
 
 struct volview {
@@ -1056,9 +1058,13 @@ task_forget(struct vtask *t)
 	cove_map_del(&the_vv->tasks, t->id);
 	if (t->dir)
 		rmdir(t->dir);
+	void (*on_done)(void *) = the_vv->stopping ? NULL : t->on_done;
+	void *arg = t->done_arg;
 	free(t->id);
 	free(t->dir);
 	free(t);
+	if (on_done)
+		on_done(arg);
 }
 
 static void
@@ -1179,14 +1185,17 @@ cove_volview_reload(struct cove_call *call, const char *task_id, const char *vol
 }
 
 void
-cove_volview_task_exit(const char *task_id)
+cove_volview_task_exit(const char *task_id, void (*on_done)(void *arg), void *arg)
 {
-	if (the_vv == NULL)
+	struct vtask *t = the_vv ? cove_map_get(&the_vv->tasks, task_id) : NULL;
+	if (t == NULL || t->exited) {
+		if (on_done)
+			on_done(arg);
 		return;
-	struct vtask *t = cove_map_get(&the_vv->tasks, task_id);
-	if (t == NULL || t->exited)
-		return;
+	}
 	t->exited = 1;
+	t->on_done = on_done;
+	t->done_arg = arg;
 	if (t->views == NULL) {
 		task_forget(t);
 		return;

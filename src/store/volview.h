@@ -44,8 +44,10 @@ void cove_volview_stop(struct cove_ctx *ctx);
 int cove_volume_mounts_for_task(struct cove_ctx *ctx, const char *task_id, const Modal__Client__Function *def,
 				struct cove_container_mount **mounts, size_t *n_mounts, struct cove_error **err);
 void cove_volume_mounts_free(struct cove_container_mount *mounts, size_t n_mounts);
-/* The task's container is gone (or never started): its writable views are committed a last time, then removed. */
-void cove_volview_task_exit(const char *task_id);
+/* The task's container is gone (or never started): its writable views are committed a last time, then removed;
+ * then on_done(arg) runs (NULL: nothing), in the loop, at once if the task has no views. While the server stops,
+ * on_done is not called. */
+void cove_volview_task_exit(const char *task_id, void (*on_done)(void *arg), void *arg);
 
 /* VolumeCommit / VolumeReload from a container: answer call once the task's views of volume_id are done
  * (FAILED_PRECONDITION if the task does not mount it). */
