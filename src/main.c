@@ -280,6 +280,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	log_info("received %s: stopping containers and shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	st->ctx->shutting_down = 1;
 	cove_sched_stop_all(st->ctx->sched);
+	cove_runtime_linux_stop_pool(st->ctx->runtime);
 	st->poll = event_new(st->base, -1, EV_PERSIST, shutdown_poll, st);
 	struct timeval tv = {0, 100000};
 	event_add(st->poll, &tv);

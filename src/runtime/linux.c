@@ -16,12 +16,27 @@
 #include "util/alloc.h"
 #include "util/log.h"
 
+/* A network made ahead of time (cove-container --net-holder): a process holding a network namespace that pasta
+ * has configured, given to one container and killed when that container ends. */
+struct holder {
+	struct linux_rt *l;
+	struct cove_container *inner; /* the holder process, in the process runtime */
+	int stdin_fd;                 /* closing it ends the holder */
+	int ready;                    /* it printed "ready" */
+	int taken;                    /* a container runs in its namespace */
+	struct holder *next;
+};
+
 struct linux_rt {
 	struct cove_runtime *inner; /* the process runtime */
 	char *helper;
 	char *pasta;   /* NULL: containers share the host's network */
 	char **forward; /* ports of the host's loopback that containers reach (decimal) */
 	size_t n_forward;
+	struct holder *holders; /* starting, ready and taken */
+	size_t n_holders;
+	size_t pool;     /* how many ready or starting holders to keep (0: none) */
+	int failures;    /* holders in a row that ended without getting ready */
 };
 
 /* What the linux runtime hands out: the process runtime's container, and the cgroup around it. */
@@ -29,9 +44,110 @@ struct cove_container {
 	struct linux_rt *l;
 	struct cove_container *inner;
 	struct cove_cgroup *cg;
+	struct holder *net; /* the network it runs in, or NULL */
 	void *owner;
 	struct cove_runtime_callbacks cb;
 };
+
+/* How many networks to keep ready (COVE_NET_POOL overrides): each costs a pasta process (about 30 MiB). */
+#define NET_POOL_DEFAULT 2
+
+static void pool_fill(struct linux_rt *l);
+
+static void
+holder_output(void *arg, int fd, const char *data, size_t len)
+{
+	struct holder *h = arg;
+	if (fd == 1 && memmem(data, len, "ready", 5)) {
+		h->ready = 1;
+		h->l->failures = 0;
+	}
+}
+
+static void
+holder_exit(void *arg, int status)
+{
+	struct holder *h = arg;
+	struct linux_rt *l = h->l;
+	for (struct holder **pp = &l->holders; *pp; pp = &(*pp)->next)
+		if (*pp == h) {
+			*pp = h->next;
+			break;
+		}
+	l->n_holders--;
+	if (!h->ready && !h->taken && ++l->failures == 3) {
+		log_warn("container networks: three in a row failed to start (the last exited with %d); containers now "
+			 "make their network as they start",
+			 status);
+		l->pool = 0;
+	}
+	if (h->stdin_fd >= 0)
+		close(h->stdin_fd);
+	free(h);
+	pool_fill(l);
+}
+
+static void
+holder_spawn(struct linux_rt *l)
+{
+	static const struct cove_runtime_callbacks cb = {.on_output = holder_output, .on_exit = holder_exit};
+	struct holder *h = xcalloc(1, sizeof(*h));
+	h->l = l;
+	h->stdin_fd = -1;
+	const char *argv[8 + 2 * 16] = {l->helper, "--net-holder", "--pasta", l->pasta};
+	size_t a = 4;
+	for (size_t i = 0; i < l->n_forward && i < 16; i++) {
+		argv[a++] = "--forward";
+		argv[a++] = l->forward[i];
+	}
+	char *const envp[] = {NULL};
+	struct cove_container_spec spec = {
+		.id = "network",
+		.workdir = "/",
+		.argv = (char *const *)argv,
+		.envp = envp,
+		.cb = &cb,
+		.stdin_fd = &h->stdin_fd,
+	};
+	struct cove_error *err = NULL;
+	if (l->inner->ops->start(l->inner, &spec, h, &h->inner, &err) < 0) {
+		log_warn("container networks: %s", err->msg);
+		cove_error_free(err);
+		free(h);
+		l->pool = 0;
+		return;
+	}
+	h->next = l->holders;
+	l->holders = h;
+	l->n_holders++;
+}
+
+/* Keep l->pool networks ready or on their way. */
+static void
+pool_fill(struct linux_rt *l)
+{
+	size_t spare = 0;
+	for (struct holder *h = l->holders; h; h = h->next)
+		spare += !h->taken;
+	while (l->pasta && spare < l->pool) {
+		size_t before = l->n_holders;
+		holder_spawn(l);
+		if (l->n_holders == before)
+			break;
+		spare++;
+	}
+}
+
+static struct holder *
+pool_take(struct linux_rt *l)
+{
+	for (struct holder *h = l->holders; h; h = h->next)
+		if (h->ready && !h->taken) {
+			h->taken = 1;
+			return h;
+		}
+	return NULL;
+}
 
 static void
 on_output(void *arg, int fd, const char *data, size_t len)
@@ -47,6 +163,8 @@ on_exit_cb(void *arg, int status)
 	if (c->cg && status != 0 && cove_cgroup_oom_killed(c->cg))
 		status = COVE_EXIT_OOM;
 	cove_cgroup_destroy(c->cg);
+	if (c->net) /* its network goes with it: never handed to another container */
+		c->l->inner->ops->stop(c->l->inner, c->net->inner, 0, 0);
 	void *owner = c->owner;
 	void (*cb)(void *, int) = c->cb.on_exit;
 	free(c);
@@ -153,6 +271,11 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		if (fs->block_network) {
 			push(&a, "--net");
 			push(&a, "none");
+		} else if (l->pasta && fs->n_published_ports == 0 && (c->net = pool_take(l)) != NULL) {
+			char pid[32];
+			snprintf(pid, sizeof(pid), "%d", (int)l->inner->ops->pid(c->net->inner));
+			push(&a, "--net-from");
+			push(&a, pid);
 		} else if (l->pasta) {
 			push(&a, "--net");
 			push(&a, "private");
@@ -202,9 +325,13 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 	argv_free(&a);
 	if (r < 0) {
 		cove_cgroup_destroy(c->cg);
+		if (c->net)
+			l->inner->ops->stop(l->inner, c->net->inner, 0, 0);
 		free(c);
 		return -1;
 	}
+	if (c->net)
+		pool_fill(l); /* the next container's network, while this one starts */
 	*out = c;
 	return 0;
 }
@@ -234,7 +361,13 @@ static void
 linux_free(struct cove_runtime *rt)
 {
 	struct linux_rt *l = rt->impl;
-	l->inner->ops->free(l->inner);
+	l->inner->ops->free(l->inner); /* kills the holders too, without callbacks */
+	for (struct holder *h = l->holders, *next; h; h = next) {
+		next = h->next;
+		if (h->stdin_fd >= 0)
+			close(h->stdin_fd);
+		free(h);
+	}
 	free(l->helper);
 	free(l->pasta);
 	for (size_t i = 0; i < l->n_forward; i++)
@@ -340,7 +473,22 @@ cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const
 	for (size_t i = 0; i < n_forward_ports; i++)
 		if (forward_ports[i] > 0)
 			l->forward[l->n_forward++] = xasprintf("%d", forward_ports[i]);
+	const char *pool = getenv("COVE_NET_POOL");
+	l->pool = pool && *pool ? strtoul(pool, NULL, 10) : NET_POOL_DEFAULT;
+	pool_fill(l);
 	return 0;
+}
+
+void
+cove_runtime_linux_stop_pool(struct cove_runtime *rt)
+{
+	if (strcmp(rt->ops->name, "linux") != 0)
+		return;
+	struct linux_rt *l = rt->impl;
+	l->pool = 0;
+	for (struct holder *h = l->holders; h; h = h->next)
+		if (!h->taken)
+			l->inner->ops->stop(l->inner, h->inner, 0, 0);
 }
 
 const char *
@@ -354,7 +502,9 @@ cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt)
 size_t
 cove_runtime_live(struct cove_runtime *rt)
 {
-	if (strcmp(rt->ops->name, "linux") == 0)
-		return cove_runtime_process_live(((struct linux_rt *)rt->impl)->inner);
+	if (strcmp(rt->ops->name, "linux") == 0) {
+		struct linux_rt *l = rt->impl;
+		return cove_runtime_process_live(l->inner) - l->n_holders; /* networks held ready are no containers */
+	}
 	return cove_runtime_process_live(rt);
 }

@@ -130,6 +130,8 @@ struct cove_runtime *cove_runtime_linux_new(struct event_base *base, const struc
 #define COVE_PASTA "/usr/bin/pasta"
 int cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const int *forward_ports,
 				   size_t n_forward_ports, struct cove_error **err);
+/* Stop keeping networks ready (shutdown): those not in use end. */
+void cove_runtime_linux_stop_pool(struct cove_runtime *rt);
 /* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */
 int cove_runtime_linux_check(const char *helper, struct cove_error **err);
 /* The cgroup hierarchy the linux runtime uses ("v1", "v2"), for `cove status`. */
