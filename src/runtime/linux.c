@@ -304,6 +304,8 @@ cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt)
 size_t
 cove_runtime_live(struct cove_runtime *rt)
 {
+	if (rt->ops->live)
+		return rt->ops->live(rt);
 	if (strcmp(rt->ops->name, "linux") == 0)
 		return cove_runtime_process_live(((struct linux_rt *)rt->impl)->inner);
 	return cove_runtime_process_live(rt);
