@@ -107,13 +107,16 @@ cove_isolate_choose(const char *isolation, const char *runsc, struct cove_isolat
 	}
 	out->runsc = cove_runtime_runsc_find(runsc);
 	struct cove_error *why = NULL;
-	if (cove_runtime_runsc_check(out->runsc, &why) < 0) {
+	if (out->runsc == NULL && runsc)
+		cove_error_set(&why, COVE_FAILED_PRECONDITION, "gVisor: --runsc %s: %s", runsc,
+			       access(runsc, X_OK) < 0 ? strerror(errno) : "not usable");
+	if (why || cove_runtime_runsc_check(out->runsc, &why) < 0) {
 		if (sb == 1 || fn == 1) {
 			*err = why;
 			return cove_error_wrap(err, "--isolation gvisor");
 		}
 		if (sb < 0)
-			out->not_gvisor = xstrdup(runsc ? why->msg : "gVisor's runsc was not found (scripts/runsc.sh builds it)");
+			out->not_gvisor = xstrdup(why->msg);
 		cove_error_free(why);
 		sb = 0;
 	} else if (sb < 0) {
