@@ -65,6 +65,7 @@ struct cove_container {
 	size_t n_targets;
 	char *pid_file; /* exec: where runsc writes the process's pid in the sandbox */
 	char *process_file;
+	int running; /* main: runsc's state said so once */
 	struct event *force_ev; /* stop: kill inside the sandbox when the grace period ends */
 };
 
@@ -501,11 +502,28 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	return r->lx->ops->start(r->lx, inner, c, &c->inner, err);
 }
 
+/* Whether runsc's state file says the container runs (one small read; a container stays running until it
+ * exits). */
+static int
+state_running(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[65536];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return strstr(buf, "\"status\":\"running\"") != NULL;
+}
+
 static int
 start_exec(struct runsc_rt *r, struct cove_container *c, const struct cove_container_spec *spec,
 	   struct cove_container_spec *inner, struct cove_error **err)
 {
-	const struct cove_container *in = spec->join;
+	struct cove_container *in = (struct cove_container *)spec->join; /* caches whether it runs */
 	c->id = xstrdup(in->id);
 	if (check_command(in, spec->argv, spec->envp, spec->workdir, err) < 0)
 		return -1;
@@ -537,12 +555,16 @@ start_exec(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	snprintf(run_pid, sizeof(run_pid), "%d", (int)r->lx->ops->pid(in->inner));
 	struct argv_buf a;
 	a.n = 0;
-	a.v[a.n++] = "/bin/sh";
-	a.v[a.n++] = "-c";
-	a.v[a.n++] = wait_running;
-	a.v[a.n++] = "sh";
-	a.v[a.n++] = state;
-	a.v[a.n++] = run_pid;
+	if (!in->running)
+		in->running = state_running(state);
+	if (!in->running) {
+		a.v[a.n++] = "/bin/sh";
+		a.v[a.n++] = "-c";
+		a.v[a.n++] = wait_running;
+		a.v[a.n++] = "sh";
+		a.v[a.n++] = state;
+		a.v[a.n++] = run_pid;
+	}
 	a.v[a.n++] = r->runsc;
 	a.v[a.n++] = "--root";
 	a.v[a.n++] = r->root;
@@ -681,6 +703,10 @@ runsc_free(struct cove_runtime *rt)
 	struct runsc_rt *r = rt->impl;
 	r->lx->ops->free(r->lx);
 	sweep(r);
+	/* runsc binds an empty network namespace here for --network=none, and leaves it mounted. */
+	cleanup_free char *netns = xasprintf("%s/null-netns", r->root);
+	if (umount2(netns, MNT_DETACH) == 0 || errno == EINVAL || errno == ENOENT)
+		unlink(netns);
 	free(r->runsc);
 	free(r->root);
 	free(r->relay);
