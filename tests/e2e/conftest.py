@@ -108,8 +108,8 @@ def gvisor_unavailable() -> str | None:
     return None
 
 
-def gvisor_runtime_args() -> list[str]:
-    return ["--runtime", "linux", "--isolation", "sandboxes=gvisor", "--runsc", find_runsc(),
+def gvisor_runtime_args(isolation: str = "sandboxes=gvisor") -> list[str]:
+    return ["--runtime", "linux", "--isolation", isolation, "--runsc", find_runsc(),
             "--image-dir", str(image_cache_dir())]
 
 
@@ -120,6 +120,17 @@ def gvisor_cove():
     if why:
         pytest.skip(why)
     server = _start(_state_dir(), gvisor_runtime_args())
+    yield server
+    _finish(server)
+
+
+@pytest.fixture
+def gvisor_everything_cove():
+    """A server of the test's own with functions under gVisor too (`--isolation gvisor`)."""
+    why = gvisor_unavailable()
+    if why:
+        pytest.skip(why)
+    server = _start(_state_dir(), gvisor_runtime_args("gvisor"))
     yield server
     _finish(server)
 

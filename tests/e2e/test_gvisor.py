@@ -138,6 +138,52 @@ with kernel_app.app.run():
     assert version == open("/proc/version").read()
 
 
+def test_functions_run_under_gvisor_when_asked(gvisor_everything_cove):
+    code = """
+import kernel_app
+with kernel_app.app.run():
+    print("RESULT=" + json.dumps(kernel_app.kernel.remote()))
+"""
+    version = run_json(gvisor_everything_cove, code, cwd=APPS / "linux")
+    assert "gvisor" in version.lower(), version
+
+
+def test_volume_and_snapshot_under_gvisor(gvisor_cove):
+    vol = f"cove-e2e-gvvol-{uuid.uuid4().hex[:8]}"
+    got = run_json(gvisor_cove, f"""
+vol = modal.Volume.from_name({vol!r}, create_if_missing=True)
+sb = modal.Sandbox.create(app=app, volumes={{"/data": vol}})
+out(sb.exec("sh", "-c", "echo from-gvisor > /data/f.txt && echo snap > /opt/snap.txt && rm /etc/issue"))
+image = sb.snapshot_filesystem()
+sb.terminate()
+sb.wait(raise_on_termination=False)  # its volume's last commit
+from_volume = b"".join(vol.read_file("f.txt")).decode().strip()
+sb2 = modal.Sandbox.create(app=app, image=image)
+snap = out(sb2.exec("sh", "-c", "cat /opt/snap.txt; test -e /etc/issue && echo undeleted || echo deleted; "
+                                "cat /proc/version"))
+sb2.terminate()
+print("RESULT=" + json.dumps({{"volume": from_volume, "snap": snap.split("\\n")}}))
+""")
+    assert got["volume"] == "from-gvisor", got
+    assert got["snap"][:2] == ["snap", "deleted"], got
+    assert "gvisor" in got["snap"][2].lower(), got
+
+
+def test_ephemeral_disk_is_refused_by_name_under_gvisor(gvisor_everything_cove):
+    code = """
+import isolation
+with isolation.app.run():
+    try:
+        r = ["ran", isolation.fill_disk.remote()]
+    except Exception as e:
+        r = [type(e).__name__, str(e)]
+print("RESULT=" + json.dumps(r))
+"""
+    got = run_json(gvisor_everything_cove, code, cwd=APPS / "linux")
+    assert got[0] != "ran", got  # not run without its limit
+    assert "ephemeral_disk" in got[1] and "gVisor" in got[1], got
+
+
 def test_status_says_which_isolation_each_kind_gets(tmp_path):
     def status(*args):
         r = subprocess.run([cove_bin(), "status", "--state-dir", str(tmp_path / "state"), *args],
