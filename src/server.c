@@ -11,6 +11,7 @@
 #include "blob/http.h"
 #include "gateway/gateway.h"
 #include "grpc/server.h"
+#include "runtime/runtime.h"
 #include "sandbox/sandbox.h"
 #include "sched/sched.h"
 #include "store/kv.h"
@@ -47,7 +48,9 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	ctx->base = base;
 	ctx->tasks_dir = xasprintf("%s/tasks", cfg->state_dir);
 	cleanup_free char *db = xasprintf("%s/cove.db", cfg->state_dir);
-	/* Working directories of containers from an earlier run are leftovers: their processes are gone. */
+	/* Working directories of containers from an earlier run are leftovers: their processes are gone (and the
+	 * root filesystems mounted for gVisor are unmounted first). */
+	cove_runtime_runsc_unmount_stale(ctx->tasks_dir);
 	if (cove_mkdirs(cfg->state_dir, err) < 0 || cove_remove_tree(ctx->tasks_dir, err) < 0 ||
 	    cove_mkdirs(ctx->tasks_dir, err) < 0)
 		goto fail;

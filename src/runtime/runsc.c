@@ -697,6 +697,33 @@ sweep(struct runsc_rt *r)
 		closedir(d);
 }
 
+/* Root filesystems (<tasks>/<task>/fs/rootfs) that a Cove that died left mounted. */
+void
+cove_runtime_runsc_unmount_stale(const char *tasks_dir)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	size_t n = strlen(tasks_dir);
+	while (f && fgets(line, sizeof(line), f)) {
+		/* id parent major:minor root mount-point ... (octal escapes in paths: ours have none) */
+		char *p = line;
+		for (int i = 0; i < 4 && p; i++)
+			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+		if (p == NULL)
+			continue;
+		char *end = strchr(p, ' ');
+		if (end == NULL)
+			continue;
+		*end = '\0';
+		size_t len = strlen(p);
+		if (strncmp(p, tasks_dir, n) == 0 && p[n] == '/' && len > 10 && strcmp(p + len - 10, "/fs/rootfs") == 0 &&
+		    umount2(p, MNT_DETACH) == 0)
+			log_info("gvisor: unmounted %s, left by an earlier run", p);
+	}
+	if (f)
+		fclose(f);
+}
+
 static void
 runsc_free(struct cove_runtime *rt)
 {

@@ -149,6 +149,9 @@ struct cove_runtime *cove_runtime_runsc_new(struct event_base *base, const struc
 /* Where runsc is: given (a flag), else $COVE_RUNSC, else scripts/runsc.sh's caches ($COVE_RUNSC_CACHE,
  * /var/cache/cove/runsc, ${XDG_CACHE_HOME:-~/.cache}/cove/runsc), else PATH. NULL when none is executable. */
 char *cove_runtime_runsc_find(const char *given);
+/* Unmount the root filesystems (<tasks_dir>/<task>/fs/rootfs) that a Cove that died left mounted, before the
+ * directory is removed. */
+void cove_runtime_runsc_unmount_stale(const char *tasks_dir);
 /* Whether runsc (NULL: not found) can run containers here: 0, or -1 + the reason (for `cove status`). */
 int cove_runtime_runsc_check(const char *runsc, struct cove_error **err);
 
