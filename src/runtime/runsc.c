@@ -47,10 +47,12 @@ struct runsc_rt {
 	char *relay; /* host path of cove-pty-relay, or NULL (terminals then refused) */
 	unsigned workloads; /* bit per enum cove_workload run under gVisor */
 	unsigned seq;
+	struct cove_container *head; /* every container started here and not yet exited */
 };
 
 struct cove_container {
 	struct runsc_rt *r;
+	struct cove_container *next, *prev;
 	struct cove_container *inner; /* the linux runtime's: runsc run/exec, or the container itself */
 	void *owner;
 	struct cove_runtime_callbacks cb;
@@ -326,6 +328,12 @@ check_command(const struct cove_container *c, char *const *argv, char *const *en
 static void
 container_free(struct cove_container *c)
 {
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (c->r->head == c)
+		c->r->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	for (size_t i = 0; i < c->n_targets; i++)
 		free(c->targets[i]);
 	free(c->targets);
@@ -358,9 +366,13 @@ on_exit_cb(void *arg, int status)
 			status = -(status - 128);
 		if (c->cg && status != 0 && cove_cgroup_oom_killed(c->cg))
 			status = COVE_EXIT_OOM;
-		if (c->rootfs) {
+		cleanup_free char *state = xasprintf("%s/%s_sandbox:%s.state", c->r->root, c->id, c->id);
+		if (c->rootfs && access(state, F_OK) == 0) {
+			/* `runsc run` cleans up after itself unless it was killed. */
 			const char *const del[] = {"delete", "--force", c->id, NULL};
 			runsc_spawn(c->r, "delete", del);
+		}
+		if (c->rootfs) {
 			if (umount2(c->rootfs, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
 				log_warn("container %s: unmount %s: %s", c->id, c->rootfs, strerror(errno));
 		}
@@ -614,6 +626,10 @@ runsc_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		container_free(c);
 		return -1;
 	}
+	c->next = r->head;
+	if (r->head)
+		r->head->prev = c;
+	r->head = c;
 	*out = c;
 	return 0;
 }
@@ -728,8 +744,15 @@ static void
 runsc_free(struct cove_runtime *rt)
 {
 	struct runsc_rt *r = rt->impl;
-	r->lx->ops->free(r->lx);
+	r->lx->ops->free(r->lx); /* kills what still runs, without reporting it */
 	sweep(r);
+	while (r->head) {
+		struct cove_container *c = r->head;
+		if (c->rootfs)
+			umount2(c->rootfs, MNT_DETACH);
+		cove_cgroup_destroy(c->cg);
+		container_free(c);
+	}
 	/* runsc binds an empty network namespace here for --network=none, and leaves it mounted. */
 	cleanup_free char *netns = xasprintf("%s/null-netns", r->root);
 	if (umount2(netns, MNT_DETACH) == 0 || errno == EINVAL || errno == ENOENT)
