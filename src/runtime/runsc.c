@@ -14,11 +14,13 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <linux/loop.h>
 #include <linux/openat2.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -60,6 +62,7 @@ struct cove_container {
 	char *id;      /* runsc's container id (a sandbox's own, or the one an exec runs in) */
 	char *scratch; /* main: the bundle directory (config.json, rootfs/) */
 	char *rootfs;  /* main: the overlay mounted for it, unmounted at exit */
+	char *disk;    /* main: its ephemeral disk's mount point (and <scratch>/upper bound from it), or NULL */
 	struct cove_cgroup *cg;
 	uid_t uid;
 	gid_t gid;
@@ -145,11 +148,113 @@ runsc_wait(struct runsc_rt *r, const char *const *args)
 
 /* ---- the root filesystem ---- */
 
-/* Mount the overlay at target: lowerdirs relative to layers_dir (a child chdirs there, so that many layers fit
- * in one page of options), upper and work absolute. */
+/* ephemeral_disk: the writable layer on an ext4 file system of mb MiB (a sparse file on a loop device that the
+ * kernel detaches when it is unmounted), as the linux runtime gives: writes past it fail with ENOSPC. */
+struct disk_plan {
+	unsigned long mb;
+	const char *img;   /* <scratch>/disk.img */
+	const char *dir;   /* <scratch>/disk, where it is mounted */
+	const char *upper; /* <scratch>/upper: what Cove laid out moves onto the disk, which is then bound here */
+	const char *src;   /* <scratch>/upper/. (cp's source) */
+	const char *dst;   /* <scratch>/disk/upper */
+	const char *work;  /* <scratch>/disk/work */
+};
+
+enum { STEP_IMG = 1, STEP_MKFS, STEP_LOOP, STEP_MOUNT_DISK, STEP_COPY, STEP_BIND, STEP_OVERLAY };
+static const char *const step_names[] = {
+	[STEP_IMG] = "ephemeral disk: create its file",
+	[STEP_MKFS] = "ephemeral disk: mkfs.ext4 failed (is e2fsprogs installed?)",
+	[STEP_LOOP] = "ephemeral disk: attach a loop device",
+	[STEP_MOUNT_DISK] = "ephemeral disk: mount it",
+	[STEP_COPY] = "ephemeral disk: copy the container's files onto it",
+	[STEP_BIND] = "ephemeral disk: bind its writable layer",
+	[STEP_OVERLAY] = "mount the container's root file system",
+};
+
+/* In the child: fork, exec argv with output to /dev/null, wait; 0 or -1. */
+static int
+run_quiet(const char *path, char *const *argv)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execv(path, argv);
+		_exit(127);
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* In the child (async-signal-safe calls only): make and mount the disk. 0, or the failed step (errno set). */
+static int
+child_disk(const struct disk_plan *d)
+{
+	int fd = open(d->img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)d->mb << 20) < 0)
+		return STEP_IMG;
+	char *const mkfs[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+			      (char *)d->img, NULL};
+	if (run_quiet("/usr/sbin/mkfs.ext4", mkfs) < 0 && run_quiet("/sbin/mkfs.ext4", mkfs) < 0) {
+		errno = EIO;
+		return STEP_MKFS;
+	}
+	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return STEP_LOOP;
+	int lfd = -1;
+	char dev[64];
+	for (int tries = 0; lfd < 0 && tries < 32; tries++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			return STEP_LOOP;
+		snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd >= 0 && ioctl(lfd, LOOP_SET_FD, fd) < 0) {
+			close(lfd); /* taken meanwhile: the next free one */
+			lfd = -1;
+		}
+	}
+	close(ctl);
+	if (lfd < 0) {
+		errno = EBUSY;
+		return STEP_LOOP;
+	}
+	struct loop_info64 info;
+	memset(&info, 0, sizeof(info));
+	info.lo_flags = LO_FLAGS_AUTOCLEAR;
+	ioctl(lfd, LOOP_SET_STATUS64, &info);
+	int r = cove_mkdir_p(d->dir, 0755) < 0 || mount(dev, d->dir, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0;
+	int e = errno;
+	close(lfd);
+	close(fd);
+	errno = e;
+	if (r)
+		return STEP_MOUNT_DISK;
+	if (cove_mkdir_p(d->dst, 0755) < 0 || cove_mkdir_p(d->work, 0700) < 0)
+		return STEP_COPY;
+	char *const cp[] = {"cp", "-a", (char *)d->src, (char *)d->dst, NULL};
+	if (run_quiet("/bin/cp", cp) < 0) {
+		errno = EIO;
+		return STEP_COPY;
+	}
+	if (mount(d->dst, d->upper, NULL, MS_BIND, NULL) < 0)
+		return STEP_BIND;
+	return 0;
+}
+
+/* Mount the overlay at target (and first the disk, if d): lowerdirs relative to layers_dir (a child chdirs
+ * there, so that many layers fit in one page of options), upper and work absolute. */
 static int
 mount_rootfs(const struct cove_container_rootfs *fs, const char *upper, const char *work, const char *target,
-	     struct cove_error **err)
+	     const struct disk_plan *d, struct cove_error **err)
 {
 	size_t len = 64 + strlen(upper) + strlen(work);
 	for (size_t i = 0; i < fs->n_layers; i++)
@@ -175,24 +280,26 @@ mount_rootfs(const struct cove_container_rootfs *fs, const char *upper, const ch
 		return cove_error_set_errno(err, errno, "fork");
 	}
 	if (pid == 0) {
-		int e = 0;
-		if (chdir(fs->layers_dir) < 0 || mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
-			e = errno;
-		if (write(pfd[1], &e, sizeof(e)) < 0)
+		int rep[2] = {0, 0};
+		if (d && (rep[1] = child_disk(d)) != 0)
+			rep[0] = errno;
+		else if (chdir(fs->layers_dir) < 0 || mount("overlay", target, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+			rep[0] = errno, rep[1] = STEP_OVERLAY;
+		if (write(pfd[1], rep, sizeof(rep)) < 0)
 			_exit(1);
 		_exit(0);
 	}
 	close(pfd[1]);
-	int e = EIO;
-	ssize_t n = read(pfd[0], &e, sizeof(e));
+	int rep[2] = {EIO, STEP_OVERLAY};
+	ssize_t n = read(pfd[0], rep, sizeof(rep));
 	close(pfd[0]);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(e))
-		e = EIO;
-	if (e)
-		return cove_error_set(err, COVE_FAILED_PRECONDITION, "mount the container's root file system: %s",
-				      strerror(e));
+	if (n != (ssize_t)sizeof(rep))
+		rep[0] = EIO, rep[1] = STEP_OVERLAY;
+	if (rep[1] > 0 && rep[1] <= STEP_OVERLAY)
+		return cove_error_set(err, COVE_FAILED_PRECONDITION, "%s: %s", step_names[rep[1]],
+				      strerror(rep[0] ? rep[0] : EIO));
 	return 0;
 }
 
@@ -251,6 +358,23 @@ resolve_user(const char *rootfs, const char *user, uid_t *uid, gid_t *gid, struc
 	*uid = (uid_t)u;
 	*gid = (gid_t)g;
 	return 0;
+}
+
+/* name, directly in dir (a host path), is a directory and not a link to one. */
+static int
+is_plain_dir(const char *dir, const char *name)
+{
+	int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (d < 0)
+		return 0;
+	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV};
+	int fd = (int)syscall(SYS_openat2, d, name, &how, sizeof(how));
+	close(d);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
 }
 
 /* ---- containers ---- */
@@ -325,6 +449,19 @@ check_command(const struct cove_container *c, char *const *argv, char *const *en
 	return 0;
 }
 
+/* The root filesystem, and the ephemeral disk under it (whose loop device the kernel then detaches). */
+static void
+unmount_all(struct cove_container *c)
+{
+	if (c->rootfs && umount2(c->rootfs, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		log_warn("container %s: unmount %s: %s", c->id, c->rootfs, strerror(errno));
+	if (c->disk) {
+		cleanup_free char *upper = xasprintf("%s/upper", c->scratch);
+		umount2(upper, MNT_DETACH);
+		umount2(c->disk, MNT_DETACH);
+	}
+}
+
 static void
 container_free(struct cove_container *c)
 {
@@ -342,6 +479,7 @@ container_free(struct cove_container *c)
 	free(c->id);
 	free(c->scratch);
 	free(c->rootfs);
+	free(c->disk);
 	free(c->pid_file);
 	if (c->process_file)
 		unlink(c->process_file);
@@ -372,10 +510,7 @@ on_exit_cb(void *arg, int status)
 			const char *const del[] = {"delete", "--force", c->id, NULL};
 			runsc_spawn(c->r, "delete", del);
 		}
-		if (c->rootfs) {
-			if (umount2(c->rootfs, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-				log_warn("container %s: unmount %s: %s", c->id, c->rootfs, strerror(errno));
-		}
+		unmount_all(c);
 		cove_cgroup_destroy(c->cg);
 	}
 	void *owner = c->owner;
@@ -446,17 +581,26 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	   struct cove_container_spec *inner, struct cove_error **err)
 {
 	const struct cove_container_rootfs *fs = spec->rootfs;
-	if (spec->limits && spec->limits->disk_mb)
-		return cove_error_set(err, COVE_UNIMPLEMENTED,
-				      "ephemeral_disk is not supported under gVisor yet (start Cove with --isolation linux)");
 	c->id = container_id(spec->id);
 	c->scratch = xstrdup(fs->scratch);
 	cleanup_free char *upper = xasprintf("%s/upper", fs->scratch);
 	cleanup_free char *work = xasprintf("%s/work", fs->scratch);
 	cleanup_free char *rootfs = xasprintf("%s/rootfs", fs->scratch);
+	cleanup_free char *img = xasprintf("%s/disk.img", fs->scratch);
+	cleanup_free char *disk = xasprintf("%s/disk", fs->scratch);
+	cleanup_free char *src = xasprintf("%s/upper/.", fs->scratch);
+	cleanup_free char *dst = xasprintf("%s/disk/upper", fs->scratch);
+	cleanup_free char *disk_work = xasprintf("%s/disk/work", fs->scratch);
+	struct disk_plan plan = {.img = img, .dir = disk, .upper = upper, .src = src, .dst = dst, .work = disk_work};
+	if (spec->limits && spec->limits->disk_mb)
+		plan.mb = spec->limits->disk_mb;
 	if (cove_mkdir_p(upper, 0755) < 0 || cove_mkdir_p(work, 0700) < 0 || cove_mkdir_p(rootfs, 0755) < 0)
 		return cove_error_set_errno(err, errno, "container %s: make %s", c->id, fs->scratch);
-	if (mount_rootfs(fs, upper, work, rootfs, err) < 0)
+	if (plan.mb)
+		c->disk = xstrdup(disk);
+	/* overlayfs wants upper and work on one mount: the disk's own paths (<scratch>/upper is a second view). */
+	if (mount_rootfs(fs, plan.mb ? dst : upper, plan.mb ? disk_work : work, rootfs, plan.mb ? &plan : NULL,
+			 err) < 0)
 		return -1;
 	c->rootfs = xstrdup(rootfs);
 	if (resolve_user(rootfs, fs->user, &c->uid, &c->gid, err) < 0)
@@ -465,7 +609,7 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 		return -1;
 	/* The container's mounts: Cove's, the host's resolver (as the linux runtime gives), the relay. */
 	size_t n = spec->n_mounts;
-	cleanup_free struct cove_container_mount *m = xcalloc(n + 3, sizeof(*m));
+	cleanup_free struct cove_container_mount *m = xcalloc(n + 4, sizeof(*m));
 	memcpy(m, spec->mounts, n * sizeof(*m));
 	if (!fs->block_network) {
 		static const char *const files[] = {"/etc/resolv.conf", "/etc/hosts"};
@@ -475,6 +619,13 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	}
 	if (r->relay)
 		m[n++] = (struct cove_container_mount){.source = r->relay, .target = RELAY_PATH, .read_only = 1};
+	/* runsc puts a tmpfs (the Sandbox's memory) on an empty /tmp unless the spec mounts something there; the
+	 * linux runtime's /tmp is the root filesystem's, in the writable layer (ephemeral_disk, snapshots): the
+	 * same here, as a bind of the image's own /tmp when that is a directory (not a link, which would be
+	 * resolved on the host). */
+	cleanup_free char *tmp = xasprintf("%s/tmp", rootfs);
+	if (is_plain_dir(rootfs, "tmp"))
+		m[n++] = (struct cove_container_mount){.source = tmp, .target = "/tmp"};
 	c->targets = xcalloc(n, sizeof(char *));
 	for (size_t i = 0; i < n; i++)
 		c->targets[c->n_targets++] = xstrdup(m[i].target);
@@ -620,8 +771,7 @@ runsc_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		rv = r->lx->ops->start(r->lx, &inner, c, &c->inner, err);
 	}
 	if (rv < 0) {
-		if (c->rootfs)
-			umount2(c->rootfs, MNT_DETACH);
+		unmount_all(c);
 		cove_cgroup_destroy(c->cg);
 		container_free(c);
 		return -1;
@@ -713,7 +863,7 @@ sweep(struct runsc_rt *r)
 		closedir(d);
 }
 
-/* Root filesystems (<tasks>/<task>/fs/rootfs) that a Cove that died left mounted. */
+/* Root filesystems (<tasks>/<task>/fs/rootfs) and ephemeral disks that a Cove that died left mounted. */
 void
 cove_runtime_runsc_unmount_stale(const char *tasks_dir)
 {
@@ -732,9 +882,13 @@ cove_runtime_runsc_unmount_stale(const char *tasks_dir)
 			continue;
 		*end = '\0';
 		size_t len = strlen(p);
-		if (strncmp(p, tasks_dir, n) == 0 && p[n] == '/' && len > 10 && strcmp(p + len - 10, "/fs/rootfs") == 0 &&
-		    umount2(p, MNT_DETACH) == 0)
-			log_info("gvisor: unmounted %s, left by an earlier run", p);
+		static const char *const ends[] = {"/fs/rootfs", "/fs/upper", "/fs/disk"};
+		for (size_t i = 0; i < 3; i++) {
+			size_t m = strlen(ends[i]);
+			if (strncmp(p, tasks_dir, n) == 0 && p[n] == '/' && len > m && strcmp(p + len - m, ends[i]) == 0 &&
+			    umount2(p, MNT_DETACH) == 0)
+				log_info("gvisor: unmounted %s, left by an earlier run", p);
+		}
 	}
 	if (f)
 		fclose(f);
@@ -748,8 +902,7 @@ runsc_free(struct cove_runtime *rt)
 	sweep(r);
 	while (r->head) {
 		struct cove_container *c = r->head;
-		if (c->rootfs)
-			umount2(c->rootfs, MNT_DETACH);
+		unmount_all(c);
 		cove_cgroup_destroy(c->cg);
 		container_free(c);
 	}
