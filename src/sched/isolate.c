@@ -88,6 +88,8 @@ cove_isolate_choose(const char *isolation, const char *runsc, struct cove_isolat
 					      "--isolation %s: expected gvisor, linux, or sandboxes=K,functions=K", isolation);
 		sb = fn = k;
 	} else if (isolation) {
+		if (isolation[strlen(isolation) - 1] == ',')
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "--isolation %s: a trailing ','", isolation);
 		for (const char *p = isolation; *p;) {
 			size_t n = strcspn(p, ",");
 			const char *eq = memchr(p, '=', n);
