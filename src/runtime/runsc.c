@@ -650,6 +650,15 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 		return -1;
 	struct argv_buf a;
 	runsc_argv(&a, r, fs->block_network ? "--network=none" : "--network=host");
+	/* A Unix socket bound in (Cove's API for block_network functions) is reachable only with this: runsc refuses
+	 * connections to host sockets otherwise. Only what is bound in can be named. */
+	for (size_t i = 0; i < spec->n_mounts; i++) {
+		struct stat st;
+		if (stat(spec->mounts[i].source, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			a.v[a.n++] = "--host-uds=open";
+			break;
+		}
+	}
 	a.v[a.n++] = "run";
 	a.v[a.n++] = "--bundle";
 	a.v[a.n++] = fs->scratch;

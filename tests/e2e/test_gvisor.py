@@ -148,6 +148,33 @@ with kernel_app.app.run():
     assert "gvisor" in version.lower(), version
 
 
+def test_function_over_its_memory_limit_under_gvisor_is_reported_oom(gvisor_everything_cove):
+    code = """
+import isolation
+with isolation.app.run():
+    try:
+        r = ["ran", isolation.hog.remote()]
+    except Exception as e:
+        r = [type(e).__name__, str(e)]
+print("RESULT=" + json.dumps(r))
+"""
+    kind, msg = run_json(gvisor_everything_cove, code, cwd=APPS / "linux")
+    assert kind != "ran", msg
+    assert "out of memory" in msg.lower(), msg
+
+
+def test_block_network_function_under_gvisor_reaches_only_cove(gvisor_everything_cove):
+    port = int(gvisor_everything_cove.url.rsplit(":", 1)[1])
+    code = f"""
+import kernel_app
+with kernel_app.app.run():
+    print("RESULT=" + json.dumps(kernel_app.offline.remote({port})))
+"""
+    net, ifaces = run_json(gvisor_everything_cove, code, cwd=APPS / "linux")
+    assert net != "open", net  # no route to the host's ports; the call itself came through Cove's socket
+    assert ifaces == ["lo"], ifaces
+
+
 def test_volume_and_snapshot_under_gvisor(gvisor_cove):
     vol = f"cove-e2e-gvvol-{uuid.uuid4().hex[:8]}"
     got = run_json(gvisor_cove, f"""
