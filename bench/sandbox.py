@@ -6,7 +6,9 @@
                         Floors: `subprocess.run(["echo", ...])` from this process (a fork/exec and a pipe, what
                         the process runtime does at its core), `unshare` of fresh pid/mount/net/ipc/uts
                         namespaces running `echo`, and `runc run` of the Debian base layer Cove built running
-                        `echo` (what a container runtime pays; both need root, skipped otherwise).
+                        `echo` (what a container runtime pays; both need root, skipped otherwise), and
+                        `runsc run` of the same root filesystem (gVisor's own start, the goal's reference: a
+                        Cove sandbox under gVisor should be within 1.5x of it; skipped without runsc).
   exec round trip       sb.exec("true").wait() in a running sandbox, p50/p99 over --execs. Floors:
                         `subprocess.run(["true"])`, and `nsenter` into the namespaces of a running process
                         (root only).
@@ -15,6 +17,8 @@ Run it against a Cove of its own:
 
   scripts/with-cove.sh .venv/bin/python bench/sandbox.py [--sandboxes 50] [--execs 200]
   COVE_SERVE_ARGS="--runtime linux --image-dir build/test-images" scripts/with-cove.sh ... (the linux runtime)
+  COVE_SERVE_ARGS="--runtime linux --isolation sandboxes=gvisor --image-dir build/test-images" \
+      scripts/with-cove.sh ... (sandboxes under gVisor)
 """
 
 import argparse
@@ -59,11 +63,11 @@ def namespaces_available():
 UNSHARE = ["unshare", "--fork", "--kill-child", "--pid", "--mount", "--net", "--ipc", "--uts", "--mount-proc"]
 
 
-def runc_bundle(image_dir):
-    """A runc bundle whose root is the Debian base layer Cove built (the first layer of any built image), or
-    None when there is no runc, no root, or no built image."""
+def runc_bundle(image_dir, tool="runc"):
+    """An OCI bundle (`<tool> spec`: runc's or runsc's defaults) whose root is the Debian base layer Cove built
+    (the first layer of any built image), or None when there is no such tool, no root, or no built image."""
     images = os.path.join(image_dir or "", "images")
-    if os.geteuid() != 0 or shutil.which("runc") is None or not os.path.isdir(images):
+    if os.geteuid() != 0 or not tool or shutil.which(tool) is None or not os.path.isdir(images):
         return None
     base = None
     for name in sorted(os.listdir(images)):
@@ -79,7 +83,7 @@ def runc_bundle(image_dir):
     import tempfile
 
     bundle = tempfile.mkdtemp(prefix="cove-bench-runc-")
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    subprocess.run([tool, "spec"], cwd=bundle, check=True)
     with open(os.path.join(bundle, "config.json")) as f:
         c = json.load(f)
     c["root"] = {"path": os.path.realpath(os.path.join(image_dir, "layers", base)), "readonly": True}
@@ -90,17 +94,32 @@ def runc_bundle(image_dir):
     return bundle
 
 
+def find_runsc():
+    if os.environ.get("COVE_RUNSC"):
+        return os.environ["COVE_RUNSC"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([os.path.join(here, "..", "scripts", "runsc.sh"), "--path"], capture_output=True, text=True)
+    path = r.stdout.strip()
+    return path if path and os.access(path, os.X_OK) else shutil.which("runsc")
+
+
+def runsc_once(runsc, root, bundle, i, network="none"):
+    out = subprocess.run([runsc, "--root", root, f"--network={network}", "run", "--bundle", bundle,
+                          f"cove-bench-{os.getpid()}-{i}"], capture_output=True, text=True, check=True).stdout
+    assert out == "ready\n", out
+
+
 def runc_once(bundle, i):
     out = subprocess.run(["runc", "run", "--bundle", bundle, f"cove-bench-{os.getpid()}-{i}"],
                          capture_output=True, text=True, check=True).stdout
     assert out == "ready\n", out
 
 
-def time_to_interactive(app, n):
+def time_to_interactive(app, n, **create):
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        sb = modal.Sandbox.create(app=app)
+        sb = modal.Sandbox.create(app=app, **create)
         p = sb.exec("echo", "ready")
         line = next(iter(p.stdout))
         out.append(time.perf_counter() - t0)
@@ -144,6 +163,7 @@ def main():
 
     print(f"{'':62s} {'p50 ms':>8s} {'p99 ms':>8s}")
     row("Sandbox.create -> first exec output, sequential", time_to_interactive(app, args.sandboxes))
+    row("  the same with block_network=True", time_to_interactive(app, args.sandboxes, block_network=True))
     row("  floor: subprocess.run(['echo', 'ready'])",
         timed(lambda: subprocess.run(["echo", "ready"], capture_output=True), args.sandboxes))
     if ns:
@@ -154,6 +174,23 @@ def main():
         counter = iter(range(10**9))
         row("  floor: runc run of the Debian base root filesystem + echo",
             timed(lambda: runc_once(bundle, next(counter)), args.sandboxes))
+    if bundle:
+        shutil.rmtree(bundle, ignore_errors=True)
+    runsc = find_runsc()
+    bundle = runc_bundle(args.image_dir, runsc)
+    if bundle:
+        import tempfile
+
+        root = tempfile.mkdtemp(prefix="cove-bench-runsc-")
+        counter = iter(range(10**9))
+        # Cove runs sandboxes with --network=host (block_network: none); with host networking runsc compiles a
+        # seccomp filter about ten times larger at every start.
+        row("  floor: runsc run --network=none of the same root filesystem + echo",
+            timed(lambda: runsc_once(runsc, root, bundle, next(counter)), args.sandboxes))
+        row("  floor: runsc run --network=host of the same root filesystem + echo",
+            timed(lambda: runsc_once(runsc, root, bundle, next(counter), "host"), args.sandboxes))
+        subprocess.run(["umount", "-l", os.path.join(root, "null-netns")], capture_output=True)  # runsc's
+        shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(bundle, ignore_errors=True)
     took = asyncio.run(burst(app, args.sandboxes))
     print(f"{f'burst of {args.sandboxes}: all created and answered an exec':62s} {ms(took)} (wall time)")

@@ -8,8 +8,10 @@ if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Dpython="$PWD/.venv/bin/python" >/dev/null
 fi
 ninja -C build-fuzz tests/fuzz/fuzz_methods tests/fuzz/fuzz_http tests/fuzz/fuzz_fs_command tests/fuzz/fuzz_jwt \
-	tests/fuzz/fuzz_reference tests/fuzz/fuzz_dockerfile tests/fuzz/fuzz_registry tests/fuzz/fuzz_blob_url >/dev/null
-for target in fuzz_methods fuzz_http fuzz_fs_command fuzz_jwt fuzz_reference fuzz_dockerfile fuzz_registry fuzz_blob_url; do
+	tests/fuzz/fuzz_reference tests/fuzz/fuzz_dockerfile tests/fuzz/fuzz_registry tests/fuzz/fuzz_blob_url \
+	tests/fuzz/fuzz_oci_spec >/dev/null
+for target in fuzz_methods fuzz_http fuzz_fs_command fuzz_jwt fuzz_reference fuzz_dockerfile fuzz_registry fuzz_blob_url \
+	fuzz_oci_spec; do
 	corpus=$(mktemp -d)
 	if [ -d "tests/fuzz/corpus/$target" ]; then
 		cp "tests/fuzz/corpus/$target"/* "$corpus"/ 2>/dev/null || true

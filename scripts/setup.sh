@@ -7,6 +7,9 @@
 #   scripts/setup.sh --fuzz    the same, but builds build-fuzz/ (clang, libFuzzer targets) instead of build/
 #   scripts/setup.sh --deps    system packages and .venv only, no build
 #
+# Where Go (>= 1.26) is installed, it also builds gVisor's runsc (scripts/runsc.sh: cached outside the clone),
+# which Cove runs sandboxes with; COVE_NO_RUNSC=1 skips that.
+#
 # Environment: PYTHON (interpreter used to create .venv; default /usr/bin/python3), COVE_ASAN=1 (= --asan).
 set -euo pipefail
 
@@ -77,7 +80,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] ||
 	echo "$want" >"$stamp"
 fi
 
-# 3. Build.
+# 3. gVisor's runsc (optional: without it, sandboxes get the linux runtime and `cove status` says so).
+if [ "${COVE_NO_RUNSC:-0}" != 1 ] && command -v go >/dev/null; then
+	say "gVisor's runsc"
+	scripts/runsc.sh || echo "setup.sh: runsc did not build; sandboxes will use the linux runtime" >&2
+fi
+
+# 4. Build.
 configure() { # configure DIR [meson options...]: set up DIR unless it is already configured
 	local dir=$1
 	shift

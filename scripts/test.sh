@@ -6,6 +6,8 @@
 #   4. the same suite against build-asan/cove (ASan + UBSan), failing on any sanitizer report; build-asan/ is
 #      configured here (scripts/setup.sh --asan) if it does not exist yet
 #   After 3 and 4, as root: the sandbox tests again with the linux runtime (COVE_TEST_RUNTIME=linux).
+#   After 3, as root where gVisor's runsc is built (scripts/runsc.sh): the sandbox tests under gVisor
+#   (COVE_TEST_RUNTIME=gvisor); tests/e2e/test_gvisor.py runs in 3 and skips, saying why, without runsc.
 # Every stage runs even if an earlier one failed; the exit status is non-zero if any failed.
 # Extra arguments go to both pytest runs (e.g. scripts/test.sh -k spine -x).
 set -uo pipefail
@@ -45,6 +47,14 @@ if [ "$(id -u)" = 0 ]; then
 	stage "sandbox tests with the linux runtime against build/cove"
 	COVE_TEST_RUNTIME=linux COVE_BIN=build/cove .venv/bin/pytest -q tests/e2e/test_sandbox.py "$@" ||
 		failed+=("e2e sandboxes, linux runtime (build/cove)")
+	runsc=$(scripts/runsc.sh --path)
+	if [ -x "$runsc" ]; then
+		stage "sandbox tests under gVisor ($runsc) against build/cove"
+		COVE_TEST_RUNTIME=gvisor COVE_RUNSC="$runsc" COVE_BIN=build/cove .venv/bin/pytest -q tests/e2e/test_sandbox.py "$@" ||
+			failed+=("e2e sandboxes, gVisor (build/cove)")
+	else
+		stage "sandbox tests under gVisor: skipped (no runsc at $runsc; scripts/runsc.sh builds it)"
+	fi
 fi
 
 stage "end-to-end tests against build-asan/cove (AddressSanitizer + UndefinedBehaviorSanitizer)"

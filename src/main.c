@@ -63,6 +63,10 @@ usage(FILE *f)
 		"  --log-level L     debug, info, warn or error (default info)\n"
 		"  --runtime R       linux (namespaces, overlayfs, cgroups; needs root) or process (plain host\n"
 		"                    processes); default: linux where this host allows it, else process\n"
+		"  --isolation I     what isolates each workload: gvisor (gVisor's runsc), linux, or per kind,\n"
+		"                    sandboxes=K,functions=K; default: sandboxes under gvisor where runsc is found\n"
+		"                    and the linux runtime runs, functions under linux (`cove status` says which)\n"
+		"  --runsc PATH      gVisor's runsc (default: $COVE_RUNSC, else scripts/runsc.sh's cache, else PATH)\n"
 		"  --image-dir DIR   image layers and built images (default <state-dir>/images; may be shared)\n"
 		"  --registry-mirror URL   pull Docker Hub images from this registry instead\n"
 		"  --insecure-registry HOST[:PORT]   reach this registry over plain HTTP (repeatable)\n"
@@ -89,6 +93,8 @@ struct opts {
 	const char *log_level;
 	double grace_s;
 	const char *runtime;
+	const char *isolation;
+	const char *runsc;
 	const char *image_dir;
 	const char *registry_mirror;
 	const char *insecure[16];
@@ -136,6 +142,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"debian-mirror", required_argument, NULL, 'D'}, {"client-deps", required_argument, NULL, 'C'},
 		{"ca-bundle", required_argument, NULL, 'A'},
 		{"pids-limit", required_argument, NULL, 'N'}, {"memory-limit", required_argument, NULL, 'm'},
+		{"isolation", required_argument, NULL, 'i'}, {"runsc", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -196,6 +203,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 			}
 			*(c == 'N' ? &o->pids_limit : &o->memory_limit) = parse_count(optarg);
 			break;
+		case 'i': o->isolation = optarg; break;
+		case 'r': o->runsc = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -306,6 +315,8 @@ cmd_serve(struct opts *o)
 		.web_port = o->web_port,
 		.python = python,
 		.runtime = o->runtime,
+		.isolation = o->isolation,
+		.runsc = o->runsc,
 		.image_dir = o->image_dir,
 		.registry_mirror = o->registry_mirror,
 		.insecure_registries = o->insecure,
@@ -486,7 +497,23 @@ cmd_images(struct opts *o, int gc)
 			       : "the host's (install Debian's passt package for one of each container's own)");
 	} else
 		printf("runtime: process (the linux runtime is not available: %s)\n", why->msg);
+	int linux_ok = why == NULL;
 	cove_error_free(why);
+	why = NULL;
+	struct cove_isolation_choice ch;
+	if (cove_isolate_choose(o->isolation, o->runsc, &ch, &why) < 0) {
+		printf("isolation: %s\n", why->msg);
+	} else if (!linux_ok) {
+		printf("isolation: sandboxes and functions run as host processes (no isolation)\n");
+	} else {
+		printf("isolation: sandboxes under %s (%s)\n", ch.sandboxes_gvisor ? "gvisor" : "linux",
+		       ch.sandboxes_gvisor ? ch.runsc : ch.not_gvisor ? ch.not_gvisor : "--isolation");
+		printf("isolation: functions under %s (%s)\n", ch.functions_gvisor ? "gvisor" : "linux",
+		       ch.functions_gvisor ? ch.runsc : o->isolation ? "--isolation" : "the default");
+		printf("isolation: image builds under linux\n");
+	}
+	cove_error_free(why);
+	cove_isolation_choice_clear(&ch);
 	printf("images: %zu built, %zu layers, %.1f MiB on disk in %s\n", n_images, n_layers, (double)bytes / (1 << 20),
 	       dir);
 	return 0;

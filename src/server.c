@@ -86,9 +86,12 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 	ctx->tasks_dir = xasprintf("%s/tasks", cfg->state_dir);
 	cleanup_free char *db = xasprintf("%s/cove.db", cfg->state_dir);
 	/* The lock before anything else in the directory is touched. Working directories of containers from an
-	 * earlier run are leftovers: their processes are gone. */
-	if (cove_mkdirs(cfg->state_dir, err) < 0 || (ctx->lock_fd = lock_state_dir(cfg->state_dir, err)) < 0 ||
-	    cove_remove_tree(ctx->tasks_dir, err) < 0 || cove_mkdirs(ctx->tasks_dir, err) < 0)
+	 * earlier run are leftovers: their processes are gone (and the root filesystems mounted for gVisor are
+	 * unmounted first). */
+	if (cove_mkdirs(cfg->state_dir, err) < 0 || (ctx->lock_fd = lock_state_dir(cfg->state_dir, err)) < 0)
+		goto fail;
+	cove_runtime_runsc_unmount_stale(ctx->tasks_dir);
+	if (cove_remove_tree(ctx->tasks_dir, err) < 0 || cove_mkdirs(ctx->tasks_dir, err) < 0)
 		goto fail;
 	chmod(cfg->state_dir, 0700);
 	if ((ctx->store = cove_store_open(db, err)) == NULL)

@@ -14,6 +14,8 @@ struct cove_config {
 	int web_port;        /* web endpoints' HTTP gateway; 0 picks one (the previous run's if free) */
 	const char *python;  /* the interpreter containers run (process runtime) */
 	const char *runtime; /* "linux", "process", or NULL: linux where this host can isolate, else process */
+	const char *isolation; /* "gvisor", "linux", "sandboxes=K,functions=K", or NULL (see cove_isolate_choose) */
+	const char *runsc;     /* gVisor's runsc; NULL: found (cove_runtime_runsc_find) */
 	const char *image_dir; /* the layer store and built images; NULL: <state>/images */
 	const char *registry_mirror;    /* NULL: none */
 	const char *const *insecure_registries;

@@ -502,6 +502,8 @@ cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt)
 size_t
 cove_runtime_live(struct cove_runtime *rt)
 {
+	if (rt->ops->live)
+		return rt->ops->live(rt);
 	if (strcmp(rt->ops->name, "linux") == 0) {
 		struct linux_rt *l = rt->impl;
 		return cove_runtime_process_live(l->inner) - l->n_holders; /* networks held ready are no containers */

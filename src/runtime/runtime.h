@@ -22,8 +22,16 @@ struct cove_container_mount {
 	int read_only;      /* writes through it fail with EROFS, whoever makes them */
 };
 
+/* What a container is for: runtimes that isolate some kinds more strongly than others (gvisor) choose by it. */
+enum cove_workload {
+	COVE_WORKLOAD_OTHER = 0, /* image builds, host programs */
+	COVE_WORKLOAD_FUNCTION,
+	COVE_WORKLOAD_SANDBOX,
+};
+
 struct cove_container_spec {
 	const char *id;      /* the task id, for logs */
+	enum cove_workload workload; /* a process started with join runs where that container runs */
 	const char *workdir; /* host directory the container starts in (exists) */
 	char *const *argv;   /* argv[0] is looked up in PATH of envp if not absolute */
 	char *const *envp;   /* the complete environment */
@@ -100,6 +108,8 @@ struct cove_runtime_ops {
 	/* Flow control: stop (reading 0) or resume (1) reading the container's fd (1 or 2), for a consumer that is
 	 * behind; a stopped stream fills its pipe and then blocks the writer. */
 	void (*set_reading)(struct cove_runtime *rt, struct cove_container *c, int fd, int reading);
+	/* Count of containers still running (NULL: the process runtime's count). */
+	size_t (*live)(struct cove_runtime *rt);
 	void (*free)(struct cove_runtime *rt);
 };
 
@@ -138,5 +148,26 @@ int cove_runtime_linux_check(const char *helper, struct cove_error **err);
 const char *cove_runtime_linux_cgroup_kind(const struct cove_runtime *rt);
 /* Count of containers still running, whichever runtime. */
 size_t cove_runtime_live(struct cove_runtime *rt);
+
+/* The gvisor runtime (src/runtime/runsc.c): the workloads in `workloads` (a bit per enum cove_workload) that
+ * have a root filesystem run as OCI bundles under gVisor's runsc; everything else goes to lx (the linux
+ * runtime, owned from here on). */
+struct cove_runsc_opts {
+	const char *runsc;      /* the runsc binary */
+	const char *state_root; /* runsc's --root (made if missing; a short path of its own when this is long) */
+	const char *relay;      /* cove-pty-relay on the host, bound into containers for terminals */
+	unsigned workloads;
+};
+struct cove_runtime *cove_runtime_runsc_new(struct event_base *base, const struct cove_runtime_callbacks *cb,
+					    struct cove_runtime *lx, const struct cove_runsc_opts *o,
+					    struct cove_error **err);
+/* Where runsc is: given (a flag), else $COVE_RUNSC, else scripts/runsc.sh's caches ($COVE_RUNSC_CACHE,
+ * /var/cache/cove/runsc, ${XDG_CACHE_HOME:-~/.cache}/cove/runsc), else PATH. NULL when none is executable. */
+char *cove_runtime_runsc_find(const char *given);
+/* Unmount the root filesystems (<tasks_dir>/<task>/fs/rootfs) that a Cove that died left mounted, before the
+ * directory is removed. */
+void cove_runtime_runsc_unmount_stale(const char *tasks_dir);
+/* Whether runsc (NULL: not found) can run containers here: 0, or -1 + the reason (for `cove status`). */
+int cove_runtime_runsc_check(const char *runsc, struct cove_error **err);
 
 #endif

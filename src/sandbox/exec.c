@@ -338,6 +338,7 @@ proc_start(struct cove_exec_host *host, const struct proc_spec *spec, struct cov
 	int in_fd = -1;
 	struct cove_container_spec cs = {
 		.id = id,
+		.workload = host->sb ? COVE_WORKLOAD_SANDBOX : COVE_WORKLOAD_FUNCTION,
 		.workdir = spec->cwd,
 		.argv = spec->argv,
 		.envp = spec->envp,

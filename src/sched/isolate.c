@@ -35,9 +35,9 @@ find_client_deps(const char *python)
 	return out;
 }
 
-/* Next to the cove binary (a build tree), else where it is installed. */
-char *
-cove_isolate_helper_path(void)
+/* A program of Cove's next to the cove binary (a build tree), else where it is installed. */
+static char *
+libexec_path(const char *name)
 {
 	char exe[4096];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -46,13 +46,114 @@ cove_isolate_helper_path(void)
 		char *slash = strrchr(exe, '/');
 		if (slash) {
 			*slash = '\0';
-			char *cand = xasprintf("%s/cove-container", exe);
+			char *cand = xasprintf("%s/%s", exe, name);
 			if (access(cand, X_OK) == 0)
 				return cand;
 			free(cand);
 		}
 	}
-	return xstrdup(COVE_LIBEXECDIR "/cove-container");
+	return xasprintf("%s/%s", COVE_LIBEXECDIR, name);
+}
+
+char *
+cove_isolate_helper_path(void)
+{
+	return libexec_path("cove-container");
+}
+
+/* One "kind=isolation" of --isolation: 1 gvisor, 0 linux, -1 neither. */
+static int
+isolation_kind(const char *s, size_t n)
+{
+	if (n == 6 && strncmp(s, "gvisor", 6) == 0)
+		return 1;
+	if (n == 5 && strncmp(s, "linux", 5) == 0)
+		return 0;
+	return -1;
+}
+
+int
+cove_isolate_choose(const char *isolation, const char *runsc, struct cove_isolation_choice *out,
+		    struct cove_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	int sb = -1, fn = 0; /* -1: gvisor where runsc is found */
+	if (isolation && strcmp(isolation, "process") == 0)
+		return cove_error_set(err, COVE_INVALID_ARGUMENT,
+				      "--isolation process: use --runtime process (no isolation at all)");
+	if (isolation && strchr(isolation, '=') == NULL) {
+		int k = isolation_kind(isolation, strlen(isolation));
+		if (k < 0)
+			return cove_error_set(err, COVE_INVALID_ARGUMENT,
+					      "--isolation %s: expected gvisor, linux, or sandboxes=K,functions=K", isolation);
+		sb = fn = k;
+	} else if (isolation) {
+		if (isolation[strlen(isolation) - 1] == ',')
+			return cove_error_set(err, COVE_INVALID_ARGUMENT, "--isolation %s: a trailing ','", isolation);
+		for (const char *p = isolation; *p;) {
+			size_t n = strcspn(p, ",");
+			const char *eq = memchr(p, '=', n);
+			int k = eq ? isolation_kind(eq + 1, n - (size_t)(eq + 1 - p)) : -1;
+			size_t kn = eq ? (size_t)(eq - p) : 0;
+			if (k >= 0 && kn == 9 && strncmp(p, "sandboxes", 9) == 0)
+				sb = k;
+			else if (k >= 0 && kn == 9 && strncmp(p, "functions", 9) == 0)
+				fn = k;
+			else
+				return cove_error_set(err, COVE_INVALID_ARGUMENT,
+						      "--isolation %s: expected gvisor, linux, or sandboxes=K,functions=K "
+						      "(K: gvisor or linux)",
+						      isolation);
+			p += n + (p[n] == ',');
+		}
+	}
+	out->runsc = cove_runtime_runsc_find(runsc);
+	struct cove_error *why = NULL;
+	if (out->runsc == NULL && runsc)
+		cove_error_set(&why, COVE_FAILED_PRECONDITION, "gVisor: --runsc %s: %s", runsc,
+			       access(runsc, X_OK) < 0 ? strerror(errno) : "not usable");
+	if (why || cove_runtime_runsc_check(out->runsc, &why) < 0) {
+		if (sb == 1 || fn == 1) {
+			*err = why;
+			return cove_error_wrap(err, "--isolation gvisor");
+		}
+		if (sb < 0)
+			out->not_gvisor = xstrdup(why->msg);
+		cove_error_free(why);
+		sb = 0;
+	} else if (sb < 0) {
+		sb = 1;
+	}
+	out->sandboxes_gvisor = sb;
+	out->functions_gvisor = fn;
+	return 0;
+}
+
+void
+cove_isolation_choice_clear(struct cove_isolation_choice *c)
+{
+	free(c->runsc);
+	free(c->not_gvisor);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Wrap the linux runtime in the gvisor one for the kinds that get it. */
+static struct cove_runtime *
+with_gvisor(struct cove_ctx *ctx, const struct cove_runtime_callbacks *cb, struct cove_runtime *rt,
+	    const struct cove_isolation_choice *ch, struct cove_error **err)
+{
+	if (!ch->sandboxes_gvisor && !ch->functions_gvisor)
+		return rt;
+	cleanup_free char *root = xasprintf("%s/runsc", ctx->cfg.state_dir);
+	cleanup_free char *relay = libexec_path("cove-pty-relay");
+	struct cove_runsc_opts o = {
+		.runsc = ch->runsc,
+		.state_root = root,
+		.relay = relay,
+		.workloads = (ch->sandboxes_gvisor ? 1u << COVE_WORKLOAD_SANDBOX : 0) |
+			     (ch->functions_gvisor ? 1u << COVE_WORKLOAD_FUNCTION : 0),
+	};
+	return cove_runtime_runsc_new(ctx->base, cb, rt, &o, err);
 }
 
 /* The CA bundle containers get: the one asked for, else the host's (so that they trust what Cove's host
@@ -74,6 +175,9 @@ cove_sched_runtime_new(struct cove_ctx *ctx, const struct cove_runtime_callbacks
 		cove_error_set(err, COVE_INVALID_ARGUMENT, "unknown runtime %s (linux or process)", want);
 		return NULL;
 	}
+	struct cove_isolation_choice ch;
+	if (cove_isolate_choose(ctx->cfg.isolation, ctx->cfg.runsc, &ch, err) < 0)
+		return NULL;
 	if (want == NULL || strcmp(want, "linux") == 0) {
 		cleanup_free char *helper = cove_isolate_helper_path();
 		struct cove_error *why = NULL;
@@ -101,27 +205,47 @@ cove_sched_runtime_new(struct cove_ctx *ctx, const struct cove_runtime_callbacks
 				.debian_mirror = ctx->cfg.debian_mirror,
 				.ca_bundle = cove_isolate_ca_bundle(ctx),
 			};
-			ctx->runtime = rt; /* the builder runs its build steps with it */
+			const char *cg = cove_runtime_linux_cgroup_kind(rt);
+			struct cove_runtime *top = with_gvisor(ctx, cb, rt, &ch, err);
+			if (top == NULL) {
+				rt->ops->free(rt);
+				free(deps);
+				cove_error_free(why);
+				cove_isolation_choice_clear(&ch);
+				return NULL;
+			}
+			ctx->runtime = top; /* the builder runs its build steps with it (under linux) */
 			ctx->builder = cove_builder_new(ctx, &o, err);
 			if (ctx->builder == NULL) {
-				rt->ops->free(rt);
+				top->ops->free(top);
 				ctx->runtime = NULL;
 				free(deps);
 				cove_error_free(why);
+				cove_isolation_choice_clear(&ch);
 				return NULL;
 			}
 			ctx->client_deps = deps;
-			log_info("runtime: linux (namespaces, overlayfs, cgroups %s); images in %s; client from %s",
-				 cove_runtime_linux_cgroup_kind(rt), image_dir, deps);
-			return rt;
+			log_info("runtime: linux (namespaces, overlayfs, cgroups %s); images in %s; client from %s", cg,
+				 image_dir, deps);
+			log_info("isolation: sandboxes under %s, functions under %s%s%s%s", ch.sandboxes_gvisor ? "gvisor" : "linux",
+				 ch.functions_gvisor ? "gvisor" : "linux", ch.runsc && top != rt ? " (runsc " : "",
+				 ch.runsc && top != rt ? ch.runsc : "", ch.runsc && top != rt ? ")" : "");
+			if (ch.not_gvisor)
+				log_info("isolation: sandboxes are not under gVisor: %s", ch.not_gvisor);
+			cove_isolation_choice_clear(&ch);
+			return top;
 		}
-		if (want) {
+		if (want || ((ch.sandboxes_gvisor || ch.functions_gvisor) && ctx->cfg.isolation)) {
+			cove_isolation_choice_clear(&ch);
+			if (want == NULL)
+				cove_error_wrap(&why, "--isolation gvisor needs the linux runtime");
 			*err = why;
 			return NULL;
 		}
 		log_info("runtime: process (no isolation: %s)", why->msg);
 		cove_error_free(why);
 	}
+	cove_isolation_choice_clear(&ch);
 	return cove_runtime_process_new(ctx->base, cb, err);
 }
 

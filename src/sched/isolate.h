@@ -17,6 +17,19 @@ struct cove_runtime *cove_sched_runtime_new(struct cove_ctx *ctx, const struct c
 /* The cove-container program: beside the cove binary, else in libexec. Caller frees. */
 char *cove_isolate_helper_path(void);
 
+/* Which isolation each workload kind gets, from --isolation (NULL: sandboxes under gvisor where runsc is found,
+ * functions under linux) and --runsc (NULL: cove_runtime_runsc_find). Image builds always use linux. */
+struct cove_isolation_choice {
+	int sandboxes_gvisor, functions_gvisor;
+	char *runsc;      /* the runsc found, or NULL */
+	char *not_gvisor; /* why sandboxes are not under gVisor by default, or NULL */
+};
+/* INVALID_ARGUMENT for a malformed --isolation, FAILED_PRECONDITION when gvisor is asked for and runsc is not
+ * found. */
+int cove_isolate_choose(const char *isolation, const char *runsc, struct cove_isolation_choice *out,
+			struct cove_error **err);
+void cove_isolation_choice_clear(struct cove_isolation_choice *c);
+
 /* The host file mounted at COVE_CA_PATH in containers, or NULL. */
 const char *cove_isolate_ca_bundle(const struct cove_ctx *ctx);
 

@@ -249,6 +249,7 @@ sched_task_start(struct cove_sched *s, struct cove_function *fn, struct cove_err
 			full_argv[k++] = argv[i];
 	}
 	struct cove_container_spec spec = {.id = t->id,
+					   .workload = COVE_WORKLOAD_FUNCTION,
 					   .workdir = root,
 					   .argv = full_argv ? full_argv : argv,
 					   .envp = env,

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -53,8 +54,15 @@ def pytest_collection_modifyitems(items):
 
 def default_args() -> list[str] | None:
     """COVE_TEST_RUNTIME=linux runs the suite's default servers with the linux runtime (scripts/test.sh does so
-    for the sandbox tests); otherwise they use the process runtime."""
-    return linux_runtime_args() if os.environ.get("COVE_TEST_RUNTIME") == "linux" else None
+    for the sandbox tests), COVE_TEST_RUNTIME=gvisor with sandboxes under gVisor (runsc); otherwise they use the
+    process runtime."""
+    kind = os.environ.get("COVE_TEST_RUNTIME")
+    if kind == "gvisor":
+        why = gvisor_unavailable()
+        if why:
+            raise pytest.UsageError(f"COVE_TEST_RUNTIME=gvisor: {why}")
+        return gvisor_runtime_args()
+    return linux_runtime_args() if kind == "linux" else None
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +82,57 @@ def image_cache_dir() -> Path:
 
 
 def linux_runtime_args() -> list[str]:
-    return ["--runtime", "linux", "--image-dir", str(image_cache_dir())]
+    return ["--runtime", "linux", "--isolation", "linux", "--image-dir", str(image_cache_dir())]
+
+
+def find_runsc() -> str | None:
+    """gVisor's runsc as `cove serve` finds it: $COVE_RUNSC, else where scripts/runsc.sh caches it, else PATH."""
+    if os.environ.get("COVE_RUNSC"):
+        return os.environ["COVE_RUNSC"] if os.access(os.environ["COVE_RUNSC"], os.X_OK) else None
+    script = Path(__file__).resolve().parents[2] / "scripts" / "runsc.sh"
+    try:
+        path = subprocess.run([script, "--path"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        path = ""
+    if path and os.access(path, os.X_OK):
+        return path
+    return shutil.which("runsc")
+
+
+def gvisor_unavailable() -> str | None:
+    """Why gVisor tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "gVisor (runsc) and the linux runtime need root"
+    if find_runsc() is None:
+        return "gVisor's runsc is not installed (scripts/runsc.sh builds it)"
+    return None
+
+
+def gvisor_runtime_args(isolation: str = "sandboxes=gvisor") -> list[str]:
+    return ["--runtime", "linux", "--isolation", isolation, "--runsc", find_runsc(),
+            "--image-dir", str(image_cache_dir())]
+
+
+@pytest.fixture(scope="session")
+def gvisor_cove():
+    """A server whose sandboxes run under gVisor (runsc); functions under the linux runtime."""
+    why = gvisor_unavailable()
+    if why:
+        pytest.skip(why)
+    server = _start(_state_dir(), gvisor_runtime_args())
+    yield server
+    _finish(server)
+
+
+@pytest.fixture
+def gvisor_everything_cove():
+    """A server of the test's own with functions under gVisor too (`--isolation gvisor`)."""
+    why = gvisor_unavailable()
+    if why:
+        pytest.skip(why)
+    server = _start(_state_dir(), gvisor_runtime_args("gvisor"))
+    yield server
+    _finish(server)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ import pytest
 import h2raw
 from harness import APPS, venv_bin
 
-# With the linux runtime a sandbox runs in its image (debian_slim), not on the host: its Python is the image's.
-LINUX = os.environ.get("COVE_TEST_RUNTIME") == "linux"
+# With the linux runtime (or gVisor) a sandbox runs in its image (debian_slim), not on the host: its Python is the
+# image's.
+LINUX = os.environ.get("COVE_TEST_RUNTIME") in ("linux", "gvisor")
 
 PRELUDE = f"""
 SANDBOX_PY = {"python3" if LINUX else sys.executable!r}
