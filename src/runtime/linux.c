@@ -23,7 +23,8 @@ struct holder {
 	struct cove_container *inner; /* the holder process, in the process runtime */
 	int stdin_fd;                 /* closing it ends the holder */
 	int ready;                    /* it printed "ready" */
-	int taken;                    /* a container runs in its namespace */
+	int taken;                    /* given out: whoever took it ends it (holder_end) */
+	int dead;                     /* ended while taken: freed by holder_end */
 	struct holder *next;
 };
 
@@ -75,16 +76,34 @@ holder_exit(void *arg, int status)
 			break;
 		}
 	l->n_holders--;
-	if (!h->ready && !h->taken && ++l->failures == 3) {
+	if (h->stdin_fd >= 0)
+		close(h->stdin_fd);
+	h->stdin_fd = -1;
+	if (h->taken) {
+		h->dead = 1; /* whoever took it still points at it */
+		pool_fill(l);
+		return;
+	}
+	if (!h->ready && ++l->failures == 3) {
 		log_warn("container networks: three in a row failed to start (the last exited with %d); containers now "
 			 "make their network as they start",
 			 status);
 		l->pool = 0;
 	}
-	if (h->stdin_fd >= 0)
-		close(h->stdin_fd);
 	free(h);
 	pool_fill(l);
+}
+
+/* A taken network is done with: its holder ends (and with it pasta and the namespace), never reused. */
+static void
+holder_end(struct holder *h)
+{
+	if (h->dead) {
+		free(h);
+		return;
+	}
+	h->taken = 0;
+	h->l->inner->ops->stop(h->l->inner, h->inner, 0, 0); /* holder_exit frees it */
 }
 
 static void
@@ -164,7 +183,7 @@ on_exit_cb(void *arg, int status)
 		status = COVE_EXIT_OOM;
 	cove_cgroup_destroy(c->cg);
 	if (c->net) /* its network goes with it: never handed to another container */
-		c->l->inner->ops->stop(c->l->inner, c->net->inner, 0, 0);
+		holder_end(c->net);
 	void *owner = c->owner;
 	void (*cb)(void *, int) = c->cb.on_exit;
 	free(c);
@@ -326,7 +345,7 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 	if (r < 0) {
 		cove_cgroup_destroy(c->cg);
 		if (c->net)
-			l->inner->ops->stop(l->inner, c->net->inner, 0, 0);
+			holder_end(c->net);
 		free(c);
 		return -1;
 	}
@@ -377,12 +396,19 @@ linux_free(struct cove_runtime *rt)
 	free(rt);
 }
 
+static struct cove_runtime *
+linux_self(struct cove_runtime *rt)
+{
+	return rt;
+}
+
 static const struct cove_runtime_ops linux_ops = {
 	.name = "linux",
 	.start = linux_start,
 	.stop = linux_stop,
 	.pid = linux_pid,
 	.set_reading = linux_set_reading,
+	.linux_runtime = linux_self,
 	.free = linux_free,
 };
 
@@ -460,7 +486,8 @@ int
 cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const int *forward_ports,
 			       size_t n_forward_ports, struct cove_error **err)
 {
-	if (strcmp(rt->ops->name, "linux") != 0)
+	rt = rt->ops->linux_runtime ? rt->ops->linux_runtime(rt) : NULL;
+	if (rt == NULL)
 		return 0;
 	struct linux_rt *l = rt->impl;
 	if (access(pasta, X_OK) < 0)
@@ -482,13 +509,36 @@ cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const
 void
 cove_runtime_linux_stop_pool(struct cove_runtime *rt)
 {
-	if (strcmp(rt->ops->name, "linux") != 0)
+	rt = rt->ops->linux_runtime ? rt->ops->linux_runtime(rt) : NULL;
+	if (rt == NULL)
 		return;
 	struct linux_rt *l = rt->impl;
 	l->pool = 0;
 	for (struct holder *h = l->holders; h; h = h->next)
 		if (!h->taken)
 			l->inner->ops->stop(l->inner, h->inner, 0, 0);
+}
+
+struct cove_net_lease *
+cove_runtime_linux_net_take(struct cove_runtime *rt, char **ns_path)
+{
+	rt = rt->ops->linux_runtime ? rt->ops->linux_runtime(rt) : NULL;
+	if (rt == NULL)
+		return NULL;
+	struct linux_rt *l = rt->impl;
+	struct holder *h = pool_take(l);
+	if (h == NULL)
+		return NULL;
+	*ns_path = xasprintf("/proc/%d/ns/net", (int)l->inner->ops->pid(h->inner));
+	pool_fill(l);
+	return (struct cove_net_lease *)h;
+}
+
+void
+cove_runtime_linux_net_release(struct cove_net_lease *lease)
+{
+	if (lease)
+		holder_end((struct holder *)lease);
 }
 
 const char *

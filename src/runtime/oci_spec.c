@@ -12,10 +12,11 @@
 #include "util/alloc.h"
 #include "util/json.h"
 
-/* Docker's default capabilities (moby oci/caps/defaults.go), less CAP_NET_RAW: with it, a container can open
- * AF_PACKET sockets and read other containers' traffic on a shared interface. */
+/* Docker's default capabilities (moby oci/caps/defaults.go), less CAP_NET_RAW (with it, a container can open
+ * AF_PACKET sockets and read other containers' traffic on a shared interface) and CAP_MKNOD, as the linux
+ * runtime's containers (container_init.c). */
 const char *const cove_oci_default_caps[] = {
-	"CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",     "CAP_FOWNER",           "CAP_MKNOD",
+	"CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",     "CAP_FOWNER",
 	"CAP_SETGID",  "CAP_SETUID",       "CAP_SETFCAP",    "CAP_SETPCAP",          "CAP_NET_BIND_SERVICE",
 	"CAP_SYS_CHROOT", "CAP_KILL",      "CAP_AUDIT_WRITE", NULL,
 };
@@ -240,8 +241,13 @@ cove_oci_write_config(FILE *f, const struct cove_oci_spec *s, struct cove_error 
 	static const char *const ns[] = {"pid", "ipc", "uts", "mount", "cgroup", NULL};
 	for (size_t i = 0; ns[i]; i++)
 		fprintf(f, "%s{\"type\":\"%s\"}", i ? "," : "", ns[i]);
-	if (!s->net_host)
+	if (!s->net_host && s->net_path) {
+		fputs(",{\"type\":\"network\",\"path\":", f);
+		str(f, s->net_path);
+		fputc('}', f);
+	} else if (!s->net_host) {
 		fputs(",{\"type\":\"network\"}", f);
+	}
 	fputs("],", f);
 	if (s->cgroups_path) {
 		fputs("\"cgroupsPath\":", f);

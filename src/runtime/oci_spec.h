@@ -32,7 +32,8 @@ struct cove_oci_spec {
 	/* Host directories bound into the container, after the default mounts, with nosuid and nodev. */
 	const struct cove_container_mount *mounts;
 	size_t n_mounts;
-	int net_host;        /* share the host's network namespace (else a new, empty one) */
+	int net_host;        /* share the host's network namespace (else a new, empty one, or net_path's) */
+	const char *net_path; /* without net_host: the network namespace to join (a path), or NULL */
 	const struct cove_container_limits *limits; /* NULL: none */
 	unsigned pids_max;   /* 0: no pids limit */
 	const char *cgroups_path; /* linux.cgroupsPath (NULL: the runtime's choice) */

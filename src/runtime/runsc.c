@@ -71,6 +71,7 @@ struct cove_container {
 	char *pid_file; /* exec: where runsc writes the process's pid in the sandbox */
 	char *process_file;
 	int running; /* main: runsc's state said so once */
+	struct cove_net_lease *net; /* main: the network namespace it runs in (the linux runtime's, made ahead) */
 	struct event *force_ev; /* stop: kill inside the sandbox when the grace period ends */
 };
 
@@ -512,6 +513,7 @@ on_exit_cb(void *arg, int status)
 		}
 		unmount_all(c);
 		cove_cgroup_destroy(c->cg);
+		cove_runtime_linux_net_release(c->net);
 	}
 	void *owner = c->owner;
 	void (*cb)(void *, int) = c->cb.on_exit;
@@ -635,13 +637,22 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	if (argv == NULL)
 		return -1;
 	cleanup_free char *cgpath = xasprintf("/cove/%s", c->id);
+	/* A sandbox gets a network of its own, as linux-runtime containers do (pasta, the host's loopback out of
+	 * reach), run by gVisor's own network stack (--network=sandbox), whose 127.0.0.1 is its own: Cove's ports
+	 * are out of reach too, which functions (they dial the API) cannot do without. Tunnels need the host's
+	 * network (a published port is reached on the host's 127.0.0.1), and without a network made ahead the
+	 * host's is used too. */
+	cleanup_free char *net_path = NULL;
+	if (spec->workload == COVE_WORKLOAD_SANDBOX && !fs->block_network && fs->n_published_ports == 0)
+		c->net = cove_runtime_linux_net_take(r->lx, &net_path);
 	struct cove_oci_spec os = {
 		.process = {.argv = argv, .envp = spec->envp, .cwd = spec->workdir, .uid = c->uid, .gid = c->gid},
 		.root = rootfs,
 		.hostname = fs->hostname ? fs->hostname : spec->id,
 		.mounts = m,
 		.n_mounts = n,
-		.net_host = !fs->block_network,
+		.net_host = !fs->block_network && c->net == NULL,
+		.net_path = net_path,
 		.limits = spec->limits,
 		.pids_max = PIDS_MAX,
 		.cgroups_path = cgpath,
@@ -649,7 +660,7 @@ start_main(struct runsc_rt *r, struct cove_container *c, const struct cove_conta
 	if (cove_oci_write_bundle(fs->scratch, &os, err) < 0)
 		return -1;
 	struct argv_buf a;
-	runsc_argv(&a, r, fs->block_network ? "--network=none" : "--network=host");
+	runsc_argv(&a, r, fs->block_network ? "--network=none" : c->net ? "--network=sandbox" : "--network=host");
 	/* A Unix socket bound in (Cove's API for block_network functions) is reachable only with this: runsc refuses
 	 * connections to host sockets otherwise. Only what is bound in can be named. */
 	for (size_t i = 0; i < spec->n_mounts; i++) {
@@ -782,6 +793,7 @@ runsc_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 	if (rv < 0) {
 		unmount_all(c);
 		cove_cgroup_destroy(c->cg);
+		cove_runtime_linux_net_release(c->net);
 		container_free(c);
 		return -1;
 	}
@@ -926,6 +938,13 @@ runsc_free(struct cove_runtime *rt)
 	free(rt);
 }
 
+static struct cove_runtime *
+runsc_linux(struct cove_runtime *rt)
+{
+	struct runsc_rt *r = rt->impl;
+	return r->lx->ops->linux_runtime ? r->lx->ops->linux_runtime(r->lx) : NULL;
+}
+
 static const struct cove_runtime_ops runsc_ops = {
 	.name = "gvisor",
 	.start = runsc_start,
@@ -933,6 +952,7 @@ static const struct cove_runtime_ops runsc_ops = {
 	.pid = runsc_pid,
 	.set_reading = runsc_set_reading,
 	.live = runsc_live,
+	.linux_runtime = runsc_linux,
 	.free = runsc_free,
 };
 

@@ -110,6 +110,8 @@ struct cove_runtime_ops {
 	void (*set_reading)(struct cove_runtime *rt, struct cove_container *c, int fd, int reading);
 	/* Count of containers still running (NULL: the process runtime's count). */
 	size_t (*live)(struct cove_runtime *rt);
+	/* The linux runtime this one is or runs its other containers with (NULL: none). */
+	struct cove_runtime *(*linux_runtime)(struct cove_runtime *rt);
 	void (*free)(struct cove_runtime *rt);
 };
 
@@ -140,6 +142,12 @@ struct cove_runtime *cove_runtime_linux_new(struct event_base *base, const struc
 #define COVE_PASTA "/usr/bin/pasta"
 int cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const int *forward_ports,
 				   size_t n_forward_ports, struct cove_error **err);
+/* A network made ahead of time (as containers of the linux runtime get), for a container another runtime runs
+ * (gVisor): *ns_path (caller frees) names its network namespace, which stays until the lease is released (once).
+ * NULL when none is ready (the caller makes do without). */
+struct cove_net_lease;
+struct cove_net_lease *cove_runtime_linux_net_take(struct cove_runtime *rt, char **ns_path);
+void cove_runtime_linux_net_release(struct cove_net_lease *lease);
 /* Stop keeping networks ready (shutdown): those not in use end. */
 void cove_runtime_linux_stop_pool(struct cove_runtime *rt);
 /* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */

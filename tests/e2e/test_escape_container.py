@@ -1,10 +1,16 @@
-"""Escapes tried from inside containers (the linux runtime): a sandbox's own command and a function's body run
-the attacks of apps/linux/escape_probe.py, and every one must be refused: sysctls and core_pattern, the sysrq
+"""Escapes tried from inside containers, under the linux runtime and under gVisor: a sandbox's own command and a
+function's body run the attacks of apps/linux/escape_probe.py, and every one must be refused: sysctls and core_pattern, the sysrq
 trigger, kernel memory and keyrings, mounts (tmpfs, proc, cgroupfs and its release_agent), new user, mount and
 network namespaces, setns into the host's, device nodes, raw and packet sockets, ptrace, PID 1's memory,
 keyrings, userfaultfd, bpf, io_uring, a chroot break-out; the filter, no_new_privs and the capability set are
 read from /proc/self/status. A fork bomb stops at the pids limit, and descriptors Cove holds never reach the
-container.
+container. Each container has a network of its own: the host's loopback services and other containers are out
+of reach.
+
+Under gVisor the container's system calls go to gVisor's kernel, not the host's: user namespaces, ptrace of its
+own children, keyrings, userfaultfd, bpf, io_uring and /proc (its sysrq trigger too) are gVisor's to give and
+reach nothing of the host's, so
+there only the attacks on the host count (GVISOR_ATTACKS), and the host's seccomp filter is gVisor's own.
 
 The probe changes nothing on the host even where an attempt gets through (see its docstring)."""
 
@@ -34,6 +40,22 @@ ATTACKS = [
     "mknod", "block_device_node", "root_allows_devices", "packet_socket", "raw_socket", "ptrace_init",
     "ptrace_traceme", "init_memory", "init_environ", "keyctl", "userfaultfd", "bpf", "io_uring", "chroot_escape",
 ]
+GVISOR_ATTACKS = [
+    "core_pattern", "global_sysctl", "kcore", "mount_tmpfs", "mount_cgroupfs", "mount_cgroup2",
+    "mount_proc", "release_agent", "setns_host", "mknod", "block_device_node", "packet_socket", "raw_socket",
+    "chroot_escape",
+]
+
+
+@pytest.fixture(params=["linux", "gvisor"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def iso_cove(kind, request):
+    """The session's server for this isolation: sandboxes under the linux runtime, or under gVisor."""
+    return request.getfixturevalue("linux_cove" if kind == "linux" else "gvisor_cove")
 
 
 def run_json(cove, code: str, timeout: float = 600):
@@ -52,10 +74,14 @@ def probe_result(text: str) -> dict:
     raise AssertionError(f"the probe printed no result:\n{text}")
 
 
-def assert_contained(got: dict):
-    escaped = {k: got[k]["detail"] for k in ATTACKS if got[k]["escaped"]}
+def assert_contained(got: dict, kind: str = "linux"):
+    escaped = {k: got[k]["detail"] for k in (ATTACKS if kind == "linux" else GVISOR_ATTACKS) if got[k]["escaped"]}
     assert not escaped, f"attacks that got through: {escaped}"
     st = got["status"]
+    if kind == "gvisor":
+        for cap in (CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_MODULE):
+            assert not int(st["cap_eff"], 16) & (1 << cap), (cap, st)
+        return
     assert st["seccomp"] == "2", st  # a filter is loaded
     assert st["no_new_privs"] == "1", st
     eff, bnd = int(st["cap_eff"], 16), int(st["cap_bnd"], 16)
@@ -73,13 +99,13 @@ print("RESULT=" + json.dumps({{"text": text, "stderr": sb.stderr.read(), "rc": s
 """
 
 
-def test_sandbox_command_cannot_escape(linux_cove, tmp_path):
+def test_sandbox_command_cannot_escape(iso_cove, kind, tmp_path):
     marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
     marker.write_text("host")
-    got = run_json(linux_cove, SANDBOX.format(probe=PROBE, marker=str(marker)))
+    got = run_json(iso_cove, SANDBOX.format(probe=PROBE, marker=str(marker)))
     assert got["rc"] == 0, got
     result = probe_result(got["text"])
-    assert_contained(result)
+    assert_contained(result, kind)
     # A sandbox's command starts with stdin, stdout and stderr alone (3 is the listing's own descriptor).
     assert result["fds"] == [0, 1, 2, 3], result["fds"]
 
@@ -101,11 +127,12 @@ with app.run():
 """
 
 
-def test_function_body_cannot_escape(linux_cove, tmp_path):
+def test_function_body_cannot_escape(kind, request, tmp_path):
+    cove = request.getfixturevalue("linux_cove" if kind == "linux" else "gvisor_everything_cove")
     marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
     marker.write_text("host")
-    text = run_json(linux_cove, FUNCTION.format(probe=PROBE, marker=str(marker)))
-    assert_contained(probe_result(text))
+    text = run_json(cove, FUNCTION.format(probe=PROBE, marker=str(marker)))
+    assert_contained(probe_result(text), kind)
 
 
 def cgroup_value(controller: str, task: str, name: str) -> str | None:
@@ -221,9 +248,10 @@ print("RESULT=" + text.strip())
 """
 
 
-def test_containers_have_networks_of_their_own(linux_cove):
+def test_containers_have_networks_of_their_own(iso_cove, kind):
     """Each container has a network namespace of its own with a route out: the host's loopback services and the
-    other containers' ports are out of reach, Cove's own ports are not."""
+    other containers' ports are out of reach. Cove's own ports are forwarded to a linux-runtime container's
+    127.0.0.1; under gVisor, 127.0.0.1 is gVisor's own loopback, and Cove's ports are out of reach too."""
     import socket
 
     listener = socket.socket()
@@ -231,11 +259,11 @@ def test_containers_have_networks_of_their_own(linux_cove):
     listener.listen()
     try:
         port = listener.getsockname()[1]
-        api_port = int(linux_cove.url.rsplit(":", 1)[1])
-        got = run_json(linux_cove, NETWORK.replace("HOST_PORT", str(port)).replace("API_PORT", str(api_port)))
+        api_port = int(iso_cove.url.rsplit(":", 1)[1])
+        got = run_json(iso_cove, NETWORK.replace("HOST_PORT", str(port)).replace("API_PORT", str(api_port)))
     finally:
         listener.close()
     assert got["host_service"] != "open", got  # a service on the host's 127.0.0.1
     assert got["neighbour"] != "open", got  # another sandbox listening on all its addresses
-    assert got["api"] == "open", got  # Cove's API is forwarded
+    assert got["api"] == ("open" if kind == "linux" else "ConnectionRefusedError"), got
     assert got["default_route"] == ["eth0"], got
