@@ -261,6 +261,58 @@ proc_expire(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Whether every reader of the exited process's output has had all of it. */
+static int
+output_drained(const struct cove_proc *p)
+{
+	return p->out[0].readers == NULL && p->out[1].readers == NULL;
+}
+
+static void
+answer_waits(struct cove_proc *p)
+{
+	while (p->waiters.head) {
+		struct cove_waiter *w = p->waiters.head;
+		answer_wait(w->call, p);
+		cove_waiter_done(w);
+	}
+}
+
+#define DRAIN_POLL_MS 5
+#define DRAIN_MAX_MS 2000
+
+static void
+drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cove_proc *p = arg;
+	if (output_drained(p) || ++p->drain_polls * DRAIN_POLL_MS >= DRAIN_MAX_MS) {
+		answer_waits(p);
+		return;
+	}
+	struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+	evtimer_add(p->drain_ev, &tv);
+}
+
+/* TaskExecWait answers once the process's output readers have all of it (or after DRAIN_MAX_MS): the client's
+ * `modal container exec` and `ContainerProcess.wait()` return when the wait does, and output still on its way
+ * would be lost to them. */
+static void
+answer_waits_when_drained(struct cove_proc *p)
+{
+	if (output_drained(p) || (p->drain_polls + 1) * DRAIN_POLL_MS >= DRAIN_MAX_MS) {
+		answer_waits(p);
+		return;
+	}
+	if (p->drain_ev == NULL)
+		p->drain_ev = evtimer_new(base_of(p->host), drain_poll, p);
+	if (!evtimer_pending(p->drain_ev, NULL)) {
+		struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+		evtimer_add(p->drain_ev, &tv);
+	}
+}
+
 static void
 proc_on_exit(void *owner, int status)
 {
@@ -287,11 +339,7 @@ proc_on_exit(void *owner, int status)
 	answer_writers(p, COVE_FAILED_PRECONDITION, "the process exited before reading all of its input");
 	cove_stream_close(&p->out[0]);
 	cove_stream_close(&p->out[1]);
-	while (p->waiters.head) {
-		struct cove_waiter *w = p->waiters.head;
-		answer_wait(w->call, p);
-		cove_waiter_done(w);
-	}
+	answer_waits_when_drained(p);
 	if (p->exec_id == NULL) {
 		sandbox_main_exited(host->sb);
 		return;
@@ -400,6 +448,8 @@ proc_free(struct cove_proc *p, int code, const char *message)
 		bufferevent_free(p->in);
 	if (p->timeout_ev)
 		event_free(p->timeout_ev);
+	if (p->drain_ev)
+		event_free(p->drain_ev);
 	if (p->expire_ev)
 		event_free(p->expire_ev);
 	free(p->exec_id);
@@ -435,11 +485,13 @@ wait_timeout(struct cove_waiter *w)
 void
 cove_proc_wait(struct cove_proc *p, struct cove_call *call, double timeout_s)
 {
-	if (p->exited) {
+	if (p->exited && output_drained(p)) {
 		answer_wait(call, p);
 		return;
 	}
 	cove_waiter_park(base_of(p->host), p->host->sbx->ctx->sched, &p->waiters, call, p, timeout_s, wait_timeout);
+	if (p->exited)
+		answer_waits_when_drained(p);
 }
 
 /* ---- hosts ---- */

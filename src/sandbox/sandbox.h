@@ -55,6 +55,8 @@ struct cove_proc {
 	int timed_out;
 	double started_at, finished_at;
 	struct cove_waitlist waiters; /* TaskExecWait */
+	struct event *drain_ev;       /* exited: waits are answered once its output's readers have it all */
+	int drain_polls;
 	struct event *timeout_ev;
 	struct event *expire_ev;
 	struct cove_utf8_carry log_carry[2]; /* entrypoint: partial UTF-8 held back from the app's logs */
