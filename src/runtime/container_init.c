@@ -55,14 +55,13 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
-#include <poll.h>
-#include <termios.h>
 #include <time.h>
 #include <linux/capability.h>
 #include <linux/loop.h>
 #include <unistd.h>
 
 #include "runtime/mkdir_p.h"
+#include "runtime/pty_io.h"
 #include "runtime/seccomp.h"
 
 #define MAX_ITEMS 256
@@ -815,23 +814,6 @@ wait_and_exit(pid_t pid)
  * devpts, and this program relays bytes between the two, with the host side raw (the container's line
  * discipline handles ^C and the like) and window size changes passed on. */
 
-static volatile sig_atomic_t winch;
-
-static void
-on_winch(int sig)
-{
-	(void)sig;
-	winch = 1;
-}
-
-static void
-copy_winsize(int from, int to)
-{
-	struct winsize ws;
-	if (ioctl(from, TIOCGWINSZ, &ws) == 0)
-		ioctl(to, TIOCSWINSZ, &ws);
-}
-
 /* Open a terminal in the container's devpts: its master, and the slave's path in *slave. */
 static int
 open_container_pty(char *slave, size_t len)
@@ -841,87 +823,8 @@ open_container_pty(char *slave, size_t len)
 		fail(errno, "open the container's /dev/ptmx: %s", strerror(errno));
 	if (unlockpt(m) < 0 || ptsname_r(m, slave, len) != 0)
 		fail(errno, "set up the container's terminal: %s", strerror(errno));
-	copy_winsize(0, m);
+	cove_pty_copy_winsize(0, m);
 	return m;
-}
-
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* Relay until the payload has exited and its terminal is drained; reap everything meanwhile (PID 1 must).
- * Returns the payload's wait status. */
-static int
-relay(int m, pid_t pid)
-{
-	struct termios raw, saved;
-	int have_saved = tcgetattr(0, &saved) == 0;
-	if (have_saved) {
-		raw = saved;
-		cfmakeraw(&raw);
-		tcsetattr(0, TCSANOW, &raw);
-	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_winch;
-	sigaction(SIGWINCH, &sa, NULL);
-	int status = 0, exited = 0, in_open = 1;
-	char buf[16384];
-	for (;;) {
-		if (winch) {
-			winch = 0;
-			copy_winsize(0, m);
-		}
-		int st;
-		pid_t r;
-		while ((r = waitpid(-1, &st, WNOHANG)) > 0)
-			if (r == pid) {
-				status = st;
-				exited = 1;
-			}
-		struct pollfd p[2] = {{.fd = m, .events = POLLIN}, {.fd = in_open ? 0 : -1, .events = POLLIN}};
-		int n = poll(p, 2, exited ? 0 : 100);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			ssize_t k = read(m, buf, sizeof(buf));
-			if (k > 0) {
-				if (write_all(1, buf, (size_t)k) < 0)
-					break;
-				continue;
-			}
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (exited)
-				break; /* EIO: no slave left open, and all is read */
-		}
-		if (in_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-			ssize_t k = read(0, buf, sizeof(buf));
-			if (k > 0)
-				write_all(m, buf, (size_t)k);
-			else if (k == 0 || (errno != EINTR && errno != EAGAIN))
-				in_open = 0;
-		}
-		if (exited && n == 0)
-			break;
-	}
-	if (have_saved)
-		tcsetattr(0, TCSANOW, &saved);
-	if (!exited)
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-	return status;
 }
 
 static void __attribute__((noreturn))
@@ -989,7 +892,7 @@ run_payload(void)
 	if (o.report_fd >= 0)
 		close(o.report_fd);
 	if (m >= 0)
-		exit_like(relay(m, pid));
+		exit_like(cove_pty_relay(m, pid));
 	wait_and_exit(pid);
 }
 

@@ -25,6 +25,7 @@ struct holder {
 	int ready;                    /* it printed "ready" */
 	int taken;                    /* given out: whoever took it ends it (holder_end) */
 	int dead;                     /* ended while taken: freed by holder_end */
+	int ending;                   /* told to end: never given out again */
 	struct holder *next;
 };
 
@@ -84,7 +85,7 @@ holder_exit(void *arg, int status)
 		pool_fill(l);
 		return;
 	}
-	if (!h->ready && ++l->failures == 3) {
+	if (!h->ready && !h->ending && ++l->failures == 3) {
 		log_warn("container networks: three in a row failed to start (the last exited with %d); containers now "
 			 "make their network as they start",
 			 status);
@@ -103,6 +104,7 @@ holder_end(struct holder *h)
 		return;
 	}
 	h->taken = 0;
+	h->ending = 1;
 	h->l->inner->ops->stop(h->l->inner, h->inner, 0, 0); /* holder_exit frees it */
 }
 
@@ -147,7 +149,7 @@ pool_fill(struct linux_rt *l)
 {
 	size_t spare = 0;
 	for (struct holder *h = l->holders; h; h = h->next)
-		spare += !h->taken;
+		spare += !h->taken && !h->ending;
 	while (l->pasta && spare < l->pool) {
 		size_t before = l->n_holders;
 		holder_spawn(l);
@@ -161,7 +163,7 @@ static struct holder *
 pool_take(struct linux_rt *l)
 {
 	for (struct holder *h = l->holders; h; h = h->next)
-		if (h->ready && !h->taken) {
+		if (h->ready && !h->taken && !h->ending) {
 			h->taken = 1;
 			return h;
 		}
@@ -515,8 +517,10 @@ cove_runtime_linux_stop_pool(struct cove_runtime *rt)
 	struct linux_rt *l = rt->impl;
 	l->pool = 0;
 	for (struct holder *h = l->holders; h; h = h->next)
-		if (!h->taken)
+		if (!h->taken && !h->ending) {
+			h->ending = 1;
 			l->inner->ops->stop(l->inner, h->inner, 0, 0);
+		}
 }
 
 struct cove_net_lease *
