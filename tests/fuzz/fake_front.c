@@ -44,6 +44,22 @@ cove_grpc_server_set_message_hook(struct cove_grpc_server *srv, cove_grpc_messag
 	(void)ctx;
 }
 
+void
+cove_grpc_server_set_admit_hook(struct cove_grpc_server *srv, cove_grpc_admit_fn fn, void *ctx)
+{
+	(void)srv;
+	(void)fn;
+	(void)ctx;
+}
+
+int
+cove_grpc_options_from_env(struct cove_grpc_options *opts, struct cove_error **err)
+{
+	(void)opts;
+	(void)err;
+	return 0;
+}
+
 size_t
 cove_call_pending_bytes(const struct cove_call *call)
 {

@@ -1,6 +1,7 @@
 """Every way to call a function (tests/e2e/test_calls.py runs each entrypoint with `modal run`)."""
 
 import os
+import sys
 import time
 
 import modal
@@ -121,27 +122,34 @@ def fan_out():
     print("BIG_MAP", sum(square.map(range(500))))
 
 
+def say(key, *values):
+    """One line in one write: the client prints the containers' logs from a thread of its own onto the same
+    stdout, and print() writes its arguments one at a time, so a log line could land inside a key's line."""
+    sys.stdout.write(" ".join([key, *map(str, values)]) + "\n")
+    sys.stdout.flush()
+
+
 @app.local_entrypoint()
 def jobs():
     call = square.spawn(12)
-    print("SPAWN", call.get(timeout=60))
+    say("SPAWN", call.get(timeout=60))
     again = modal.FunctionCall.from_id(call.object_id)
-    print("FROM_ID", again.get(timeout=60))
+    say("FROM_ID", again.get(timeout=60))
     calls = [square.spawn(i) for i in range(4)]
-    print("GATHER", modal.FunctionCall.gather(*calls))
+    say("GATHER", modal.FunctionCall.gather(*calls))
     pending = sleeps.spawn(30)
     try:
         pending.get(timeout=1)
-        print("TIMEOUT_GET no error")
+        say("TIMEOUT_GET", "no", "error")
     except TimeoutError:
-        print("TIMEOUT_GET TimeoutError")
+        say("TIMEOUT_GET", "TimeoutError")
     t = time.time()
     pending.cancel()
     try:
         pending.get(timeout=30)
-        print("CANCEL no error")
+        say("CANCEL", "no", "error")
     except Exception as exc:
-        print("CANCEL", type(exc).__name__, round(time.time() - t, 1))
+        say("CANCEL", type(exc).__name__, round(time.time() - t, 1))
 
 
 @app.local_entrypoint()
