@@ -17,12 +17,15 @@ calls=${COVE_BENCH_CALLS:-30}
 export COVE_SERVE_ARGS="--runtime linux --image-dir $images"
 echo "base: $base; new: $new; $(nproc) CPUs; $(uname -srm); $rounds rounds of $calls calls"
 
+# COVE_NEW_ARGS: more `cove serve` options for the new build only (options the base does not know, such as
+# --isolation linux to keep its sandboxes off gVisor).
+args_for() { [ "$1" = "$new" ] && echo "$COVE_SERVE_ARGS ${COVE_NEW_ARGS:-}" || echo "$COVE_SERVE_ARGS"; }
 cold() { # BIN -> p50 ms of container cold start
-	COVE_BIN=$1 scripts/with-cove.sh .venv/bin/python bench/cold_start.py --calls "$calls" --label x | tail -1 |
+	COVE_SERVE_ARGS=$(args_for "$1") COVE_BIN=$1 scripts/with-cove.sh .venv/bin/python bench/cold_start.py --calls "$calls" --label x | tail -1 |
 		.venv/bin/python -c 'import json, sys; print(round(json.loads(sys.stdin.read())["p50_ms"], 1))'
 }
 sandbox() { # BIN -> p50 ms of Sandbox.create -> first exec output
-	COVE_BIN=$1 scripts/with-cove.sh .venv/bin/python bench/sandbox.py --sandboxes "$calls" --execs 1 |
+	COVE_SERVE_ARGS=$(args_for "$1") COVE_BIN=$1 scripts/with-cove.sh .venv/bin/python bench/sandbox.py --sandboxes "$calls" --execs 1 |
 		awk '/^Sandbox.create -> first exec output/ {print $(NF-2)}'
 }
 
