@@ -979,8 +979,13 @@ pull_layer(struct puller *p, const char *layers_dir, const char *digest, uint64_
 		cove_error_set_errno(err, errno, "create %s", fs);
 		goto out;
 	}
-	if (cove_unpack_layer(blob, fs, err) < 0)
+	struct cove_unpack_report rep;
+	if (cove_unpack_layer(blob, fs, &rep, err) < 0)
 		goto out;
+	if (rep.devices_left_out)
+		say(p, "layer %s: left out %u device node%s, %s%s (a container's /dev comes from Cove)", shown,
+		    rep.devices_left_out, rep.devices_left_out == 1 ? "" : "s", rep.first_device,
+		    rep.devices_left_out > 1 ? " and others" : "");
 	unlink(blob);
 	sync_dir(tmp);
 	if (rename(tmp, final) < 0) {

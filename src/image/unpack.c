@@ -37,6 +37,7 @@ struct unpack {
 	char **opaque; /* cleaned names of directories marked opaque ("" is the root) */
 	size_t n_opaque;
 	char *checked_parent; /* the last parent found free of symlinks */
+	struct cove_unpack_report *report; /* what was left out, or NULL */
 };
 
 /* Clean a tar name into *out: "./a//b/" -> "a/b", "." or "./" -> "". NULL if fine, else why it is refused. */
@@ -262,12 +263,14 @@ unpack_entry(struct unpack *u, struct archive_entry *e, struct cove_error **err)
 	} else {
 		mode_t type = archive_entry_filetype(e);
 		if (type == AE_IFCHR || type == AE_IFBLK) {
-			char what[96];
-			snprintf(what, sizeof(what), "is a %s device node (%u:%u): ", type == AE_IFBLK ? "block" : "character",
-				 (unsigned)archive_entry_rdevmajor(e), (unsigned)archive_entry_rdevminor(e));
-			return fail_entry(err, COVE_INVALID_ARGUMENT, name, what,
-					  "device nodes in image layers are refused (a container's /dev comes from Cove, as "
-					  "Docker's and the OCI runtime spec's do)");
+			/* Left out, as Docker does under user namespaces: /dev comes from the runtime. */
+			if (u->report) {
+				if (u->report->devices_left_out++ == 0)
+					snprintf(u->report->first_device, sizeof(u->report->first_device),
+						 "%s (%s %u:%u)", rel, type == AE_IFBLK ? "block" : "character",
+						 (unsigned)archive_entry_rdevmajor(e), (unsigned)archive_entry_rdevminor(e));
+			}
+			return 0;
 		}
 		const char *link = archive_entry_hardlink(e);
 		if (link) {
@@ -337,9 +340,11 @@ set_opaque(struct unpack *u, const char *rel, struct cove_error **err)
 }
 
 int
-cove_unpack_layer(const char *path, const char *dir, struct cove_error **err)
+cove_unpack_layer(const char *path, const char *dir, struct cove_unpack_report *report, struct cove_error **err)
 {
-	struct unpack u = {.path = path};
+	struct unpack u = {.path = path, .report = report};
+	if (report)
+		*report = (struct cove_unpack_report){0};
 	cleanup_close int fd = -1;
 	int rv = -1;
 	u.root = realpath(dir, NULL);
