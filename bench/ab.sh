@@ -19,7 +19,9 @@ echo "base: $base; new: $new; $(nproc) CPUs; $(uname -srm); $rounds rounds of $c
 
 # COVE_NEW_ARGS: more `cove serve` options for the new build only (options the base does not know, such as
 # --isolation linux to keep its sandboxes off gVisor).
-args_for() { [ "$1" = "$new" ] && echo "$COVE_SERVE_ARGS ${COVE_NEW_ARGS:-}" || echo "$COVE_SERVE_ARGS"; }
+# COVE_BASE_ARGS: the same for the base (with a copy of this tree's build as the base, COVE_BASE_ARGS and
+# COVE_NEW_ARGS compare two settings of one build: --userns on against --userns off, say).
+args_for() { [ "$1" = "$new" ] && echo "$COVE_SERVE_ARGS ${COVE_NEW_ARGS:-}" || echo "$COVE_SERVE_ARGS ${COVE_BASE_ARGS:-}"; }
 cold() { # BIN -> p50 ms of container cold start
 	COVE_SERVE_ARGS=$(args_for "$1") COVE_BIN=$1 scripts/with-cove.sh .venv/bin/python bench/cold_start.py --calls "$calls" --label x | tail -1 |
 		.venv/bin/python -c 'import json, sys; print(round(json.loads(sys.stdin.read())["p50_ms"], 1))'

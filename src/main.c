@@ -79,7 +79,9 @@ usage(FILE *f)
 		"  --pids-limit N    processes and threads a container may have (linux runtime; default 4096;\n"
 		"                    0: no limit)\n"
 		"  --memory-limit MIB  memory of a container that sets no limit of its own (linux runtime; default:\n"
-		"                    three quarters of this host's memory; 0: no limit)\n");
+		"                    three quarters of this host's memory; 0: no limit)\n"
+		"  --userns on|off   a user namespace per container, so its root is not the host's (linux runtime;\n"
+		"                    default on; needs Linux 5.19 or later for idmapped overlay layers)\n");
 }
 
 struct opts {
@@ -104,6 +106,7 @@ struct opts {
 	const char *ca_bundle;
 	long pids_limit;   /* -1: the default */
 	long memory_limit; /* MiB; -1: the default */
+	int userns;        /* 1 unless --userns off */
 };
 
 /* A non-negative count for an option; -1 if s is not one. */
@@ -143,6 +146,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"ca-bundle", required_argument, NULL, 'A'},
 		{"pids-limit", required_argument, NULL, 'N'}, {"memory-limit", required_argument, NULL, 'm'},
 		{"isolation", required_argument, NULL, 'i'}, {"runsc", required_argument, NULL, 'r'},
+		{"userns", required_argument, NULL, 'U'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -205,6 +209,13 @@ parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'i': o->isolation = optarg; break;
 		case 'r': o->runsc = optarg; break;
+		case 'U':
+			if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+				fprintf(stderr, "cove: --userns: '%s' is neither on nor off\n", optarg);
+				return -1;
+			}
+			o->userns = strcmp(optarg, "on") == 0;
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -307,6 +318,7 @@ cmd_serve(struct opts *o)
 	}
 	cove_cgroup_set_defaults(o->pids_limit < 0 ? COVE_CGROUP_DEFAULT_PIDS_MAX : (unsigned)o->pids_limit,
 				 (unsigned)mem);
+	cove_runtime_linux_set_userns(o->userns);
 	struct cove_config cfg = {
 		.state_dir = o->state_dir,
 		.address = o->address,
@@ -658,7 +670,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	struct opts o = {.state_dir = ".cove", .address = "127.0.0.1", .port = 0, .blob_port = 0, .grace_s = 3600,
-			 .pids_limit = -1, .memory_limit = -1};
+			 .pids_limit = -1, .memory_limit = -1, .userns = 1};
 	const char *cmd = argv[1];
 	int sub = 1;
 	const char *token_cmd = NULL;

@@ -41,6 +41,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -56,10 +57,14 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/fsuid.h>
 #include <linux/capability.h>
 #include <linux/loop.h>
+#include <linux/mount.h>
+#include <linux/securebits.h>
 #include <unistd.h>
 
+#include "runtime/idmap.h"
 #include "runtime/mkdir_p.h"
 #include "runtime/pty_io.h"
 #include "runtime/seccomp.h"
@@ -97,10 +102,14 @@ static struct {
 	const char *workdir;
 	const char *user;
 	unsigned long disk_mb; /* the writable layer on a file system of this size (ephemeral_disk); 0: none */
+	int userns;            /* --userns BASE: container root is the host's uid BASE (see idmap.h) */
+	unsigned userns_base;
+	int userns_fd; /* the container's user namespace (made, or the joined container's), or -1 */
 	char **argv;
-} o = {.report_fd = -1};
+} o = {.report_fd = -1, .userns_fd = -1};
 
 static volatile pid_t child_pid;
+static int shim_alive = -1; /* PID 1's end of a pipe the shim holds open for as long as it lives */
 
 static void __attribute__((noreturn, format(printf, 2, 3)))
 fail(int e, const char *fmt, ...)
@@ -191,7 +200,14 @@ parse_args(int argc, char **argv)
 			o.user = v;
 		else if (strcmp(a, "--disk-mb") == 0)
 			o.disk_mb = strtoul(v, NULL, 10);
-		else
+		else if (strcmp(a, "--userns") == 0) {
+			char *end;
+			unsigned long base = strtoul(v, &end, 10);
+			if (*end != '\0' || base == 0 || base > 0xFFFFFFFFul - COVE_USERNS_IDS)
+				usage();
+			o.userns = 1;
+			o.userns_base = (unsigned)base;
+		} else
 			usage();
 		i++;
 	}
@@ -240,10 +256,21 @@ do_mount(const char *src, const char *dst, const char *type, unsigned long flags
  * give nothing (the OCI runtime spec's and Docker's defaults for bind mounts). */
 #define BIND_FLAGS (MS_NOSUID | MS_NODEV)
 
+/* MS_* flags of a remount as MOUNT_ATTR_* ones. */
+static unsigned long long
+mount_attrs(unsigned long flags)
+{
+	return ((flags & MS_RDONLY) ? MOUNT_ATTR_RDONLY : 0) | ((flags & MS_NOSUID) ? MOUNT_ATTR_NOSUID : 0) |
+	       ((flags & MS_NODEV) ? MOUNT_ATTR_NODEV : 0) | ((flags & MS_NOEXEC) ? MOUNT_ATTR_NOEXEC : 0);
+}
+
 /* A bind mount of src at root+dst; the mount point is made (a directory or an empty file, like src). flags
- * (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are applied by a remount; 0 keeps those of src. */
+ * (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are applied by a remount; 0 keeps those of src. With a user
+ * namespace the mount is idmapped through it (so the container's root owns what the host's root does), unless
+ * plain is set or src's file system cannot be idmapped (device nodes, /proc): then it is bound as it is, and its
+ * files show as owned by nobody. */
 static void
-bind_into(const char *root, const char *src, const char *dst, unsigned long flags)
+bind_into_as(const char *root, const char *src, const char *dst, unsigned long flags, int plain)
 {
 	char target[PATH_MAX];
 	pathcat(target, root, dst);
@@ -266,9 +293,23 @@ bind_into(const char *root, const char *src, const char *dst, unsigned long flag
 		if (fd >= 0)
 			close(fd);
 	}
+	if (o.userns_fd >= 0 && !plain) {
+		char msg[256];
+		int r = cove_idmap_bind(src, target, o.userns_fd, mount_attrs(flags), 1, msg, sizeof(msg));
+		if (r == 0)
+			return;
+		if (r != -EINVAL && r != -EOPNOTSUPP)
+			fail(-r, "%s", msg);
+	}
 	do_mount(src, target, NULL, MS_BIND | MS_REC, NULL);
 	if (flags)
 		do_mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL);
+}
+
+static void
+bind_into(const char *root, const char *src, const char *dst, unsigned long flags)
+{
+	bind_into_as(root, src, dst, flags, 0);
 }
 
 static void
@@ -277,20 +318,25 @@ make_dev(const char *root)
 	char path[PATH_MAX];
 	pathcat(path, root, "/dev");
 	mkdirs(path, 0755);
-	do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+	/* Owned by the container's root (with a user namespace, the host's uid the namespace maps 0 to). */
+	char opts[96];
+	unsigned owner = o.userns ? o.userns_base : 0;
+	snprintf(opts, sizeof(opts), "mode=755,size=65536k,uid=%u,gid=%u", owner, owner);
+	do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, opts);
 	static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
 		char src[64], dst[64];
 		snprintf(src, sizeof(src), "/dev/%s", nodes[i]);
 		snprintf(dst, sizeof(dst), "/dev/%s", nodes[i]);
-		bind_into(root, src, dst, MS_NOSUID | MS_NOEXEC);
+		bind_into_as(root, src, dst, MS_NOSUID | MS_NOEXEC, 1); /* devtmpfs: not idmappable */
 	}
 	pathcat(path, root, "/dev/pts");
 	mkdirs(path, 0755);
 	do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
 	pathcat(path, root, "/dev/shm");
 	mkdirs(path, 01777);
-	do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k");
+	snprintf(opts, sizeof(opts), "mode=1777,size=65536k,uid=%u,gid=%u", owner, owner);
+	do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV, opts);
 	static const char *const links[][2] = {
 		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
 		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
@@ -547,14 +593,78 @@ mask_paths(const char *root)
 	}
 }
 
+/* With a user namespace, PID 1 makes files in the container's tree (mount points, /dev's links) and mounts the
+ * overlay as the container's root would, keeping its capabilities: overlayfs does its work in the writable layer
+ * with the credentials of whoever mounted it, and on an idmapped layer the host's root has no id to write as. */
+static void
+fsids_of_container_root(int on)
+{
+	if (!o.userns)
+		return;
+	if (on && prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP) < 0)
+		fail(errno, "keep capabilities across setfsuid: %s", strerror(errno));
+	uid_t id = on ? o.userns_base : 0;
+	setfsgid(id);
+	setfsuid(id);
+	if ((uid_t)setfsuid((uid_t)-1) != id || (gid_t)setfsgid((gid_t)-1) != id)
+		fail(EPERM, "setfsuid %u: refused", (unsigned)id);
+	if (!on && prctl(PR_SET_SECUREBITS, 0) < 0)
+		fail(errno, "reset securebits: %s", strerror(errno));
+	/* Changing credentials cleared PID 1's parent-death signal: set again, it must still go with the shim. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct pollfd p = {.fd = shim_alive, .events = POLLIN};
+	if (poll(&p, 1, 0) != 0) /* the shim's end closed: it has died meanwhile */
+		_exit(125);
+}
+
+/* The overlay's option string for layers seen through idmapped mounts: each layer, and the directory holding the
+ * writable layer (rw_dir, with upper/ and work/ in it), mounted idmapped under <scratch>/idmapped, which becomes
+ * the working directory (so the names stay short). */
+static void
+idmapped_layers(const char *rw_dir, char *opts, size_t len)
+{
+	char stage[PATH_MAX], dst[PATH_MAX], src[PATH_MAX], msg[256];
+	pathcat(stage, o.scratch, "/idmapped");
+	mkdirs(stage, 0700);
+	size_t n = (size_t)snprintf(opts, len, "lowerdir=");
+	for (int i = 0; i < o.n_layers; i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "/%d", i);
+		pathcat(dst, stage, rel);
+		mkdirs(dst, 0755);
+		int w = snprintf(src, sizeof(src), "%s/%s", o.layers_dir, o.layers[i]);
+		if (w < 0 || w >= (int)sizeof(src))
+			fail(ENAMETOOLONG, "path too long: %s/%s", o.layers_dir, o.layers[i]);
+		int r = cove_idmap_bind(src, dst, o.userns_fd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+					0, msg, sizeof(msg));
+		if (r < 0)
+			fail(-r, "%s (a user namespace needs idmapped mounts: Linux 5.19 or later, on ext4, xfs, btrfs "
+				 "or tmpfs; `cove serve --userns off` runs containers without one)",
+			     msg);
+		n += (size_t)snprintf(opts + n, n < len ? len - n : 0, "%s%d", i ? ":" : "", i);
+		if (n >= len)
+			fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
+	}
+	pathcat(dst, stage, "/rw");
+	mkdirs(dst, 0755);
+	int r = cove_idmap_bind(rw_dir, dst, o.userns_fd, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0, msg, sizeof(msg));
+	if (r < 0)
+		fail(-r, "%s", msg);
+	n += (size_t)snprintf(opts + n, n < len ? len - n : 0, ",upperdir=rw/upper,workdir=rw/work");
+	if (n >= len)
+		fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
+	if (chdir(stage) < 0)
+		fail(errno, "chdir %s: %s", stage, strerror(errno));
+}
+
 /* The root filesystem, assembled in this (PID 1's) mount namespace, then made the root. */
 static void
 setup_rootfs(void)
 {
-	char upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX];
+	char upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX], disk[PATH_MAX];
 	do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
 	if (o.disk_mb) {
-		char disk[PATH_MAX], src[PATH_MAX];
+		char src[PATH_MAX];
 		pathcat(disk, o.scratch, "/disk");
 		pathcat(src, o.scratch, "/upper");
 		mount_disk(disk);
@@ -583,21 +693,26 @@ setup_rootfs(void)
 	mkdirs(upper, 0755);
 	mkdirs(work, 0700);
 	mkdirs(merged, 0755);
-	/* Layer paths relative to the layer store keep the option string short (it is limited to a page). */
-	if (chdir(o.layers_dir) < 0)
-		fail(errno, "layer store %s: %s", o.layers_dir, strerror(errno));
 	char opts[4096];
-	size_t n = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
-	for (int i = 0; i < o.n_layers; i++) {
-		n += (size_t)snprintf(opts + n, sizeof(opts) - n, "%s%s", i ? ":" : "", o.layers[i]);
+	if (o.userns_fd >= 0) {
+		idmapped_layers(o.disk_mb ? disk : o.scratch, opts, sizeof(opts));
+	} else {
+		/* Layer paths relative to the layer store keep the option string short (it is limited to a page). */
+		if (chdir(o.layers_dir) < 0)
+			fail(errno, "layer store %s: %s", o.layers_dir, strerror(errno));
+		size_t n = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
+		for (int i = 0; i < o.n_layers; i++) {
+			n += (size_t)snprintf(opts + n, sizeof(opts) - n, "%s%s", i ? ":" : "", o.layers[i]);
+			if (n >= sizeof(opts))
+				fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
+		}
+		n += (size_t)snprintf(opts + n, sizeof(opts) - n, ",upperdir=%s,workdir=%s", upper, work);
 		if (n >= sizeof(opts))
 			fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
 	}
-	n += (size_t)snprintf(opts + n, sizeof(opts) - n, ",upperdir=%s,workdir=%s", upper, work);
-	if (n >= sizeof(opts))
-		fail(E2BIG, "too many image layers (%d) for one overlay mount", o.n_layers);
 	/* nodev: device nodes in an image's layers (or made by a build step) open nothing; nosuid: no set-user-id
 	 * programs (no_new_privs, set before the payload runs, would ignore them anyway). */
+	fsids_of_container_root(1);
 	do_mount("overlay", merged, "overlay", MS_NODEV | MS_NOSUID, opts);
 
 	char path[PATH_MAX];
@@ -622,8 +737,13 @@ setup_rootfs(void)
 	for (int i = 0; i < o.n_binds; i++)
 		bind_into(merged, o.binds[i].src, o.binds[i].dst, (o.binds[i].ro ? MS_RDONLY : 0) | BIND_FLAGS);
 	mask_paths(merged);
+	fsids_of_container_root(0);
 	/* The devices cgroup only now: assembling the root above may have needed a loop device. */
 	join_cgroups(o.late_cgroups, o.n_late_cgroups);
+	/* In a network of its own, container root may listen on ports below 1024 (the capability for it would have
+	 * to be held over the network namespace, which belongs to the host's user namespace), as Docker allows. */
+	if (o.userns && o.net != NET_HOST)
+		write_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
 
 	if (chdir(merged) < 0)
 		fail(errno, "chdir %s: %s", merged, strerror(errno));
@@ -823,6 +943,10 @@ open_container_pty(char *slave, size_t len)
 		fail(errno, "open the container's /dev/ptmx: %s", strerror(errno));
 	if (unlockpt(m) < 0 || ptsname_r(m, slave, len) != 0)
 		fail(errno, "set up the container's terminal: %s", strerror(errno));
+	/* Its owner is whoever opened it: with a user namespace, make that the container's root, as it would be
+	 * had the container opened it (so it may reopen it by name). */
+	if (o.userns_fd >= 0 && chown(slave, o.userns_base, o.userns_base) < 0)
+		fail(errno, "set up the container's terminal: chown %s: %s", slave, strerror(errno));
 	cove_pty_copy_winsize(0, m);
 	return m;
 }
@@ -867,6 +991,13 @@ run_payload(void)
 			if (s > 2)
 				close(s);
 		}
+		if (o.userns_fd >= 0) {
+			char msg[256];
+			int r = cove_userns_enter(o.userns_fd, msg, sizeof(msg));
+			if (r < 0)
+				fail(-r, "%s", msg);
+			prctl(PR_SET_PDEATHSIG, SIGKILL); /* changing credentials cleared it */
+		}
 		if (o.workdir) {
 			struct stat st;
 			if (stat(o.workdir, &st) < 0 && errno == ENOENT)
@@ -896,6 +1027,8 @@ run_payload(void)
 	wait_and_exit(pid);
 }
 
+/* Enter the namespaces of the container whose shim is o.join; its user namespace (the shim enters it before the
+ * container counts as started) is kept in o.userns_fd for the payload to enter last. */
 static void
 join_container(void)
 {
@@ -908,6 +1041,24 @@ join_container(void)
 		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
 		if (fds[i] < 0)
 			fail(errno == ENOENT ? ESRCH : errno, "the container has ended (%s: %s)", path, strerror(errno));
+	}
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)o.join);
+	int user = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat theirs, ours;
+	if (user < 0 || fstat(user, &theirs) < 0 || stat("/proc/self/ns/user", &ours) < 0)
+		fail(errno == ENOENT ? ESRCH : errno, "the container has ended (%s: %s)", path, strerror(errno));
+	if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
+		o.userns_fd = user;
+		snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)o.join);
+		FILE *f = fopen(path, "re");
+		unsigned inside, base;
+		if (f == NULL || fscanf(f, "%u %u", &inside, &base) != 2 || inside != 0)
+			fail(ESRCH, "the container has ended (%s unreadable)", path);
+		fclose(f);
+		o.userns_base = base;
+	} else {
+		close(user);
 	}
 	for (int i = 0; i < N; i++) {
 		if (setns(fds[i], 0) < 0)
@@ -924,6 +1075,8 @@ hold_network(void)
 	int go = start_pasta();
 	if (unshare(CLONE_NEWNET) < 0)
 		fail(errno, "unshare a network namespace: %s", strerror(errno));
+	/* For a container in a user namespace, which holds no capability over this network (see setup_rootfs). */
+	write_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
 	if (write(go, "g", 1) != 1)
 		fail(errno, "start pasta: %s", strerror(errno));
 	close(go);
@@ -981,6 +1134,12 @@ main(int argc, char **argv)
 		if ((net_from = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			fail(errno, "the container's network (%s): %s", path, strerror(errno));
 	}
+	if (o.userns) {
+		char msg[256];
+		o.userns_fd = cove_userns_create(o.userns_base, msg, sizeof(msg));
+		if (o.userns_fd < 0)
+			fail(-o.userns_fd, "%s", msg);
+	}
 	if (unshare(flags) < 0)
 		fail(errno, "unshare the container's namespaces: %s", strerror(errno));
 	if (net_from >= 0) {
@@ -994,9 +1153,14 @@ main(int argc, char **argv)
 			fail(errno, "start pasta: %s", strerror(errno));
 		close(pasta_go);
 	}
+	int alive[2];
+	if (pipe2(alive, O_CLOEXEC) < 0)
+		fail(errno, "pipe: %s", strerror(errno));
 	pid_t pid = fork();
 	if (pid < 0)
 		fail(errno, "fork the container's init: %s", strerror(errno));
+	close(alive[pid == 0 ? 1 : 0]);
+	shim_alive = alive[0];
 	if (pid == 0) {
 		/* PID 1: dies with the shim (and with it, everything in the namespace). */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1011,6 +1175,11 @@ main(int argc, char **argv)
 		run_payload();
 	}
 	child_pid = pid;
+	/* The shim enters the user namespace too, so that --join finds it in /proc/<shim>/ns/user; before its copy
+	 * of the report descriptor closes, so before the container counts as started. It needs no privilege
+	 * after this: it waits, and passes signals on to PID 1, which has its uid. */
+	if (o.userns_fd >= 0 && setns(o.userns_fd, CLONE_NEWUSER) < 0)
+		fail(errno, "enter the container's user namespace: %s", strerror(errno));
 	if (o.report_fd >= 0)
 		close(o.report_fd);
 	wait_and_exit(pid);

@@ -51,6 +51,15 @@ struct cove_container {
 	struct cove_runtime_callbacks cb;
 };
 
+static int userns_on = 1;
+static unsigned userns_next; /* the next container's slot of COVE_USERNS_SLOTS */
+
+void
+cove_runtime_linux_set_userns(int on)
+{
+	userns_on = on;
+}
+
 /* How many networks to keep ready (COVE_NET_POOL overrides): each costs a pasta process (about 30 MiB). */
 #define NET_POOL_DEFAULT 2
 
@@ -312,6 +321,15 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 				push(&a, "--publish");
 				push(&a, port);
 			}
+		}
+		if (userns_on) {
+			/* A range of ids of its own: no two running containers share a host uid unless more than
+			 * COVE_USERNS_SLOTS start while one runs. */
+			unsigned slot = __atomic_fetch_add(&userns_next, 1, __ATOMIC_RELAXED) % COVE_USERNS_SLOTS;
+			char base[16];
+			snprintf(base, sizeof(base), "%u", COVE_USERNS_FIRST + slot * 65536u);
+			push(&a, "--userns");
+			push(&a, base);
 		}
 		if (fs->user && *fs->user) {
 			push(&a, "--user");

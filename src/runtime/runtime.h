@@ -148,6 +148,12 @@ int cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, c
 struct cove_net_lease;
 struct cove_net_lease *cove_runtime_linux_net_take(struct cove_runtime *rt, char **ns_path);
 void cove_runtime_linux_net_release(struct cove_net_lease *lease);
+/* Whether containers of the linux runtime get a user namespace each (cove serve --userns; default on): their
+ * root is then an unprivileged host uid of a range of their own (COVE_USERNS_FIRST on), and their file systems
+ * are mounted idmapped (src/runtime/idmap.h). Process-wide, like the cgroup defaults. */
+#define COVE_USERNS_FIRST 0x40000000u
+#define COVE_USERNS_SLOTS 16384u
+void cove_runtime_linux_set_userns(int on);
 /* Stop keeping networks ready (shutdown): those not in use end. */
 void cove_runtime_linux_stop_pool(struct cove_runtime *rt);
 /* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */

@@ -33,6 +33,7 @@ pytestmark = [
 ]
 
 CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_PTRACE, CAP_SYS_MODULE = 13, 21, 27, 19, 16
+USERNS_FIRST = 0x40000000  # the first host uid containers' namespaces map (src/runtime/runtime.h)
 
 ATTACKS = [
     "core_pattern", "global_sysctl", "sysrq_trigger", "kcore", "keys", "mount_tmpfs", "mount_cgroupfs",
@@ -82,6 +83,10 @@ def assert_contained(got: dict, kind: str = "linux"):
         for cap in (CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SYS_MODULE):
             assert not int(st["cap_eff"], 16) & (1 << cap), (cap, st)
         return
+    # Container root is root of a user namespace of its own, whose ids are unprivileged host ids.
+    assert got["uid"] == 0, got["uid"]
+    for m in (got["uid_map"], got["gid_map"]):
+        assert len(m) == 3 and m[0] == "0" and int(m[1]) >= USERNS_FIRST and m[2] == "65536", m
     assert st["seccomp"] == "2", st  # a filter is loaded
     assert st["no_new_privs"] == "1", st
     eff, bnd = int(st["cap_eff"], 16), int(st["cap_bnd"], 16)
@@ -178,6 +183,66 @@ def test_containers_get_default_pids_and_memory_limits(linux_cove):
     if devices is not None:  # cgroup v1: only the devices of the OCI runtime spec's default list
         assert "a *:* rwm" not in devices and "c 1:3 rwm" in devices, devices
         assert not any(line.startswith("b ") for line in devices.splitlines()), devices
+
+
+USERNS = """
+import json, modal
+app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
+sb = modal.Sandbox.create("sleep", "300", app=app)
+def run(*argv):
+    p = sb.exec(*argv)
+    out = p.stdout.read()
+    p.wait()
+    return out
+task = run("hostname").strip()
+made = run("sh", "-c", "id -u; echo made > /tmp/made-by-root; mkdir /tmp/d1000 && chown 1000:1000 /tmp/d1000 && "
+                       "echo by1000 > /tmp/d1000/f && chown 1000:1000 /tmp/d1000/f && stat -c '%u:%g' /tmp/d1000/f; "
+                       "stat -c '%u:%g' /etc/passwd")
+web = run("python3", "-c", "import socket; s = socket.socket(); s.bind(('127.0.0.1', 80)); s.listen(); print('bound 80')")
+print("TASK=" + task, flush=True)
+input()  # the test looks at the container from the host meanwhile
+sb.terminate()
+print("RESULT=" + json.dumps({"made": made.split(), "web": web.strip()}))
+"""
+
+
+def test_container_root_is_not_host_root(linux_cove):
+    """Issue 12 (2): a container's root is root of a user namespace of its own: on the host its processes run as
+    an unprivileged uid of a range no other running container has, while the files it makes are stored with the
+    ownership it sees (its file systems are mounted idmapped), so volumes, snapshots and builds read ordinary
+    owners. In a network of its own, it may still listen on port 80."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", USERNS], cwd=LINUX_APPS, env=linux_cove.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("TASK="), line + proc.stderr.read()
+        task = line.strip()[len("TASK="):]
+        procs = cgroup_value("pids", task, "cgroup.procs") or cgroup_value("", task, "cgroup.procs")
+        assert procs, "no cgroup.procs for " + task
+        seen = {}
+        for pid in procs.split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                uids = next(ln.split()[1:] for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                            if ln.startswith("Uid:"))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            seen[cmd] = [int(u) for u in uids]
+        upper = linux_cove.state_dir / "tasks" / task / "fs" / "upper"
+        made = upper / "tmp" / "made-by-root"
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in (made, upper / "tmp" / "d1000" / "f")}
+    finally:
+        out, err = proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0, out + err
+    got = json.loads(next(ln[len("RESULT="):] for ln in out.splitlines() if ln.startswith("RESULT=")))
+    assert got["made"] == ["0", "1000:1000", "0:0"], got
+    assert got["web"] == "bound 80", got
+    assert "sleep" in seen, seen
+    assert all(u >= USERNS_FIRST for u in seen["sleep"]), seen  # real, effective, saved and file-system uid
+    assert owners == {"made-by-root": (0, 0), "f": (1000, 1000)}, owners
 
 
 FORK_BOMB = """

@@ -187,7 +187,7 @@ def test_from_registry_pulls_from_a_local_registry(linux_cove, local_registry, t
     push(tmp_path / "layout", "v1", local_registry.host, "cove-test/debpy")
     ref = f"{local_registry.host}/cove-test/debpy:v1"
     got, r = modal_run_json(linux_cove, "registry_app.py::main", COVE_TEST_REGISTRY_IMAGE=ref)
-    assert got == {"seen": "from the registry", "env": "yes", "cwd": "/srv"}, got
+    assert got == {"seen": "from the registry", "env": "yes", "cwd": "/srv", "hostdisk": False}, got
     assert ref in r.output, r.output  # the build log says what it pulled
 
 

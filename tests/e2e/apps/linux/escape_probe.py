@@ -250,5 +250,8 @@ results["status"] = {
     "cap_bnd": st.get("CapBnd"),
 }
 results["fds"] = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+results["uid_map"] = open("/proc/self/uid_map").read().split()
+results["gid_map"] = open("/proc/self/gid_map").read().split()
+results["uid"] = os.getuid()
 results["hostname"] = socket.gethostname()
 print("PROBE=" + json.dumps(results), flush=True)

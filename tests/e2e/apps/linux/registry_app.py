@@ -16,7 +16,8 @@ app = modal.App("linux-registry", image=image)
 
 @app.function()
 def probe() -> dict:
-    return {"seen": open("/opt/seen").read().strip(), "env": os.environ.get("COVE_REG"), "cwd": os.getcwd()}
+    return {"seen": open("/opt/seen").read().strip(), "env": os.environ.get("COVE_REG"), "cwd": os.getcwd(),
+            "hostdisk": os.path.exists("/dev/hostdisk")}
 
 
 @app.local_entrypoint()
