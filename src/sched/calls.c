@@ -321,7 +321,10 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 	item.task_id = (char *)(task_id ? task_id : "");
 	item.input_started_at = started_at;
 	item.output_created_at = now_s();
-	item.retry_count = in->retry_count;
+	/* The client's own count of attempts, which it checks every output against: Cove retries server-side
+	 * (FunctionMap answers sync_client_retries_enabled = false), so for the client there is one attempt, 0.
+	 * An output with the server's count would be dropped as stale, and a .map waiting on it hang. */
+	item.retry_count = 0;
 	size_t len;
 	uint8_t *bytes = pb_pack(&item.base, &len);
 	if (cove_store_output_put(s->ctx->store, in->id, fc->id, in->idx, (int)in->retry_count, bytes, len, err) < 0) {

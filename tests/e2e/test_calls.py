@@ -53,6 +53,10 @@ def test_generators_stream_items_as_produced(cove):
 def test_retries_and_timeouts(cove):
     r = run(cove, "failures")
     assert value(r, "RETRIED") == "3"
+    # Issue 13 (1): a retried input's output reaches .map, .starmap and .for_each (they hung).
+    assert value(r, "MAP_RETRIED") == "[3, 3, 3]", cove.explain(r)
+    assert value(r, "STARMAP_RETRIED") == "[3]", cove.explain(r)
+    assert value(r, "FOR_EACH_RETRIED") == "done", cove.explain(r)
     assert value(r, "GAVE_UP").startswith("KeyError"), cove.explain(r)
     seconds = float(value(r, "TIMED_OUT").split()[0])
     assert 1.5 < seconds < 15, cove.explain(r)

@@ -169,6 +169,11 @@ def failures():
     import tempfile
 
     print("RETRIED", flaky.remote(tempfile.mktemp()))
+    # Retried inputs of a map, starmap and for_each finish too (each input fails twice, then returns 3).
+    print("MAP_RETRIED", sorted(flaky.map([tempfile.mktemp() for _ in range(3)])))
+    print("STARMAP_RETRIED", list(flaky.starmap([(tempfile.mktemp(),)])))
+    flaky.for_each([tempfile.mktemp()])
+    print("FOR_EACH_RETRIED", "done")
     try:
         always_fails.remote()
     except KeyError as exc:
