@@ -566,6 +566,15 @@ read_output(struct gw_exchange *ex)
 		if (item->result->status != MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_SUCCESS) {
 			log_info("gateway: %s (%s): the web function ended with status %d: %s", ex->fc_id, ex->fn->tag,
 				 item->result->status, item->result->exception ? item->result->exception : "");
+			/* An internal failure with no data is Cove's, not the app's (a container that could not start:
+			 * no GPU, an image that did not build): its message says what to fix and may be shown. An app's
+			 * exception carries data (the pickled exception) and stays in the app's logs. */
+			if (item->result->status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_INTERNAL_FAILURE &&
+			    item->result->data_oneof_case == MODAL__CLIENT__GENERIC_RESULT__DATA_ONEOF__NOT_SET &&
+			    item->result->exception && *item->result->exception) {
+				free(ex->cove_failure);
+				ex->cove_failure = xstrdup(item->result->exception);
+			}
 		} else if (item->data_format == MODAL__CLIENT__DATA_FORMAT__DATA_FORMAT_GENERATOR_DONE &&
 			   item->result->data_oneof_case == MODAL__CLIENT__GENERIC_RESULT__DATA_ONEOF_DATA) {
 			Modal__Client__GeneratorDone *done = pb_unpack(&modal__client__generator_done__descriptor,
@@ -579,9 +588,13 @@ read_output(struct gw_exchange *ex)
 }
 
 static const char *
-failure_message(int status, int *http)
+failure_message(const struct gw_exchange *ex, int *http)
 {
-	switch (status) {
+	if (ex->cove_failure) {
+		*http = 503;
+		return ex->cove_failure;
+	}
+	switch (ex->result_status) {
 	case MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TIMEOUT:
 		*http = 504;
 		return "the web function timed out";
@@ -605,7 +618,7 @@ exchange_finish(struct gw_exchange *ex)
 			int status;
 			const char *msg = ok ? (ex->websocket ? "the app closed the WebSocket without accepting it"
 							      : "internal error: the app returned without a response")
-					     : failure_message(ex->result_status, &status);
+					     : failure_message(ex, &status);
 			if (ok)
 				status = ex->websocket ? 403 : 500;
 			cove_exchange_detach(ex, 0);
@@ -692,6 +705,7 @@ cove_exchange_free(struct gw_exchange *ex)
 	free(ex->ws_msg);
 	free(ex->target);
 	free(ex->fc_id);
+	free(ex->cove_failure);
 	free(ex);
 }
 

@@ -100,6 +100,7 @@ struct gw_exchange {
 	/* the call's output */
 	int output_seen;
 	int result_status;
+	char *cove_failure; /* Cove's own reason the call could not run (never the app's exception), or NULL */
 	uint64_t items_total;
 	/* WebSocket */
 	int websocket, ws_open, ws_close_sent;

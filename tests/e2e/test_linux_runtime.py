@@ -414,3 +414,20 @@ with isolation.app.run():
     assert small == 8 << 20
     assert big == "ENOSPC", big
     assert 40 <= total_mib <= 64, total_mib
+
+
+def test_web_request_to_a_gpu_function_says_why_it_cannot_run(linux_cove):
+    """Issue 13 (9): a GPU endpoint on a host that cannot give it a GPU answers 503 with the reason the logs
+    have (no NVIDIA GPU here, or no GPU pass-through), for a fastapi_endpoint and a web_server alike. An app's
+    own exception is never shown this way (test_web.py checks that its text stays in the logs)."""
+    import httpx
+
+    r = linux_cove.run_modal(["deploy", "gpu_web.py"], cwd=LINUX_APPS, timeout=600)
+    assert r.returncode == 0, linux_cove.explain(r)
+    port = int((linux_cove.state_dir / "web.url").read_text().strip().rsplit(":", 1)[1])
+    for label in ("linux-gpu-web-gpu-endpoint", "linux-gpu-web-gpu-server"):
+        with httpx.Client(timeout=120, trust_env=False) as c:
+            resp = c.get(f"http://127.0.0.1:{port}/", headers={"host": f"{label}.localhost:{port}"})
+        assert resp.status_code == 503, (label, resp.status_code, resp.text)
+        assert "asks for a GPU" in resp.text, (label, resp.text)
+        assert "internal error" not in resp.text, (label, resp.text)
