@@ -293,9 +293,11 @@ cove_api_FunctionBindParams(struct cove_api_req *req)
 		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "Function %s is already bound", r->function_id);
 		return;
 	}
-	if (!base->def->is_class) {
-		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT, "Function %s is not a class service function",
-				   r->function_id);
+	/* A class's service function binds parameters and options; a plain function only options (with_options,
+	 * with_concurrency, with_batching). */
+	if (!base->def->is_class && r->serialized_params.len > 0) {
+		cove_api_fail_code(req->call, COVE_INVALID_ARGUMENT,
+				   "Function %s is not a class service function: it takes no parameters", r->function_id);
 		return;
 	}
 	struct cove_error *err = NULL;

@@ -80,33 +80,107 @@ cove_sched_class_publish(struct cove_sched *s, struct cove_app *app, const char 
 	return cove_store_object_put(s->ctx->store, class_id, "class", app->id, app->env, tag, "", 0, err);
 }
 
-/* Apply FunctionOptions (with_options, with_concurrency, with_batching) to a copy of a definition. */
-static void
-apply_options(Modal__Client__Function *def, const Modal__Client__FunctionOptions *o)
+/* A setting of the definition's autoscaler block too, where it has one (that block wins over the older fields
+ * when both are set: see sched.c's SETTING). */
+#define AUTOSCALER_SET(def, field, FIELD, value)                                                               \
+	do {                                                                                                   \
+		if ((def)->autoscaler_settings) {                                                              \
+			(def)->autoscaler_settings->_##field##_case =                                          \
+				MODAL__CLIENT__AUTOSCALER_SETTINGS___##FIELD##_##FIELD;                        \
+			(def)->autoscaler_settings->field = (value);                                           \
+		}                                                                                              \
+	} while (0)
+
+/* names[0..n) + more[0..m) (or more alone with replace): a new array of borrowed pointers (caller frees it). */
+static void **
+joined(void **names, size_t n, void **more, size_t m, int replace, size_t *out_n)
 {
+	size_t keep = replace ? 0 : n;
+	void **v = xcalloc(keep + m + 1, sizeof(void *));
+	for (size_t i = 0; i < keep; i++)
+		v[i] = names[i];
+	for (size_t i = 0; i < m; i++)
+		v[keep + i] = more[i];
+	*out_n = keep + m;
+	return v;
+}
+
+/* The definition with FunctionOptions (with_options, with_concurrency, with_batching) applied: a new copy (the
+ * caller frees it), or NULL + *err for an option Cove does not serve (it fails loudly rather than be dropped).
+ * Scalars replace the definition's; resources and the retry policy replace its whole block, as the client
+ * merges them before sending; secrets, volumes and mounts add to the definition's unless the options say
+ * replace. Region, cloud and routing region are kept, as for the function itself (not enforced). */
+static Modal__Client__Function *
+with_options(const Modal__Client__Function *def, const Modal__Client__FunctionOptions *o, struct cove_error **err)
+{
+	if (o->n_cloud_bucket_mounts > 0) {
+		cove_error_set(err, COVE_UNIMPLEMENTED, "with_options: CloudBucketMount volumes are not served by Cove");
+		return NULL;
+	}
+	Modal__Client__Function tmp = *def;
+	cleanup_free void **secrets = NULL, **volumes = NULL, **mounts = NULL;
+	if (o->n_secret_ids || o->replace_secret_ids) {
+		secrets = joined((void **)def->secret_ids, def->n_secret_ids, (void **)o->secret_ids, o->n_secret_ids,
+				 o->replace_secret_ids, &tmp.n_secret_ids);
+		tmp.secret_ids = (char **)secrets;
+	}
+	if (o->n_volume_mounts || o->replace_volume_mounts) {
+		volumes = joined((void **)def->volume_mounts, def->n_volume_mounts, (void **)o->volume_mounts,
+				 o->n_volume_mounts, o->replace_volume_mounts, &tmp.n_volume_mounts);
+		tmp.volume_mounts = (Modal__Client__VolumeMount **)volumes;
+	}
+	if (o->n_mount_ids) {
+		mounts = joined((void **)def->mount_ids, def->n_mount_ids, (void **)o->mount_ids, o->n_mount_ids, 0,
+				&tmp.n_mount_ids);
+		tmp.mount_ids = (char **)mounts;
+	}
+	if (o->_resources_case && o->resources)
+		tmp.resources = o->resources;
+	if (o->_retry_policy_case && o->retry_policy)
+		tmp.retry_policy = o->retry_policy;
+	if (o->_scheduler_placement_case && o->scheduler_placement) {
+		tmp._scheduler_placement_case = MODAL__CLIENT__FUNCTION___SCHEDULER_PLACEMENT_SCHEDULER_PLACEMENT;
+		tmp.scheduler_placement = o->scheduler_placement;
+	}
+	if (o->_cloud_provider_str_case && o->cloud_provider_str)
+		tmp.cloud_provider_str = o->cloud_provider_str;
+	if (o->_routing_region_case && o->routing_region)
+		tmp.routing_region = o->routing_region;
+	/* One copy of it all: what tmp borrows from def and from the options is owned by the copy alone. */
+	Modal__Client__Function *out = pb_dup(&tmp.base);
 	if (o->_timeout_secs_case)
-		def->timeout_secs = o->timeout_secs;
-	if (o->_concurrency_limit_case)
-		def->concurrency_limit = o->concurrency_limit;
-	if (o->_task_idle_timeout_secs_case)
-		def->task_idle_timeout_secs = o->task_idle_timeout_secs;
+		out->timeout_secs = o->timeout_secs;
+	if (o->_concurrency_limit_case) {
+		out->concurrency_limit = o->concurrency_limit;
+		AUTOSCALER_SET(out, max_containers, MAX_CONTAINERS, o->concurrency_limit);
+	}
+	if (o->_task_idle_timeout_secs_case) {
+		out->task_idle_timeout_secs = o->task_idle_timeout_secs;
+		AUTOSCALER_SET(out, scaledown_window, SCALEDOWN_WINDOW, o->task_idle_timeout_secs);
+	}
+	if (o->_warm_pool_size_case) {
+		out->warm_pool_size = o->warm_pool_size;
+		AUTOSCALER_SET(out, min_containers, MIN_CONTAINERS, o->warm_pool_size);
+	}
+	if (o->_buffer_containers_case) {
+		out->_experimental_buffer_containers = o->buffer_containers;
+		AUTOSCALER_SET(out, buffer_containers, BUFFER_CONTAINERS, o->buffer_containers);
+	}
 	if (o->_max_concurrent_inputs_case)
-		def->max_concurrent_inputs = o->max_concurrent_inputs;
+		out->max_concurrent_inputs = o->max_concurrent_inputs;
 	if (o->_target_concurrent_inputs_case)
-		def->target_concurrent_inputs = o->target_concurrent_inputs;
+		out->target_concurrent_inputs = o->target_concurrent_inputs;
 	if (o->_batch_max_size_case)
-		def->batch_max_size = o->batch_max_size;
+		out->batch_max_size = o->batch_max_size;
 	if (o->_batch_linger_ms_case)
-		def->batch_linger_ms = o->batch_linger_ms;
-	if (o->_warm_pool_size_case)
-		def->warm_pool_size = o->warm_pool_size;
+		out->batch_linger_ms = o->batch_linger_ms;
+	return out;
 }
 
 struct cove_function *
 cove_sched_function_bind(struct cove_sched *s, struct cove_function *base, const uint8_t *params, size_t params_len,
 			 const Modal__Client__FunctionOptions *opts, struct cove_error **err)
 {
-	(void)err;
 	/* Same parameters and options: the same bound function (and its warm containers). */
 	size_t olen = 0;
 	cleanup_free uint8_t *obytes = opts ? pb_pack(&opts->base, &olen) : NULL;
@@ -122,31 +196,15 @@ cove_sched_function_bind(struct cove_sched *s, struct cove_function *base, const
 	struct cove_function *fn = cove_map_get(&base->bound, digest);
 	if (fn)
 		return fn;
+	Modal__Client__Function *def = opts ? with_options(base->def, opts, err) : pb_dup(&base->def->base);
+	if (def == NULL)
+		return NULL;
 	fn = xcalloc(1, sizeof(*fn));
 	fn->id = cove_id_new("fu");
 	fn->tag = xstrdup(base->tag);
 	fn->app = base->app;
 	fn->parent = base;
-	fn->def = pb_dup(&base->def->base);
-	if (opts) {
-		apply_options(fn->def, opts);
-		/* Secrets from options add to (or replace) the class's own. */
-		if (opts->n_secret_ids) {
-			size_t keep = opts->replace_secret_ids ? 0 : fn->def->n_secret_ids;
-			char **ids = xcalloc(keep + opts->n_secret_ids, sizeof(char *));
-			for (size_t i = 0; i < keep; i++)
-				ids[i] = fn->def->secret_ids[i];
-			for (size_t i = 0; i < opts->n_secret_ids; i++)
-				ids[keep + i] = opts->secret_ids[i];
-			Modal__Client__Function tmp = *fn->def;
-			tmp.n_secret_ids = keep + opts->n_secret_ids;
-			tmp.secret_ids = ids;
-			Modal__Client__Function *copy = pb_dup(&tmp.base);
-			free(ids);
-			pb_free(fn->def);
-			fn->def = copy;
-		}
-	}
+	fn->def = def;
 	fn->meta = pb_dup(&base->meta->base);
 	fn->params = params_len ? xmemdup(params, params_len) : NULL;
 	fn->params_len = params_len;

@@ -72,6 +72,19 @@ def test_concurrency_and_batching(cove):
     assert len(sizes) == 8 and max(sizes) > 1, cove.explain(r)
 
 
+def test_with_options_on_functions_and_classes_takes_effect(cove):
+    """Issue 13 (2): Function.with_options / with_concurrency work on plain functions (they failed with "is not a
+    class service function"), and options reach the container: retries, timeout, concurrency."""
+    r = run(cove, "options")
+    assert value(r, "FN_RETRIES") == "2", cove.explain(r)
+    assert value(r, "FN_NO_RETRIES") == "RuntimeError", cove.explain(r)  # the option, not the decorator, retried
+    assert value(r, "CLS_RETRIES") == "2", cove.explain(r)
+    assert 1.5 < float(value(r, "FN_TIMEOUT")) < 15, cove.explain(r)
+    seconds, containers = value(r, "FN_CONCURRENCY").split()
+    # Four 1 s inputs in one container at once: not one after another, nor in four containers.
+    assert float(seconds) < 3.5 and containers == "1", cove.explain(r)
+
+
 def test_classes_enter_methods_parameters_options(cove):
     r = run(cove, "classes")
     assert value(r, "PREDICT") == "40 50"

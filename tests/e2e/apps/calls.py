@@ -203,6 +203,53 @@ def classes():
 
 
 @app.function()
+def fails_once(path):
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as f:
+        f.write(str(n + 1))
+    if n < 1:
+        raise RuntimeError("the first attempt fails")
+    return n + 1
+
+
+@app.cls()
+class FailsOnce:
+    @modal.method()
+    def run(self, path):
+        return fails_once.local(path)
+
+
+@app.function()
+def sleep_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.local_entrypoint()
+def options():
+    import tempfile
+
+    # Each option takes effect on a plain function and on a class (with_options, with_concurrency): retries
+    # where the decorator has none, a shorter timeout, more inputs at once.
+    print("FN_RETRIES", fails_once.with_options(retries=1).remote(tempfile.mktemp()))
+    try:
+        fails_once.remote(tempfile.mktemp())
+        print("FN_NO_RETRIES no error")
+    except RuntimeError as exc:
+        print("FN_NO_RETRIES", type(exc).__name__)
+    print("CLS_RETRIES", FailsOnce.with_options(retries=1)().run.remote(tempfile.mktemp()))
+    t = time.time()
+    try:
+        sleeps.with_options(timeout=2).remote(30)
+        print("FN_TIMEOUT no error")
+    except modal.exception.FunctionTimeoutError:
+        print("FN_TIMEOUT", round(time.time() - t, 1))
+    t = time.time()
+    pids = list(sleep_pid.with_concurrency(max_inputs=4).map([1, 1, 1, 1]))
+    print("FN_CONCURRENCY", round(time.time() - t, 1), len(set(pids)))
+
+
+@app.function()
 def dies(code):
     print("about to exit", flush=True)
     os._exit(code)
