@@ -133,7 +133,12 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		int ports[] = {cove_grpc_server_port(ctx->grpc), cove_blob_http_port(ctx->blob_http),
 			       cove_gateway_port(ctx->gateway)};
 		struct cove_error *why = NULL;
-		if (cove_runtime_linux_set_network(ctx->runtime, COVE_PASTA, ports, sizeof(ports) / sizeof(ports[0]), &why) < 0) {
+		const char *pasta = getenv("COVE_PASTA"); /* another pasta; "" for none (containers share the host's network) */
+		if (pasta == NULL)
+			pasta = COVE_PASTA;
+		if (*pasta == '\0')
+			log_warn("COVE_PASTA is empty: containers share the host's network");
+		else if (cove_runtime_linux_set_network(ctx->runtime, pasta, ports, sizeof(ports) / sizeof(ports[0]), &why) < 0) {
 			log_warn("%s", why->msg);
 			cove_error_free(why);
 		}

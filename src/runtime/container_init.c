@@ -61,6 +61,7 @@
 #include <linux/capability.h>
 #include <linux/loop.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/securebits.h>
 #include <unistd.h>
 
@@ -252,11 +253,160 @@ do_mount(const char *src, const char *dst, const char *type, unsigned long flags
 		fail(errno, "mount %s on %s (%s): %s", src ? src : "none", dst, type ? type : "bind", strerror(errno));
 }
 
+/* ---- the container's tree, before pivot_root ----
+ * Until PID 1 pivots into it, the tree it assembles is a directory of the host's, and the image (or a build
+ * step, or a snapshot the container made) decides what is in it: /tmp may be a symlink to the host's /etc. So
+ * every path in it is resolved by the kernel beneath a descriptor of its root, with symlinks taken as if that
+ * root were "/" (openat2 RESOLVE_IN_ROOT, as runc's securejoin does), and mounts land on descriptors (O_PATH),
+ * never on a path string the host would resolve. */
+static int root_fd = -1;
+
+static int
+in_root(const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC), .mode = mode,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+}
+
+/* Split path into its parent (in parent, "" for the root) and last component (returned, within parent's buffer). */
+static const char *
+split_last(const char *path, char *parent, size_t len)
+{
+	snprintf(parent, len, "%s", path);
+	size_t n = strlen(parent);
+	while (n > 1 && parent[n - 1] == '/')
+		parent[--n] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (slash == NULL) {
+		memmove(parent + 1, parent, strlen(parent) + 1);
+		parent[0] = '\0';
+		return parent + 1;
+	}
+	*slash = '\0';
+	return slash + 1;
+}
+
+/* name in parent_fd is a symlink (a dangling one: what it names is missing): *path becomes what it names, read
+ * as a path in the container's tree (relative to parent if relative). 0, or -1. */
+static int
+follow_link(int parent_fd, const char *parent, const char *name, char *path, size_t len)
+{
+	char link[PATH_MAX];
+	ssize_t n = readlinkat(parent_fd, name, link, sizeof(link) - 1);
+	if (n <= 0)
+		return -1;
+	link[n] = '\0';
+	char next[PATH_MAX];
+	int w = link[0] == '/' ? snprintf(next, sizeof(next), "%s", link) : snprintf(next, sizeof(next), "%s/%s", parent, link);
+	if (w < 0 || w >= (int)sizeof(next) || w >= (int)len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(path, next, (size_t)w + 1);
+	return 0;
+}
+
+static int in_root_dir(const char *path0, mode_t mode);
+
+/* The parent directory of path (O_PATH), made where missing; *name gets the last component. */
+static int
+in_root_parent(const char *path, char *parent, size_t len, const char **name)
+{
+	*name = split_last(path, parent, len);
+	return parent[0] ? in_root_dir(parent, 0755) : fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/* The directory at path in the container's tree (O_PATH), made (mkdir -p, mode) where missing, as mkdir -p would
+ * inside that tree: a dangling symlink on the way is followed there, and what it names is made. */
+static int
+in_root_dir(const char *path0, mode_t mode)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s", path0);
+	for (int tries = 0; tries < 16; tries++) {
+		int fd = in_root(path, O_PATH | O_DIRECTORY, 0);
+		if (fd >= 0 || errno != ENOENT)
+			return fd;
+		char parent[PATH_MAX];
+		const char *name;
+		int pfd = in_root_parent(path, parent, sizeof(parent), &name);
+		if (pfd < 0)
+			return -1;
+		/* One component, no slash: mkdirat follows nothing; a dangling symlink there is EEXIST. */
+		int r = mkdirat(pfd, name, mode), e = errno;
+		if (r < 0 && e == EEXIST && follow_link(pfd, parent, name, path, sizeof(path)) < 0)
+			e = errno;
+		else if (r < 0 && e == EEXIST)
+			r = 0;
+		close(pfd);
+		if (r < 0) {
+			errno = e;
+			return -1;
+		}
+	}
+	errno = ELOOP;
+	return -1;
+}
+
+static int
+in_root_dir_or_fail(const char *path, mode_t mode)
+{
+	int fd = in_root_dir(path, mode);
+	if (fd < 0)
+		fail(errno, "the container's %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* A mount point at path in the container's tree (O_PATH): a directory, or for a file an empty file (made if
+ * missing, and where a dangling symlink names it), like what will be mounted there. */
+static int
+in_root_mountpoint(const char *path0, int dir)
+{
+	if (dir)
+		return in_root_dir_or_fail(path0, 0755);
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s", path0);
+	for (int tries = 0; tries < 16; tries++) {
+		int fd = in_root(path, O_PATH, 0);
+		if (fd >= 0)
+			return fd;
+		if (errno != ENOENT)
+			break;
+		char parent[PATH_MAX];
+		const char *name;
+		int pfd = in_root_parent(path, parent, sizeof(parent), &name);
+		if (pfd < 0)
+			break;
+		int w = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644), e = errno;
+		if (w >= 0)
+			close(w);
+		else if (e == EEXIST && follow_link(pfd, parent, name, path, sizeof(path)) < 0)
+			e = errno;
+		close(pfd);
+		if (w < 0 && e != EEXIST) {
+			errno = e;
+			break;
+		}
+	}
+	fail(errno ? errno : ELOOP, "mount point %s in the container: %s", path0, strerror(errno ? errno : ELOOP));
+}
+
+/* mount(2) of a file system of type (no source path of the host's) at the descriptor fd. */
+static void
+mount_at(int fd, const char *what, const char *type, unsigned long flags, const char *data)
+{
+	char p[32];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	if (mount(type, p, type, flags, data) < 0)
+		fail(errno, "mount %s on the container's %s: %s", type, what, strerror(errno));
+}
+
 /* Flags every bind mount of host files into a container gets: its device nodes do not work and set-user-id bits
  * give nothing (the OCI runtime spec's and Docker's defaults for bind mounts). */
 #define BIND_FLAGS (MS_NOSUID | MS_NODEV)
 
-/* MS_* flags of a remount as MOUNT_ATTR_* ones. */
+/* MS_* flags as MOUNT_ATTR_* ones. */
 static unsigned long long
 mount_attrs(unsigned long flags)
 {
@@ -264,90 +414,67 @@ mount_attrs(unsigned long flags)
 	       ((flags & MS_NODEV) ? MOUNT_ATTR_NODEV : 0) | ((flags & MS_NOEXEC) ? MOUNT_ATTR_NOEXEC : 0);
 }
 
-/* A bind mount of src at root+dst; the mount point is made (a directory or an empty file, like src). flags
- * (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are applied by a remount; 0 keeps those of src. With a user
- * namespace the mount is idmapped through it (so the container's root owns what the host's root does), unless
- * plain is set or src's file system cannot be idmapped (device nodes, /proc): then it is bound as it is, and its
- * files show as owned by nobody. */
+/* A bind mount of the host's src at dst in the container's tree; the mount point is made (a directory or an
+ * empty file, like src). flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) apply to it and every submount. With
+ * a user namespace the mount is idmapped through it (so the container's root owns what the host's root does),
+ * unless plain is set or a file system of src cannot be idmapped (device nodes, /proc): then it is bound as it
+ * is, and its files show as owned by nobody. */
 static void
-bind_into_as(const char *root, const char *src, const char *dst, unsigned long flags, int plain)
+bind_into_as(const char *src, const char *dst, unsigned long flags, int plain)
 {
-	char target[PATH_MAX];
-	pathcat(target, root, dst);
 	struct stat st;
 	if (stat(src, &st) < 0)
 		fail(errno, "bind mount source %s: %s", src, strerror(errno));
-	if (S_ISDIR(st.st_mode)) {
-		mkdirs(target, 0755);
-	} else {
-		char parent[PATH_MAX];
-		memcpy(parent, target, sizeof(parent));
-		char *slash = strrchr(parent, '/');
-		if (slash && slash != parent) {
-			*slash = '\0';
-			mkdirs(parent, 0755);
-		}
-		int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-		if (fd < 0 && errno != EISDIR)
-			fail(errno, "create mount point %s: %s", dst, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-	}
-	if (o.userns_fd >= 0 && !plain) {
-		char msg[256];
-		int r = cove_idmap_bind(src, target, o.userns_fd, mount_attrs(flags), 1, msg, sizeof(msg));
-		if (r == 0)
-			return;
-		if (r != -EINVAL && r != -EOPNOTSUPP)
-			fail(-r, "%s", msg);
-	}
-	do_mount(src, target, NULL, MS_BIND | MS_REC, NULL);
-	if (flags)
-		do_mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL);
+	int target = in_root_mountpoint(dst, S_ISDIR(st.st_mode));
+	char msg[256];
+	int r = -EINVAL;
+	if (o.userns_fd >= 0 && !plain)
+		r = cove_mount_bind(src, target, o.userns_fd, mount_attrs(flags), 1, msg, sizeof(msg));
+	if (r == -EINVAL || r == -EOPNOTSUPP)
+		r = cove_mount_bind(src, target, -1, mount_attrs(flags), 1, msg, sizeof(msg));
+	if (r < 0)
+		fail(-r, "%s on the container's %s", msg, dst);
+	close(target);
 }
 
 static void
-bind_into(const char *root, const char *src, const char *dst, unsigned long flags)
+bind_into(const char *src, const char *dst, unsigned long flags)
 {
-	bind_into_as(root, src, dst, flags, 0);
+	bind_into_as(src, dst, flags, 0);
 }
 
 static void
-make_dev(const char *root)
+make_dev(void)
 {
-	char path[PATH_MAX];
-	pathcat(path, root, "/dev");
-	mkdirs(path, 0755);
+	int fd = in_root_dir_or_fail("/dev", 0755);
 	/* Owned by the container's root (with a user namespace, the host's uid the namespace maps 0 to). */
 	char opts[96];
 	unsigned owner = o.userns ? o.userns_base : 0;
 	snprintf(opts, sizeof(opts), "mode=755,size=65536k,uid=%u,gid=%u", owner, owner);
-	do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, opts);
+	mount_at(fd, "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, opts);
+	close(fd);
 	static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
 	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
-		char src[64], dst[64];
-		snprintf(src, sizeof(src), "/dev/%s", nodes[i]);
-		snprintf(dst, sizeof(dst), "/dev/%s", nodes[i]);
-		bind_into_as(root, src, dst, MS_NOSUID | MS_NOEXEC, 1); /* devtmpfs: not idmappable */
+		char path[64];
+		snprintf(path, sizeof(path), "/dev/%s", nodes[i]);
+		bind_into_as(path, path, MS_NOSUID | MS_NOEXEC, 1); /* devtmpfs: not idmappable */
 	}
-	pathcat(path, root, "/dev/pts");
-	mkdirs(path, 0755);
-	do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-	pathcat(path, root, "/dev/shm");
-	mkdirs(path, 01777);
+	fd = in_root_dir_or_fail("/dev/pts", 0755);
+	mount_at(fd, "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+	close(fd);
+	fd = in_root_dir_or_fail("/dev/shm", 01777);
 	snprintf(opts, sizeof(opts), "mode=1777,size=65536k,uid=%u,gid=%u", owner, owner);
-	do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV, opts);
+	mount_at(fd, "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+	close(fd);
 	static const char *const links[][2] = {
 		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
 		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
 	};
-	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
-		char rel[32];
-		snprintf(rel, sizeof(rel), "/dev/%s", links[i][1]);
-		pathcat(path, root, rel);
-		if (symlink(links[i][0], path) < 0 && errno != EEXIST)
-			fail(errno, "symlink %s: %s", path, strerror(errno));
-	}
+	fd = in_root_dir_or_fail("/dev", 0755); /* the tmpfs just mounted */
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlinkat(links[i][0], fd, links[i][1]) < 0 && errno != EEXIST)
+			fail(errno, "symlink /dev/%s: %s", links[i][1], strerror(errno));
+	close(fd);
 }
 
 static void
@@ -571,25 +698,38 @@ static const char *const readonly_paths[] = {
 };
 
 static void
-mask_paths(const char *root)
+mask_paths(void)
 {
-	char path[PATH_MAX];
-	struct stat st;
+	char msg[256];
 	for (size_t i = 0; i < sizeof(masked_paths) / sizeof(masked_paths[0]); i++) {
-		pathcat(path, root, masked_paths[i]);
-		if (lstat(path, &st) < 0)
-			continue;
+		int fd = in_root(masked_paths[i], O_PATH | O_NOFOLLOW, 0);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			if (fd >= 0)
+				close(fd);
+			continue; /* not on this kernel */
+		}
+		int r = 0;
 		if (S_ISDIR(st.st_mode))
-			do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+			mount_at(fd, masked_paths[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
 		else
-			do_mount("/dev/null", path, NULL, MS_BIND, NULL);
+			r = cove_mount_bind("/dev/null", fd, -1, 0, 0, msg, sizeof(msg));
+		close(fd);
+		if (r < 0)
+			fail(-r, "mask %s: %s", masked_paths[i], msg);
 	}
 	for (size_t i = 0; i < sizeof(readonly_paths) / sizeof(readonly_paths[0]); i++) {
-		pathcat(path, root, readonly_paths[i]);
-		if (lstat(path, &st) < 0)
+		int fd = in_root(readonly_paths[i], O_PATH | O_NOFOLLOW, 0);
+		if (fd < 0)
 			continue;
-		do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
-		do_mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+		/* The path onto itself, read-only (its submounts too). */
+		char self[32];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		int r = cove_mount_bind(self, fd, -1, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+							    MOUNT_ATTR_NOEXEC, 1, msg, sizeof(msg));
+		close(fd);
+		if (r < 0)
+			fail(-r, "make %s read-only: %s", readonly_paths[i], msg);
 	}
 }
 
@@ -601,20 +741,38 @@ fsids_of_container_root(int on)
 {
 	if (!o.userns)
 		return;
-	if (on && prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP) < 0)
+	static int saved = -1; /* the securebits before, restored after */
+	if (on && (saved = prctl(PR_GET_SECUREBITS)) < 0)
+		fail(errno, "read securebits: %s", strerror(errno));
+	if (on && prctl(PR_SET_SECUREBITS, (unsigned long)saved | SECBIT_NO_SETUID_FIXUP) < 0)
 		fail(errno, "keep capabilities across setfsuid: %s", strerror(errno));
 	uid_t id = on ? o.userns_base : 0;
 	setfsgid(id);
 	setfsuid(id);
 	if ((uid_t)setfsuid((uid_t)-1) != id || (gid_t)setfsgid((gid_t)-1) != id)
 		fail(EPERM, "setfsuid %u: refused", (unsigned)id);
-	if (!on && prctl(PR_SET_SECUREBITS, 0) < 0)
+	if (!on && prctl(PR_SET_SECUREBITS, (unsigned long)saved) < 0)
 		fail(errno, "reset securebits: %s", strerror(errno));
 	/* Changing credentials cleared PID 1's parent-death signal: set again, it must still go with the shim. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	struct pollfd p = {.fd = shim_alive, .events = POLLIN};
-	if (poll(&p, 1, 0) != 0) /* the shim's end closed: it has died meanwhile */
+	int r;
+	while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR)
+		;
+	if (r != 0) /* the shim's end closed: it has died meanwhile */
 		_exit(125);
+}
+
+/* src (not recursively) idmapped onto dst, a directory of Cove's own (the task's scratch). */
+static int
+idmap_at(const char *src, const char *dst, unsigned long long attrs, char *msg, size_t len)
+{
+	int fd = open(dst, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		fail(errno, "open %s: %s", dst, strerror(errno));
+	int r = cove_mount_bind(src, fd, o.userns_fd, attrs, 0, msg, len);
+	close(fd);
+	return r;
 }
 
 /* The overlay's option string for layers seen through idmapped mounts: each layer, and the directory holding the
@@ -635,8 +793,7 @@ idmapped_layers(const char *rw_dir, char *opts, size_t len)
 		int w = snprintf(src, sizeof(src), "%s/%s", o.layers_dir, o.layers[i]);
 		if (w < 0 || w >= (int)sizeof(src))
 			fail(ENAMETOOLONG, "path too long: %s/%s", o.layers_dir, o.layers[i]);
-		int r = cove_idmap_bind(src, dst, o.userns_fd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
-					0, msg, sizeof(msg));
+		int r = idmap_at(src, dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, msg, sizeof(msg));
 		if (r < 0)
 			fail(-r, "%s (a user namespace needs idmapped mounts: Linux 5.19 or later, on ext4, xfs, btrfs "
 				 "or tmpfs; `cove serve --userns off` runs containers without one)",
@@ -647,7 +804,7 @@ idmapped_layers(const char *rw_dir, char *opts, size_t len)
 	}
 	pathcat(dst, stage, "/rw");
 	mkdirs(dst, 0755);
-	int r = cove_idmap_bind(rw_dir, dst, o.userns_fd, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0, msg, sizeof(msg));
+	int r = idmap_at(rw_dir, dst, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, msg, sizeof(msg));
 	if (r < 0)
 		fail(-r, "%s", msg);
 	n += (size_t)snprintf(opts + n, n < len ? len - n : 0, ",upperdir=rw/upper,workdir=rw/work");
@@ -715,28 +872,42 @@ setup_rootfs(void)
 	fsids_of_container_root(1);
 	do_mount("overlay", merged, "overlay", MS_NODEV | MS_NOSUID, opts);
 
-	char path[PATH_MAX];
-	pathcat(path, merged, "/proc");
-	mkdirs(path, 0555);
-	do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	pathcat(path, merged, "/sys");
-	mkdirs(path, 0555);
-	if (mount("sysfs", path, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		do_mount("/sys", path, NULL, MS_BIND | MS_REC | MS_RDONLY, NULL);
-	make_dev(merged);
-	pathcat(path, merged, "/tmp");
-	mkdirs(path, 01777);
-	chmod(path, 01777);
+	root_fd = open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root_fd < 0)
+		fail(errno, "open %s: %s", merged, strerror(errno));
+	int fd = in_root_dir_or_fail("/proc", 0555);
+	mount_at(fd, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	close(fd);
+	fd = in_root_dir_or_fail("/sys", 0555);
+	char p[32];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	if (mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		char msg[256];
+		int r = cove_mount_bind("/sys", fd, -1, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+							   MOUNT_ATTR_NOEXEC, 1, msg, sizeof(msg));
+		if (r < 0)
+			fail(-r, "%s", msg);
+	}
+	close(fd);
+	make_dev();
+	/* /tmp writable by all, as every image expects; if the image made it a symlink, what it names inside. */
+	close(in_root_dir_or_fail("/tmp", 01777));
+	fd = in_root("/tmp", O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0 || fchmod(fd, 01777) < 0)
+		fail(errno, "the container's /tmp: %s", strerror(errno));
+	close(fd);
 	if (o.net != NET_NONE) {
 		/* The host's resolver and hosts files, so names resolve as they do for Cove. */
 		static const char *const files[] = {"/etc/resolv.conf", "/etc/hosts"};
 		for (size_t i = 0; i < 2; i++)
 			if (access(files[i], R_OK) == 0)
-				bind_into(merged, files[i], files[i], MS_RDONLY | BIND_FLAGS);
+				bind_into(files[i], files[i], MS_RDONLY | BIND_FLAGS);
 	}
 	for (int i = 0; i < o.n_binds; i++)
-		bind_into(merged, o.binds[i].src, o.binds[i].dst, (o.binds[i].ro ? MS_RDONLY : 0) | BIND_FLAGS);
-	mask_paths(merged);
+		bind_into(o.binds[i].src, o.binds[i].dst, (o.binds[i].ro ? MS_RDONLY : 0) | BIND_FLAGS);
+	mask_paths();
+	close(root_fd);
+	root_fd = -1;
 	fsids_of_container_root(0);
 	/* The devices cgroup only now: assembling the root above may have needed a loop device. */
 	join_cgroups(o.late_cgroups, o.n_late_cgroups);
@@ -938,7 +1109,9 @@ wait_and_exit(pid_t pid)
 static int
 open_container_pty(char *slave, size_t len)
 {
-	int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	/* devpts's own ptmx: /dev/ptmx is a symlink in a tmpfs the container's root may change, while /dev/pts is a
+	 * mount point it cannot replace. */
+	int m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0)
 		fail(errno, "open the container's /dev/ptmx: %s", strerror(errno));
 	if (unlockpt(m) < 0 || ptsname_r(m, slave, len) != 0)
@@ -1048,16 +1221,22 @@ join_container(void)
 	struct stat theirs, ours;
 	if (user < 0 || fstat(user, &theirs) < 0 || stat("/proc/self/ns/user", &ours) < 0)
 		fail(errno == ENOENT ? ESRCH : errno, "the container has ended (%s: %s)", path, strerror(errno));
+	/* With --userns BASE (the container was started with it), the target must be in a namespace of its own that
+	 * maps exactly that range: never run a joined process as the host's root because the pid now names
+	 * something else. */
 	if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
 		o.userns_fd = user;
 		snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)o.join);
 		FILE *f = fopen(path, "re");
-		unsigned inside, base;
-		if (f == NULL || fscanf(f, "%u %u", &inside, &base) != 2 || inside != 0)
-			fail(ESRCH, "the container has ended (%s unreadable)", path);
+		unsigned inside, base, count;
+		if (f == NULL || fscanf(f, "%u %u %u", &inside, &base, &count) != 3 || inside != 0 ||
+		    (o.userns && (base != o.userns_base || count != COVE_USERNS_IDS)))
+			fail(ESRCH, "the container has ended (%s is not its map)", path);
 		fclose(f);
 		o.userns_base = base;
 	} else {
+		if (o.userns)
+			fail(ESRCH, "the container has ended (pid %d is not in its user namespace)", (int)o.join);
 		close(user);
 	}
 	for (int i = 0; i < N; i++) {
@@ -1178,8 +1357,18 @@ main(int argc, char **argv)
 	/* The shim enters the user namespace too, so that --join finds it in /proc/<shim>/ns/user; before its copy
 	 * of the report descriptor closes, so before the container counts as started. It needs no privilege
 	 * after this: it waits, and passes signals on to PID 1, which has its uid. */
-	if (o.userns_fd >= 0 && setns(o.userns_fd, CLONE_NEWUSER) < 0)
-		fail(errno, "enter the container's user namespace: %s", strerror(errno));
+	if (o.userns_fd >= 0) {
+		if (setns(o.userns_fd, CLONE_NEWUSER) < 0)
+			fail(errno, "enter the container's user namespace: %s", strerror(errno));
+		/* Still the host's uid 0, now with every capability over the container's namespace: keep none, and
+		 * be out of reach of ptrace and /proc should the container ever see this process. */
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+		struct __user_cap_data_struct none[2];
+		memset(none, 0, sizeof(none));
+		if (syscall(SYS_capset, &hdr, none) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			fail(errno, "drop the shim's capabilities: %s", strerror(errno));
+	}
 	if (o.report_fd >= 0)
 		close(o.report_fd);
 	wait_and_exit(pid);

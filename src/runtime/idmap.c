@@ -96,24 +96,28 @@ out:
 }
 
 int
-cove_idmap_bind(const char *src, const char *dst, int userns_fd, unsigned long long attrs, int recursive,
-		char *msg, size_t msg_len)
+cove_mount_bind(const char *src, int dst_fd, int userns_fd, unsigned long long attrs, int recursive, char *msg,
+		size_t msg_len)
 {
 	char what[160];
 	unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
 	int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src, flags);
 	if (tree < 0) {
-		snprintf(what, sizeof(what), "idmapped mount of %s: open_tree", src);
+		snprintf(what, sizeof(what), "bind mount of %s: open_tree", src);
 		return failed(errno, msg, msg_len, what);
 	}
-	struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | attrs, .userns_fd = (unsigned long long)userns_fd};
+	struct mount_attr attr = {.attr_set = attrs};
+	if (userns_fd >= 0) {
+		attr.attr_set |= MOUNT_ATTR_IDMAP;
+		attr.userns_fd = (unsigned long long)userns_fd;
+	}
 	int rv = 0;
-	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
-		    sizeof(attr)) < 0) {
-		snprintf(what, sizeof(what), "idmapped mount of %s", src);
+	if (attr.attr_set && syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
+				     sizeof(attr)) < 0) {
+		snprintf(what, sizeof(what), "%sbind mount of %s", userns_fd >= 0 ? "idmapped " : "", src);
 		rv = failed(errno, msg, msg_len, what);
-	} else if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-		snprintf(what, sizeof(what), "idmapped mount of %s on %s", src, dst);
+	} else if (syscall(SYS_move_mount, tree, "", dst_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+		snprintf(what, sizeof(what), "bind mount of %s", src);
 		rv = failed(errno, msg, msg_len, what);
 	}
 	close(tree);

@@ -20,11 +20,13 @@
  * failed in msg). The caller needs CAP_SETUID and CAP_SETGID in its own namespace. */
 int cove_userns_create(unsigned base, char *msg, size_t msg_len);
 
-/* A bind mount of src at dst (an existing mount point), idmapped through the namespace userns_fd, with the
- * MOUNT_ATTR_* flags in attrs (read-only, nosuid, nodev, noexec). recursive: submounts too. 0, or -errno:
- * -EINVAL among others where src's file system cannot be idmapped (the caller may bind it plainly instead). */
-int cove_idmap_bind(const char *src, const char *dst, int userns_fd, unsigned long long attrs, int recursive,
-		    char *msg, size_t msg_len);
+/* A bind mount of src (a path, resolved as the caller sees it: a host path) at the mount point dst_fd (an O_PATH
+ * descriptor, so where it lands was resolved once, by the caller), with the MOUNT_ATTR_* flags in attrs
+ * (read-only, nosuid, nodev, noexec) set before it is attached, on every submount too when recursive. With
+ * userns_fd >= 0 the mount is idmapped through that namespace. 0, or -errno: -EINVAL among others where a file
+ * system of src cannot be idmapped (the caller may bind it plainly, userns_fd -1, instead). */
+int cove_mount_bind(const char *src, int dst_fd, int userns_fd, unsigned long long attrs, int recursive, char *msg,
+		    size_t msg_len);
 
 /* Enter the namespace userns_fd as its root (uid and gid 0, no supplementary groups). The caller must be single
  * threaded and hold CAP_SYS_ADMIN over the namespace (its creator's namespace root does). 0, or -errno. */

@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,12 +49,45 @@ struct cove_container {
 	struct cove_container *inner;
 	struct cove_cgroup *cg;
 	struct holder *net; /* the network it runs in, or NULL */
+	long userns_slot;   /* its slot of COVE_USERNS_SLOTS (its uid range), or -1 */
 	void *owner;
 	struct cove_runtime_callbacks cb;
 };
 
 static int userns_on = 1;
-static unsigned userns_next; /* the next container's slot of COVE_USERNS_SLOTS */
+/* Slots of COVE_USERNS_SLOTS in use by this server's running containers, and where the next search starts (at
+ * random the first time, so that two servers on one host seldom hand out the same ranges). */
+static uint64_t userns_used[COVE_USERNS_SLOTS / 64];
+static unsigned userns_next;
+static int userns_seeded;
+
+static long
+userns_slot_take(void)
+{
+	if (!userns_seeded) {
+		unsigned r = 0;
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			r = (unsigned)getpid() * 2654435761u;
+		userns_next = r % COVE_USERNS_SLOTS;
+		userns_seeded = 1;
+	}
+	for (unsigned i = 0; i < COVE_USERNS_SLOTS; i++) {
+		unsigned slot = (userns_next + i) % COVE_USERNS_SLOTS;
+		if (!(userns_used[slot / 64] & (1ULL << (slot % 64)))) {
+			userns_used[slot / 64] |= 1ULL << (slot % 64);
+			userns_next = slot + 1;
+			return slot;
+		}
+	}
+	return -1;
+}
+
+static void
+userns_slot_release(long slot)
+{
+	if (slot >= 0)
+		userns_used[slot / 64] &= ~(1ULL << (slot % 64));
+}
 
 void
 cove_runtime_linux_set_userns(int on)
@@ -195,6 +230,7 @@ on_exit_cb(void *arg, int status)
 	cove_cgroup_destroy(c->cg);
 	if (c->net) /* its network goes with it: never handed to another container */
 		holder_end(c->net);
+	userns_slot_release(c->userns_slot);
 	void *owner = c->owner;
 	void (*cb)(void *, int) = c->cb.on_exit;
 	free(c);
@@ -218,6 +254,16 @@ push(struct argv_buf *a, const char *s)
 	a->v[a->n] = NULL;
 }
 
+/* --userns BASE for the range of slot. */
+static void
+push_userns(struct argv_buf *a, long slot)
+{
+	char base[16];
+	snprintf(base, sizeof(base), "%u", COVE_USERNS_FIRST + (unsigned)slot * COVE_USERNS_IDS_EACH);
+	push(a, "--userns");
+	push(a, base);
+}
+
 static void
 argv_free(struct argv_buf *a)
 {
@@ -237,6 +283,7 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 	struct cove_container *c = xcalloc(1, sizeof(*c));
 	c->l = l;
 	c->owner = owner;
+	c->userns_slot = -1;
 	c->cb = spec->cb ? *spec->cb : rt->cb;
 	static const struct cove_runtime_callbacks wrap = {.on_output = on_output, .on_exit = on_exit_cb};
 	inner.cb = &wrap;
@@ -261,6 +308,8 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		snprintf(pid, sizeof(pid), "%d", (int)l->inner->ops->pid(join->inner));
 		push(&a, "--join");
 		push(&a, pid);
+		if (join->userns_slot >= 0) /* it must be in that range's namespace */
+			push_userns(&a, join->userns_slot);
 		size_t n = 0;
 		const char *const *procs = join->cg ? cove_cgroup_procs(join->cg, &n) : NULL;
 		for (size_t i = 0; i < n; i++) {
@@ -307,6 +356,8 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 			push(&a, "--net-from");
 			push(&a, pid);
 		} else if (l->pasta) {
+			log_debug("container %s: no network ready (%zu starting or held); it makes its own", spec->id,
+				  l->n_holders);
 			push(&a, "--net");
 			push(&a, "private");
 			push(&a, "--pasta");
@@ -323,13 +374,17 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 			}
 		}
 		if (userns_on) {
-			/* A range of ids of its own: no two running containers share a host uid unless more than
-			 * COVE_USERNS_SLOTS start while one runs. */
-			unsigned slot = __atomic_fetch_add(&userns_next, 1, __ATOMIC_RELAXED) % COVE_USERNS_SLOTS;
-			char base[16];
-			snprintf(base, sizeof(base), "%u", COVE_USERNS_FIRST + slot * 65536u);
-			push(&a, "--userns");
-			push(&a, base);
+			/* A range of ids of its own: no two running containers of this server share a host uid. */
+			c->userns_slot = userns_slot_take();
+			if (c->userns_slot < 0) {
+				argv_free(&a);
+				cove_cgroup_destroy(c->cg);
+				free(c);
+				return cove_error_set(err, COVE_RESOURCE_EXHAUSTED,
+						      "container %s: all %u user-namespace id ranges are in use", spec->id,
+						      COVE_USERNS_SLOTS);
+			}
+			push_userns(&a, c->userns_slot);
 		}
 		if (fs->user && *fs->user) {
 			push(&a, "--user");
@@ -366,6 +421,7 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 		cove_cgroup_destroy(c->cg);
 		if (c->net)
 			holder_end(c->net);
+		userns_slot_release(c->userns_slot);
 		free(c);
 		return -1;
 	}

@@ -153,6 +153,7 @@ void cove_runtime_linux_net_release(struct cove_net_lease *lease);
  * are mounted idmapped (src/runtime/idmap.h). Process-wide, like the cgroup defaults. */
 #define COVE_USERNS_FIRST 0x40000000u
 #define COVE_USERNS_SLOTS 16384u
+#define COVE_USERNS_IDS_EACH 65536u
 void cove_runtime_linux_set_userns(int on);
 /* Stop keeping networks ready (shutdown): those not in use end. */
 void cove_runtime_linux_stop_pool(struct cove_runtime *rt);

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import image_cache_dir
-from harness import APPS, cove_bin, sanitizer_excerpt
+from harness import APPS, REPO, cove_bin, sanitizer_excerpt
 from registry import build_layout, local_registry, push  # noqa: F401 (fixture)
 
 LINUX_APPS = APPS / "linux"
@@ -410,3 +410,49 @@ def test_function_on_a_registry_image_with_a_device_node_runs_without_it(linux_c
     assert "left out 1 device node, dev/hostdisk (block 7:0)" in out, linux_cove.explain(r)
     got = json.loads(next(line[len("RESULT="):] for line in r.stdout.splitlines() if line.startswith("RESULT=")))
     assert got["seen"] == "with a device node" and got["hostdisk"] is False, got
+
+
+# ---- the container's own tree, as PID 1 assembles it ----------------------------------------------------------
+
+SYMLINKED_ROOT = """
+import json, modal
+app = modal.App.lookup("cove-e2e-escape-root", create_if_missing=True)
+victim = {victim!r}
+image = modal.Image.debian_slim().run_commands(
+    # Before pivot_root, each of these would be the host's path: /tmp (chmod 1777), a volume's mount point, and
+    # the file Cove binds its sandbox file-system helper onto.
+    f"rm -rf /tmp && ln -s {{victim}}/tmp /tmp",
+    f"ln -s {{victim}}/made-by-mount-point /data",
+    f"mkdir -p /__modal/.bin && ln -s {{victim}}/fs-tools /__modal/.bin/modal-sandbox-fs-tools",
+    f"mkdir -p /opt && ln -s {{victim}} /opt/victim",
+)
+vol = modal.Volume.from_name({volume!r}, create_if_missing=True)
+sb = modal.Sandbox.create("sh", "-c", "echo in > /tmp/x && ls -ld /tmp/ /data/ && cat /tmp/x", app=app, image=image,
+                          volumes={{"/data": vol}})
+sb.wait()
+print("RESULT=" + json.dumps({{"rc": sb.returncode, "out": sb.stdout.read(), "err": sb.stderr.read()}}))
+"""
+
+
+def test_symlinks_in_the_image_never_reach_the_host_while_the_root_is_assembled(linux_cove, tmp_path):
+    """Review of issue 12: until PID 1 pivots into the container's root it sees the host's, so an image whose
+    /tmp, a directory or a file mount point is a symlink to a host path must not make Cove chmod, create or
+    mount there. Symlinks resolve inside the container's root (as runc's securejoin does): the container still
+    starts, with /tmp and /data where the links point inside it."""
+    # Not under /tmp: a /tmp -> /tmp/... link would loop inside the container's root, where it is resolved.
+    victim = REPO / "build" / unique("escape-victim")
+    try:
+        (victim / "tmp").mkdir(parents=True)
+        os.chmod(victim, 0o755)
+        os.chmod(victim / "tmp", 0o755)
+        before = sorted(p.name for p in victim.rglob("*"))
+        got = result_of(linux_cove, linux_cove.run_python(
+            SYMLINKED_ROOT.format(victim=str(victim), volume=unique("symroot")), cwd=LINUX_APPS, timeout=600))
+        assert got["rc"] == 0, got
+        assert got["out"].strip().endswith("in"), got
+        # Nothing of the host's changed: no new entries, no mode made 1777, no file written through /tmp.
+        assert sorted(p.name for p in victim.rglob("*")) == before, sorted(p.name for p in victim.rglob("*"))
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o755
+        assert stat.S_IMODE((victim / "tmp").stat().st_mode) == 0o755
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
