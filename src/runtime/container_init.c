@@ -1184,6 +1184,7 @@ run_payload(void)
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 			fail(errno, "no_new_privs: %s", strerror(errno));
 		switch_user();
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a change of user cleared it */
 		if (o.report_fd >= 0)
 			fcntl(o.report_fd, F_SETFD, FD_CLOEXEC);
 		char msg[256];
