@@ -24,6 +24,7 @@
 #include "util/fsutil.h"
 #include "util/ids.h"
 #include "util/log.h"
+#include "util/netns.h"
 
 /* <state>/api.sock, absolute; NULL (with a warning) when that path is too long for a Unix socket. */
 static char *
@@ -74,6 +75,28 @@ lock_state_dir(const char *state_dir, struct cove_error **err)
 		return cove_error_set_errno(err, e, "write %s", path);
 	}
 	return fd;
+}
+
+/* cove_net_api_hooks: the API port listening inside a container network's namespace. */
+static void *
+api_listen_in(void *arg, int netns_fd)
+{
+	struct cove_ctx *ctx = arg;
+	struct cove_error *err = NULL;
+	int fd = cove_netns_listen_tcp(netns_fd, cove_grpc_server_port(ctx->grpc), &err);
+	struct cove_grpc_listener *l = fd >= 0 ? cove_grpc_server_listen_fd(ctx->grpc, fd, &err) : NULL;
+	if (l == NULL) {
+		log_warn("container networks: %s", err->msg);
+		cove_error_free(err);
+	}
+	return l;
+}
+
+static void
+api_unlisten(void *arg, void *handle)
+{
+	(void)arg;
+	cove_grpc_listener_free(handle);
 }
 
 struct cove_ctx *
@@ -133,6 +156,11 @@ cove_server_new(const struct cove_config *cfg, struct event_base *base, struct c
 		int ports[] = {cove_grpc_server_port(ctx->grpc), cove_blob_http_port(ctx->blob_http),
 			       cove_gateway_port(ctx->gateway)};
 		struct cove_error *why = NULL;
+		/* The API itself listens inside each network made ahead of time (no hop through pasta for a
+		 * container's calls); the other two ports are forwarded. */
+		struct cove_net_api_hooks hooks = {.port = ports[0], .open = api_listen_in, .close = api_unlisten,
+						   .ctx = ctx};
+		cove_runtime_linux_set_api_hooks(ctx->runtime, &hooks);
 		const char *pasta = getenv("COVE_PASTA"); /* another pasta; "" for none (containers share the host's network) */
 		if (pasta == NULL)
 			pasta = COVE_PASTA;
@@ -159,6 +187,8 @@ cove_server_free(struct cove_ctx *ctx)
 {
 	if (ctx == NULL)
 		return;
+	if (ctx->runtime && ctx->grpc)
+		cove_runtime_linux_set_api_hooks(ctx->runtime, NULL); /* its listeners, before the server */
 	cove_gateway_free(ctx->gateway); /* first: its requests hold on to the scheduler's calls */
 	cove_grpc_server_free(ctx->grpc);
 	cove_volview_stop(ctx); /* before the stores its last commits write to */

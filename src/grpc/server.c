@@ -157,10 +157,17 @@ struct conn {
 	char peer[64];
 };
 
+struct cove_grpc_listener {
+	struct cove_grpc_server *srv;
+	struct evconnlistener *l;
+	struct cove_grpc_listener *prev, *next;
+};
+
 struct cove_grpc_server {
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct evconnlistener *unix_listener; /* NULL unless asked for */
+	struct cove_grpc_listener *extra;     /* cove_grpc_server_listen_fd's */
 	char *unix_path;
 	cove_grpc_router_fn router;
 	void *router_ctx;
@@ -1280,6 +1287,8 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 	conn_after_io(conn, rv, true);
 }
 
+static void accept_error_cb(struct evconnlistener *listener, void *arg);
+
 static void
 listeners_enable(struct cove_grpc_server *srv, bool on)
 {
@@ -1288,6 +1297,47 @@ listeners_enable(struct cove_grpc_server *srv, bool on)
 	fn(srv->listener);
 	if (srv->unix_listener)
 		fn(srv->unix_listener);
+	for (struct cove_grpc_listener *l = srv->extra; l; l = l->next)
+		fn(l->l);
+}
+
+struct cove_grpc_listener *
+cove_grpc_server_listen_fd(struct cove_grpc_server *srv, int fd, struct cove_error **err)
+{
+	evutil_make_socket_nonblocking(fd);
+	struct evconnlistener *el = evconnlistener_new(srv->base, accept_cb, srv,
+						       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (el == NULL) {
+		close(fd);
+		cove_error_set(err, COVE_INTERNAL, "grpc: cannot listen on descriptor %d", fd);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(el, accept_error_cb);
+	struct cove_grpc_listener *l = xcalloc(1, sizeof(*l));
+	l->srv = srv;
+	l->l = el;
+	l->next = srv->extra;
+	if (srv->extra)
+		srv->extra->prev = l;
+	srv->extra = l;
+	if (srv->accept_backoff_ms > 0)
+		evconnlistener_disable(el); /* the others are paused: so is this one, until the retry */
+	return l;
+}
+
+void
+cove_grpc_listener_free(struct cove_grpc_listener *l)
+{
+	if (l == NULL)
+		return;
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		l->srv->extra = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	evconnlistener_free(l->l);
+	free(l);
 }
 
 static void
@@ -1509,6 +1559,8 @@ cove_grpc_server_free(struct cove_grpc_server *srv)
 		unlink(srv->unix_path);
 		free(srv->unix_path);
 	}
+	while (srv->extra)
+		cove_grpc_listener_free(srv->extra);
 	while (srv->conns)
 		conn_free(srv->conns);
 	nghttp2_session_callbacks_del(srv->callbacks);

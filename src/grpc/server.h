@@ -65,6 +65,13 @@ void cove_grpc_server_set_message_hook(struct cove_grpc_server *srv, cove_grpc_m
  * trusted once it had a request admitted: only connections never admitted are shed under pressure. */
 typedef int (*cove_grpc_admit_fn)(struct cove_call *call, const char *path, void *ctx, struct cove_error **err);
 void cove_grpc_server_set_admit_hook(struct cove_grpc_server *srv, cove_grpc_admit_fn fn, void *ctx);
+/* One more listening socket served like the server's own (a socket of a container's network namespace, say):
+ * the server takes fd (listening already) and closes it when the listener is freed (before the server). NULL and
+ * *err if libevent cannot take it (fd is closed then too). */
+struct cove_grpc_listener;
+struct cove_grpc_listener *cove_grpc_server_listen_fd(struct cove_grpc_server *srv, int fd, struct cove_error **err);
+/* Stop accepting on it (connections accepted there go on) and close it. NULL is ignored. */
+void cove_grpc_listener_free(struct cove_grpc_listener *l);
 /* The port actually bound (useful with port 0). */
 int cove_grpc_server_port(const struct cove_grpc_server *srv);
 /* Close the listener and every connection (cancel hooks run for open calls), then free. */

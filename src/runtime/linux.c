@@ -3,10 +3,12 @@
  * filesystem. This file owns the unprivileged half: the program's command line, the container's cgroups, and
  * the out-of-memory verdict when it exits. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -28,6 +30,7 @@ struct holder {
 	int taken;                    /* given out: whoever took it ends it (holder_end) */
 	int dead;                     /* ended while taken: freed by holder_end */
 	int ending;                   /* told to end: never given out again */
+	void *api;                    /* Cove's API listening inside it (cove_net_api_hooks), or NULL */
 	struct holder *next;
 };
 
@@ -37,6 +40,7 @@ struct linux_rt {
 	char *pasta;   /* NULL: containers share the host's network */
 	char **forward; /* ports of the host's loopback that containers reach (decimal) */
 	size_t n_forward;
+	struct cove_net_api_hooks api; /* port 0: none */
 	struct holder *holders; /* starting, ready and taken */
 	size_t n_holders;
 	size_t pool;     /* how many ready or starting holders to keep (0: none) */
@@ -104,9 +108,24 @@ static void
 holder_output(void *arg, int fd, const char *data, size_t len)
 {
 	struct holder *h = arg;
-	if (fd == 1 && memmem(data, len, "ready", 5)) {
+	struct linux_rt *l = h->l;
+	if (fd == 1 && memmem(data, len, "ready", 5) && !h->ready && !h->ending) {
+		if (l->api.port > 0) {
+			/* Cove's API inside the network itself, so a container's calls need no hop through pasta. */
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)l->inner->ops->pid(h->inner));
+			int ns = open(path, O_RDONLY | O_CLOEXEC);
+			h->api = ns >= 0 ? l->api.open(l->api.ctx, ns) : NULL;
+			if (ns >= 0)
+				close(ns);
+			if (h->api == NULL) {
+				h->ending = 1; /* a network whose containers could not reach Cove: never handed out */
+				l->inner->ops->stop(l->inner, h->inner, 0, 0);
+				return;
+			}
+		}
 		h->ready = 1;
-		h->l->failures = 0;
+		l->failures = 0;
 	}
 }
 
@@ -121,6 +140,9 @@ holder_exit(void *arg, int status)
 			break;
 		}
 	l->n_holders--;
+	if (h->api)
+		l->api.close(l->api.ctx, h->api);
+	h->api = NULL;
 	if (h->stdin_fd >= 0)
 		close(h->stdin_fd);
 	h->stdin_fd = -1;
@@ -162,6 +184,8 @@ holder_spawn(struct linux_rt *l)
 	const char *argv[8 + 2 * 16] = {l->helper, "--net-holder", "--pasta", l->pasta};
 	size_t a = 4;
 	for (size_t i = 0; i < l->n_forward && i < 16; i++) {
+		if (l->api.port > 0 && atoi(l->forward[i]) == l->api.port)
+			continue; /* Cove listens inside the namespace itself (holder_output) */
 		argv[a++] = "--forward";
 		argv[a++] = l->forward[i];
 	}
@@ -580,6 +604,26 @@ cove_runtime_linux_set_network(struct cove_runtime *rt, const char *pasta, const
 	l->pool = pool && *pool ? strtoul(pool, NULL, 10) : NET_POOL_DEFAULT;
 	pool_fill(l);
 	return 0;
+}
+
+void
+cove_runtime_linux_set_api_hooks(struct cove_runtime *rt, const struct cove_net_api_hooks *hooks)
+{
+	rt = rt->ops->linux_runtime ? rt->ops->linux_runtime(rt) : NULL;
+	if (rt == NULL)
+		return;
+	struct linux_rt *l = rt->impl;
+	if (hooks == NULL) {
+		/* Whoever served the API is going: let go of every listener first. */
+		for (struct holder *h = l->holders; h; h = h->next)
+			if (h->api) {
+				l->api.close(l->api.ctx, h->api);
+				h->api = NULL;
+			}
+		memset(&l->api, 0, sizeof(l->api));
+		return;
+	}
+	l->api = *hooks;
 }
 
 void

@@ -155,6 +155,18 @@ void cove_runtime_linux_net_release(struct cove_net_lease *lease);
 #define COVE_USERNS_SLOTS 16384u
 #define COVE_USERNS_IDS_EACH 65536u
 void cove_runtime_linux_set_userns(int on);
+/* Cove's API inside networks made ahead of time: when one is ready, open(ctx, netns_fd) makes Cove listen on
+ * 127.0.0.1:port inside it and returns a handle (NULL: failed; that network is not used), which close gets
+ * when the network ends. pasta then does not forward that port into them, so a container's API calls reach
+ * Cove with no process in between. Set before cove_runtime_linux_set_network; NULL hooks close every handle
+ * (before the API server goes). */
+struct cove_net_api_hooks {
+	int port;
+	void *(*open)(void *ctx, int netns_fd);
+	void (*close)(void *ctx, void *handle);
+	void *ctx;
+};
+void cove_runtime_linux_set_api_hooks(struct cove_runtime *rt, const struct cove_net_api_hooks *hooks);
 /* Stop keeping networks ready (shutdown): those not in use end. */
 void cove_runtime_linux_stop_pool(struct cove_runtime *rt);
 /* Whether cove_runtime_linux_new would succeed here (for `cove status`): 0, or -1 + the reason. */

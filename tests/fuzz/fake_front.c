@@ -1,6 +1,7 @@
 /* A stand-in for the gRPC front (src/grpc/server.c) for the fuzz target: the same cove_call_* contract,
  * with calls created directly instead of from HTTP/2 streams. Responses are counted and dropped. */
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "fake_front.h"
@@ -72,6 +73,21 @@ cove_grpc_server_port(const struct cove_grpc_server *srv)
 {
 	(void)srv;
 	return 1;
+}
+
+struct cove_grpc_listener *
+cove_grpc_server_listen_fd(struct cove_grpc_server *srv, int fd, struct cove_error **err)
+{
+	(void)srv;
+	close(fd);
+	cove_error_set(err, COVE_UNIMPLEMENTED, "the fuzzing front serves no sockets");
+	return NULL;
+}
+
+void
+cove_grpc_listener_free(struct cove_grpc_listener *l)
+{
+	(void)l;
 }
 
 void
