@@ -40,7 +40,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -69,6 +68,7 @@
 #include "runtime/mkdir_p.h"
 #include "runtime/pty_io.h"
 #include "runtime/seccomp.h"
+#include "util/netif.h"
 
 #define MAX_ITEMS 256
 
@@ -475,22 +475,6 @@ make_dev(void)
 		if (symlinkat(links[i][0], fd, links[i][1]) < 0 && errno != EEXIST)
 			fail(errno, "symlink /dev/%s: %s", links[i][1], strerror(errno));
 	close(fd);
-}
-
-static void
-loopback_up(void)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return;
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
-		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-		ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	close(s);
 }
 
 /* pasta, forked before the shim unshares its network namespace and released (through the pipe whose write end is
@@ -927,7 +911,7 @@ setup_rootfs(void)
 	if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
 		fail(errno, "sethostname: %s", strerror(errno));
 	if (o.net == NET_NONE)
-		loopback_up();
+		cove_loopback_up();
 	if (o.net == NET_PRIVATE)
 		wait_network();
 }

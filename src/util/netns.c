@@ -1,33 +1,16 @@
 /* Sockets of another network namespace (see netns.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/netif.h"
 #include "util/netns.h"
-
-static void
-loopback_up(void)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return;
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof(ifr));
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP)) {
-		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-		ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	close(s);
-}
 
 int
 cove_netns_listen_tcp(int netns_fd, int port, struct cove_error **err)
@@ -40,7 +23,7 @@ cove_netns_listen_tcp(int netns_fd, int port, struct cove_error **err)
 		close(self);
 		return cove_error_set_errno(err, e, "enter a container's network namespace");
 	}
-	loopback_up();
+	cove_loopback_up();
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int e = errno;
 	const char *what = "socket";

@@ -148,6 +148,24 @@ def cgroup_value(controller: str, task: str, name: str) -> str | None:
     return None
 
 
+def while_held(cove, script: str, look):
+    """Run script, which prints TASK=<its sandbox's task id> and then waits for a line on stdin; call look(task)
+    meanwhile (to read the host's view of the container); return what look returned and the script's stdout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=LINUX_APPS, env=cove.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("TASK="), line + proc.stderr.read()
+        seen = look(line.strip()[len("TASK="):])
+    finally:
+        out, err = proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0, out + err
+    return seen, out
+
+
 DEFAULTS = """
 import json, modal, time
 app = modal.App.lookup("cove-e2e-escape", create_if_missing=True)
@@ -163,20 +181,11 @@ print("RESULT=" + json.dumps(task))
 
 
 def test_containers_get_default_pids_and_memory_limits(linux_cove):
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", DEFAULTS], cwd=LINUX_APPS, env=linux_cove.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("TASK="), line + proc.stderr.read()
-        task = line.strip()[len("TASK="):]
-        pids = cgroup_value("pids", task, "pids.max")
+    def look(task):
         mem = cgroup_value("memory", task, "memory.limit_in_bytes") or cgroup_value("memory", task, "memory.max")
-        devices = cgroup_value("devices", task, "devices.list")
-    finally:
-        proc.communicate("\n", timeout=120)
+        return cgroup_value("pids", task, "pids.max"), mem, cgroup_value("devices", task, "devices.list")
+
+    (pids, mem, devices), _ = while_held(linux_cove, DEFAULTS, look)
     assert pids == "4096", pids
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert mem is not None and mem != "max" and int(mem) <= total, mem
@@ -211,15 +220,7 @@ def test_container_root_is_not_host_root(linux_cove):
     an unprivileged uid of a range no other running container has, while the files it makes are stored with the
     ownership it sees (its file systems are mounted idmapped), so volumes, snapshots and builds read ordinary
     owners. In a network of its own, it may still listen on port 80."""
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", USERNS], cwd=LINUX_APPS, env=linux_cove.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("TASK="), line + proc.stderr.read()
-        task = line.strip()[len("TASK="):]
+    def look(task):
         procs = cgroup_value("pids", task, "cgroup.procs") or cgroup_value("", task, "cgroup.procs")
         assert procs, "no cgroup.procs for " + task
         seen = {}
@@ -232,11 +233,11 @@ def test_container_root_is_not_host_root(linux_cove):
                 continue
             seen[cmd] = [int(u) for u in uids]
         upper = linux_cove.state_dir / "tasks" / task / "fs" / "upper"
-        made = upper / "tmp" / "made-by-root"
-        owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in (made, upper / "tmp" / "d1000" / "f")}
-    finally:
-        out, err = proc.communicate("\n", timeout=120)
-    assert proc.returncode == 0, out + err
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid)
+                  for p in (upper / "tmp" / "made-by-root", upper / "tmp" / "d1000" / "f")}
+        return seen, owners
+
+    (seen, owners), out = while_held(linux_cove, USERNS, look)
     got = json.loads(next(ln[len("RESULT="):] for ln in out.splitlines() if ln.startswith("RESULT=")))
     assert got["made"] == ["0", "1000:1000", "0:0"], got
     assert got["web"] == "bound 80", got
