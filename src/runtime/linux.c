@@ -121,6 +121,11 @@ holder_output(void *arg, int fd, const char *data, size_t len)
 			if (h->api == NULL) {
 				h->ending = 1; /* a network whose containers could not reach Cove: never handed out */
 				l->inner->ops->stop(l->inner, h->inner, 0, 0);
+				if (++l->failures == 3) {
+					log_warn("container networks: Cove's API could not listen in three in a row; containers "
+						 "now make their network as they start");
+					l->pool = 0;
+				}
 				return;
 			}
 		}
