@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "runtime/cgroup.h"
+#include "runtime/idmap.h"
 #include "runtime/runtime.h"
 #include "util/alloc.h"
 #include "util/log.h"
@@ -288,7 +289,7 @@ static void
 push_userns(struct argv_buf *a, long slot)
 {
 	char base[16];
-	snprintf(base, sizeof(base), "%u", COVE_USERNS_FIRST + (unsigned)slot * COVE_USERNS_IDS_EACH);
+	snprintf(base, sizeof(base), "%u", COVE_USERNS_FIRST + (unsigned)slot * COVE_USERNS_IDS);
 	push(a, "--userns");
 	push(a, base);
 }

@@ -149,11 +149,11 @@ struct cove_net_lease;
 struct cove_net_lease *cove_runtime_linux_net_take(struct cove_runtime *rt, char **ns_path);
 void cove_runtime_linux_net_release(struct cove_net_lease *lease);
 /* Whether containers of the linux runtime get a user namespace each (cove serve --userns; default on): their
- * root is then an unprivileged host uid of a range of their own (COVE_USERNS_FIRST on), and their file systems
- * are mounted idmapped (src/runtime/idmap.h). Process-wide, like the cgroup defaults. */
+ * root is then an unprivileged host uid of a range of their own (COVE_USERNS_IDS ids each, from
+ * COVE_USERNS_FIRST on), and their file systems are mounted idmapped (src/runtime/idmap.h). Process-wide, like
+ * the cgroup defaults. */
 #define COVE_USERNS_FIRST 0x40000000u
 #define COVE_USERNS_SLOTS 16384u
-#define COVE_USERNS_IDS_EACH 65536u
 void cove_runtime_linux_set_userns(int on);
 /* Cove's API inside networks made ahead of time: when one is ready, open(ctx, netns_fd) makes Cove listen on
  * 127.0.0.1:port inside it and returns a handle (NULL: failed; that network is not used), which close gets
