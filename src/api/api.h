@@ -149,6 +149,7 @@ COVE_HANDLER(FunctionMap);
 COVE_HANDLER(FunctionPutInputs);
 COVE_HANDLER(FunctionGetOutputs);
 COVE_HANDLER(FunctionCallFromId);
+COVE_HANDLER(FunctionGetCallGraph);
 COVE_HANDLER(FunctionCallCancel);
 COVE_HANDLER(FunctionFinishInputs);
 COVE_HANDLER(FunctionCallGetDataOut);

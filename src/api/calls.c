@@ -1,5 +1,5 @@
 /* Function calls from the caller's side: FunctionMap, FunctionPutInputs, FunctionGetOutputs,
- * FunctionCallFromId. */
+ * FunctionCallFromId, FunctionGetCallGraph. */
 #include <string.h>
 
 #include "api/api.h"
@@ -91,6 +91,26 @@ accept_inputs(struct cove_api_req *req, struct cove_fcall *fc, Modal__Client__Fu
 	return 0;
 }
 
+/* The input a call is made from (the client sends the input its code runs for): one that exists, and for a
+ * container one of its own app's, so that no caller can hang its calls under another app's. */
+static int
+check_parent(struct cove_api_req *req, const char *parent_input_id)
+{
+	if (parent_input_id == NULL || *parent_input_id == '\0')
+		return 0;
+	struct cove_input *in = cove_sched_input_get(req->ctx->sched, parent_input_id);
+	if (in == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "FunctionMap: parent input %s not found", parent_input_id);
+		return -1;
+	}
+	if (req->task && in->fc->fn->app != req->task->app) {
+		cove_api_fail_code(req->call, COVE_PERMISSION_DENIED,
+				   "FunctionMap: parent input %s is not an input of this container's app", parent_input_id);
+		return -1;
+	}
+	return 0;
+}
+
 void
 cove_api_FunctionMap(struct cove_api_req *req)
 {
@@ -104,8 +124,11 @@ cove_api_FunctionMap(struct cove_api_req *req)
 				   r->n_pipelined_inputs);
 		return;
 	}
+	if (check_parent(req, r->parent_input_id) < 0)
+		return;
 	struct cove_error *err = NULL;
-	struct cove_fcall *fc = cove_sched_call_create(req->ctx->sched, fn, call_type, r->function_call_invocation_type, &err);
+	struct cove_fcall *fc = cove_sched_call_create(req->ctx->sched, fn, call_type, r->function_call_invocation_type,
+						       r->parent_input_id, &err);
 	if (fc == NULL) {
 		cove_api_fail(req->call, err);
 		return;
@@ -288,4 +311,19 @@ cove_api_FunctionFinishInputs(struct cove_api_req *req)
 	}
 	Google__Protobuf__Empty resp = GOOGLE__PROTOBUF__EMPTY__INIT;
 	cove_api_reply(req->call, &resp.base);
+}
+
+void
+cove_api_FunctionGetCallGraph(struct cove_api_req *req)
+{
+	const Modal__Client__FunctionGetCallGraphRequest *r = (const void *)req->msg;
+	struct cove_fcall *fc = cove_sched_call_get(req->ctx->sched, r->function_call_id);
+	if (fc == NULL) {
+		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
+		return;
+	}
+	Modal__Client__FunctionGetCallGraphResponse resp = MODAL__CLIENT__FUNCTION_GET_CALL_GRAPH_RESPONSE__INIT;
+	cove_sched_call_graph(req->ctx->sched, fc, &resp);
+	cove_api_reply(req->call, &resp.base);
+	cove_sched_call_graph_free(&resp);
 }

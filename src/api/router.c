@@ -69,6 +69,7 @@ static const struct cove_api_method methods[] = {
 	{"FunctionBindParams", cove_api_FunctionBindParams, 0},
 	{"FunctionCallCancel", cove_api_FunctionCallCancel, 0},
 	{"FunctionCallFromId", cove_api_FunctionCallFromId, 0},
+	{"FunctionGetCallGraph", cove_api_FunctionGetCallGraph, 0},
 	{"FunctionCallGetDataIn", cove_api_FunctionCallGetDataIn, COVE_API_CONTAINER_ONLY},
 	{"FunctionCallGetDataOut", cove_api_FunctionCallGetDataOut, 0},
 	{"FunctionCallPutDataOut", cove_api_FunctionCallPutDataOut, COVE_API_CONTAINER_ONLY},

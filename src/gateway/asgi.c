@@ -4,7 +4,7 @@
 #include <strings.h>
 
 #include "gateway/gateway_internal.h"
-#include "gateway/pickle.h"
+#include "util/pickle.h"
 #include "util/alloc.h"
 #include "util/pb.h"
 

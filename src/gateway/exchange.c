@@ -782,7 +782,8 @@ cove_exchange_start(struct gw_conn *c, const struct cove_http_request *req, cons
 	struct cove_fcall *fc = NULL;
 	if (cove_store_begin(gw->ctx->store, &err) == 0) {
 		fc = cove_sched_call_create(s, fn, MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_UNARY,
-					    MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_SYNC, &err);
+					    MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_SYNC, NULL,
+					    &err);
 		if (fc == NULL || cove_sched_input_add(s, fc, 0, input, in_len, &err) == NULL ||
 		    cove_store_commit(gw->ctx->store, &err) < 0) {
 			cove_store_rollback(gw->ctx->store);

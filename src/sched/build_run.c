@@ -46,7 +46,7 @@ cove_sched_run_builder(struct cove_sched *s, const char *function_id, const uint
 		return cove_error_set(err, COVE_FAILED_PRECONDITION, "builder function %s is already running", fn->tag);
 	struct cove_fcall *fc = cove_sched_call_create(s, fn, MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_UNARY,
 						       MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_SYNC,
-						       err);
+						       NULL, err);
 	if (fc == NULL || cove_sched_input_add(s, fc, 0, input, len, err) == NULL)
 		return cove_error_wrap(err, "run builder function %s", fn->tag);
 	struct cove_build_run *br = xcalloc(1, sizeof(*br));

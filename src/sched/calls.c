@@ -15,21 +15,24 @@
 #include "util/ids.h"
 #include "util/log.h"
 #include "util/pb.h"
+#include "util/pickle.h"
 
 
 struct cove_fcall *
 cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type, int invocation_type,
-		       struct cove_error **err)
+		       const char *parent_input_id, struct cove_error **err)
 {
+	if (parent_input_id && *parent_input_id == '\0')
+		parent_input_id = NULL;
 	cleanup_free char *id = cove_id_new("fc");
-	if (cove_store_call_put(s->ctx->store, id, fn->id, call_type, invocation_type, err) < 0)
+	if (cove_store_call_put(s->ctx->store, id, fn->id, call_type, invocation_type, parent_input_id, err) < 0)
 		return NULL;
-	return cove_sched_call_insert(s, fn, id, call_type, invocation_type);
+	return cove_sched_call_insert(s, fn, id, call_type, invocation_type, parent_input_id);
 }
 
 struct cove_fcall *
 cove_sched_call_insert(struct cove_sched *s, struct cove_function *fn, const char *id, int call_type,
-		       int invocation_type)
+		       int invocation_type, const char *parent_input_id)
 {
 	struct cove_fcall *fc = xcalloc(1, sizeof(*fc));
 	fc->id = xstrdup(id);
@@ -37,6 +40,10 @@ cove_sched_call_insert(struct cove_sched *s, struct cove_function *fn, const cha
 	fc->call_type = call_type;
 	fc->invocation_type = invocation_type;
 	cove_map_put(&s->calls, fc->id, fc);
+	if (parent_input_id && *parent_input_id) {
+		fc->parent_input_id = xstrdup(parent_input_id);
+		fc->next_sibling = cove_map_put(&s->children, parent_input_id, fc);
+	}
 	return fc;
 }
 
@@ -44,6 +51,12 @@ struct cove_fcall *
 cove_sched_call_get(struct cove_sched *s, const char *call_id)
 {
 	return call_id ? cove_map_get(&s->calls, call_id) : NULL;
+}
+
+struct cove_input *
+cove_sched_input_get(struct cove_sched *s, const char *input_id)
+{
+	return input_id ? cove_map_get(&s->inputs, input_id) : NULL;
 }
 
 void
@@ -434,6 +447,30 @@ input_retry_due(evutil_socket_t fd, short what, void *arg)
 	cove_sched_kick(the_sched, in->fc->fn);
 }
 
+/* What a cancelled input's caller gets: TERMINATED (what the call graph shows), with the exception the docs
+ * name for a cancelled input, modal.exception.InputCancellation, pickled so that .get() and .map() raise it
+ * (the client raises a result's pickled exception; without one it would raise a bare RemoteError). */
+int
+sched_input_cancelled(struct cove_sched *s, struct cove_input *in, double started_at, const char *task_id,
+		      struct cove_error **err)
+{
+	cleanup_free char *msg = xasprintf("Function call %s was cancelled", in->fc->id);
+	struct cove_pickle p;
+	cove_pickle_init(&p);
+	cove_pickle_begin_call(&p, "modal.exception", "InputCancellation");
+	cove_pickle_str(&p, msg);
+	cove_pickle_end(&p);
+	size_t len;
+	cleanup_free uint8_t *exc = cove_pickle_finish(&p, &len);
+	Modal__Client__GenericResult r = MODAL__CLIENT__GENERIC_RESULT__INIT;
+	r.status = MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED;
+	r.exception = msg;
+	r.data_oneof_case = MODAL__CLIENT__GENERIC_RESULT__DATA_ONEOF_DATA;
+	r.data.data = exc;
+	r.data.len = len;
+	return sched_input_finish(s, in, &r, MODAL__CLIENT__DATA_FORMAT__DATA_FORMAT_PICKLE, started_at, task_id, err);
+}
+
 /* Fail an input the server gives up on (no data: the client raises with the message). */
 void
 sched_input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message, const uint8_t *result_bytes,
@@ -453,3 +490,106 @@ sched_input_fail(struct cove_sched *s, struct cove_input *in, int status, const 
 	pb_free(given);
 }
 
+
+/* The call graph (FunctionGetCallGraph). An input's status: its output's, or PENDING (0) while it waits or
+ * runs, as the client's InputStatus has it; its task: the one that ran it, or runs it. */
+static Modal__Client__InputCallGraphInfo *
+graph_input(struct cove_input *in)
+{
+	Modal__Client__InputCallGraphInfo *g = xmalloc(sizeof(*g));
+	modal__client__input_call_graph_info__init(g);
+	g->input_id = in->id;
+	g->function_call_id = in->fc->id;
+	const char *task_id = in->task ? in->task->id : "";
+	Modal__Client__FunctionGetOutputsItem *item = NULL;
+	if (in->state == COVE_INPUT_DONE) {
+		for (size_t i = 0; i < in->fc->n_outputs; i++) {
+			struct cove_output *o = &in->fc->outputs[i];
+			if (o->in != in)
+				continue;
+			size_t len;
+			cleanup_free uint8_t *loaded = NULL;
+			const uint8_t *bytes = output_bytes(o, &loaded, &len);
+			if (bytes)
+				item = pb_unpack(&modal__client__function_get_outputs_item__descriptor, bytes, len);
+			break;
+		}
+	}
+	if (item) {
+		if (item->result)
+			g->status = item->result->status;
+		if (item->task_id)
+			task_id = item->task_id;
+	}
+	g->task_id = xstrdup(task_id);
+	pb_free(item);
+	return g;
+}
+
+static Modal__Client__FunctionCallCallGraphInfo *
+graph_call(struct cove_fcall *fc)
+{
+	Modal__Client__FunctionCallCallGraphInfo *g = xmalloc(sizeof(*g));
+	modal__client__function_call_call_graph_info__init(g);
+	g->function_call_id = fc->id;
+	g->parent_input_id = fc->parent_input_id ? fc->parent_input_id : "";
+	g->function_name = fc->fn->def && fc->fn->def->function_name ? fc->fn->def->function_name : fc->fn->tag;
+	g->module_name = fc->fn->def && fc->fn->def->module_name ? fc->fn->def->module_name : "";
+	return g;
+}
+
+void
+cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, Modal__Client__FunctionGetCallGraphResponse *out)
+{
+	/* Up to the topmost ancestor still known (a parent's results may have expired). A parent input exists
+	 * before any call it makes, so the chain has no cycle; the bound is for safety alone. */
+	for (int depth = 0; fc->parent_input_id && depth < 1000; depth++) {
+		struct cove_input *parent = cove_sched_input_get(s, fc->parent_input_id);
+		if (parent == NULL)
+			break;
+		fc = parent->fc;
+	}
+	/* Breadth first: out->function_calls is the queue; each call's inputs are listed, then the calls they made
+	 * join the queue. */
+	size_t cap_fc = 8, cap_in = 0;
+	out->function_calls = xmalloc(cap_fc * sizeof(*out->function_calls));
+	out->function_calls[out->n_function_calls++] = graph_call(fc);
+	for (size_t head = 0; head < out->n_function_calls; head++) {
+		fc = cove_sched_call_get(s, out->function_calls[head]->function_call_id);
+		for (size_t i = 0; i < fc->n_inputs; i++) {
+			if (out->n_inputs == COVE_CALL_GRAPH_MAX_INPUTS) {
+				out->truncated = 1;
+				return;
+			}
+			if (out->n_inputs == cap_in) {
+				cap_in = cap_in ? 2 * cap_in : 16;
+				out->inputs = xrealloc(out->inputs, cap_in * sizeof(*out->inputs));
+			}
+			out->inputs[out->n_inputs++] = graph_input(fc->inputs[i]);
+			for (struct cove_fcall *c = cove_map_get(&s->children, fc->inputs[i]->id); c; c = c->next_sibling) {
+				if (out->n_function_calls == cap_fc) {
+					cap_fc *= 2;
+					out->function_calls =
+						xrealloc(out->function_calls, cap_fc * sizeof(*out->function_calls));
+				}
+				out->function_calls[out->n_function_calls++] = graph_call(c);
+			}
+		}
+	}
+}
+
+void
+cove_sched_call_graph_free(Modal__Client__FunctionGetCallGraphResponse *out)
+{
+	for (size_t i = 0; i < out->n_inputs; i++) {
+		free(out->inputs[i]->task_id);
+		free(out->inputs[i]);
+	}
+	for (size_t i = 0; i < out->n_function_calls; i++)
+		free(out->function_calls[i]);
+	free(out->inputs);
+	free(out->function_calls);
+	out->inputs = NULL;
+	out->function_calls = NULL;
+	out->n_inputs = out->n_function_calls = 0;
+}

@@ -256,10 +256,10 @@ restore_input(void *arg, const char *input_id, int idx, const uint8_t *data, siz
 }
 
 static int
-restore_call(void *arg, const char *call_id, int call_type, int invocation_type)
+restore_call(void *arg, const char *call_id, int call_type, int invocation_type, const char *parent_input_id)
 {
 	struct restore *r = arg;
-	r->fc = cove_sched_call_insert(r->s, r->fn, call_id, call_type, invocation_type);
+	r->fc = cove_sched_call_insert(r->s, r->fn, call_id, call_type, invocation_type, parent_input_id);
 	r->n_calls++;
 	struct cove_error *err = NULL;
 	if (cove_store_each_input(r->s->ctx->store, call_id, restore_input, r, &err) < 0) {

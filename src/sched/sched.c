@@ -902,9 +902,7 @@ cove_sched_put_output(struct cove_sched *s, struct cove_task *t, const Modal__Cl
 	if (item->result->status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED &&
 	    (item->result->exception == NULL || item->result->exception[0] == '\0')) {
 		/* A cancelled input, acknowledged by its container: say so to the caller. */
-		Modal__Client__GenericResult r = *item->result;
-		r.exception = "the function call was cancelled";
-		return sched_input_finish(s, in, &r, item->data_format, item->input_started_at, t->id, err);
+		return sched_input_cancelled(s, in, item->input_started_at, t->id, err);
 	}
 	return sched_input_finish(s, in, item->result, item->data_format, item->input_started_at, t->id, err);
 }
@@ -958,11 +956,20 @@ cove_sched_task_heartbeat(struct cove_sched *s, struct cove_call *call, struct c
 	x->heartbeat_waiter = w;
 }
 
+static void
+input_cancelled(struct cove_sched *s, struct cove_input *in, const char *task_id)
+{
+	struct cove_error *err = NULL;
+	if (sched_input_cancelled(s, in, in->started_at, task_id, &err) < 0) {
+		log_error("input %s: cannot record its cancellation: %s", in->id, err->msg);
+		cove_error_free(err);
+	}
+}
+
 void
 cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminate_containers)
 {
 	fc->cancelled = 1;
-	struct cove_error *err = NULL;
 	for (size_t i = 0; i < fc->n_inputs; i++) {
 		struct cove_input *in = fc->inputs[i];
 		if (in->state == COVE_INPUT_DONE)
@@ -970,16 +977,14 @@ cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminat
 		if (in->state == COVE_INPUT_PENDING) {
 			if (in->timer == NULL) /* else it waits for a retry, off the queue */
 				sched_pending_remove(fc->fn, in);
-			sched_input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED,
-				   "the function call was cancelled", NULL, 0, NULL);
+			input_cancelled(s, in, NULL);
 			continue;
 		}
 		struct cove_task *t = in->task;
 		if (terminate_containers || t == NULL) {
 			if (t)
 				running_remove(t, in);
-			sched_input_fail(s, in, MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED,
-				   "the function call was cancelled", NULL, 0, t ? t->id : NULL);
+			input_cancelled(s, in, t ? t->id : NULL);
 			if (t)
 				sched_task_stop(s, t, 0);
 			continue;
@@ -995,7 +1000,6 @@ cove_sched_call_cancel(struct cove_sched *s, struct cove_fcall *fc, int terminat
 			cove_waiter_done(w);
 		}
 	}
-	cove_error_free(err);
 }
 
 void
@@ -1160,9 +1164,11 @@ cove_sched_free(struct cove_sched *s)
 		free(fc->inputs);
 		free(fc->outputs);
 		free(fc->id);
+		free(fc->parent_input_id);
 		free(fc);
 	}
 	cove_map_clear(&s->calls);
+	cove_map_clear(&s->children);
 	cove_map_clear(&s->inputs);
 	it = 0;
 	while (cove_map_next(&s->functions, &it, NULL, &v)) {

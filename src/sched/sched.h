@@ -134,6 +134,8 @@ struct cove_fcall {
 	size_t n_outputs, cap_outputs;
 	struct cove_waitlist waiters;
 	int cancelled;
+	char *parent_input_id;          /* the input whose code made this call; NULL: made from outside */
+	struct cove_fcall *next_sibling; /* the next call made by the same parent input (the call graph) */
 	double completed_at; /* when its last input finished; 0 while unfinished */
 	int expired;         /* past the results' lifetime: inputs and outputs are gone */
 };
@@ -245,9 +247,18 @@ Modal__Client__AutoscalerSettings *cove_sched_function_autoscaler(struct cove_sc
 								  const Modal__Client__AutoscalerSettings *update);
 
 /* Calls. */
+/* parent_input_id: the input whose code makes the call (NULL: none); it must exist (cove_sched_input_get). */
 struct cove_fcall *cove_sched_call_create(struct cove_sched *s, struct cove_function *fn, int call_type,
-					  int invocation_type, struct cove_error **err);
+					  int invocation_type, const char *parent_input_id, struct cove_error **err);
 struct cove_fcall *cove_sched_call_get(struct cove_sched *s, const char *call_id);
+/* An input whose results have not expired, or NULL. */
+struct cove_input *cove_sched_input_get(struct cove_sched *s, const char *input_id);
+/* FunctionGetCallGraph: the tree of calls fc belongs to, from its topmost ancestor down (every call made by an
+ * input of a call in it, recursively), at most COVE_CALL_GRAPH_MAX_INPUTS inputs (then truncated is set).
+ * Strings are borrowed from the scheduler except task ids; free with cove_sched_call_graph_free. */
+#define COVE_CALL_GRAPH_MAX_INPUTS 10000
+void cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, Modal__Client__FunctionGetCallGraphResponse *out);
+void cove_sched_call_graph_free(Modal__Client__FunctionGetCallGraphResponse *out);
 /* Accept one input (serialized FunctionInput), durable before return. The returned input is borrowed. */
 struct cove_input *cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx,
 					const uint8_t *data, size_t len, struct cove_error **err);

@@ -27,6 +27,7 @@ struct cove_sched {
 	struct cove_map functions; /* id -> struct cove_function* */
 	struct cove_map calls;     /* id -> struct cove_fcall* */
 	struct cove_map inputs;    /* id -> struct cove_input* */
+	struct cove_map children;  /* parent input id -> the last struct cove_fcall* it made (next_sibling: older) */
 	struct cove_map tasks;     /* secret -> struct cove_task* */
 	struct cove_map tasks_by_id; /* task id -> struct cove_task* */
 	struct cove_map deployed;  /* "env/name" -> struct cove_app* */
@@ -45,7 +46,7 @@ struct cove_app *cove_sched_app_insert(struct cove_sched *s, const char *id, con
 struct cove_function *cove_sched_function_insert(struct cove_sched *s, struct cove_app *app, const char *id,
 						 const char *tag);
 struct cove_fcall *cove_sched_call_insert(struct cove_sched *s, struct cove_function *fn, const char *id, int call_type,
-					  int invocation_type);
+					  int invocation_type, const char *parent_input_id);
 /* An input read back from the store, with its output if it has one (else it is pending again). */
 void cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx,
 			      const uint8_t *data, size_t len, const uint8_t *output, size_t output_len);
@@ -85,6 +86,9 @@ void sched_pending_remove(struct cove_function *fn, struct cove_input *in);
 void sched_input_clear_timer(struct cove_input *in);
 int sched_input_finish(struct cove_sched *s, struct cove_input *in, const Modal__Client__GenericResult *result,
 		       int data_format, double started_at, const char *task_id, struct cove_error **err);
+/* The end of a cancelled input (cove_sched_call_cancel): TERMINATED, raising InputCancellation in the caller. */
+int sched_input_cancelled(struct cove_sched *s, struct cove_input *in, double started_at, const char *task_id,
+			  struct cove_error **err);
 void sched_input_fail(struct cove_sched *s, struct cove_input *in, int status, const char *message,
 		      const uint8_t *result_bytes, size_t result_len, const char *task_id);
 

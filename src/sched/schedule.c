@@ -58,7 +58,7 @@ fire(struct cove_sched *s, struct cove_function *fn)
 	struct cove_error *err = NULL;
 	struct cove_fcall *fc = cove_sched_call_create(s, fn, MODAL__CLIENT__FUNCTION_CALL_TYPE__FUNCTION_CALL_TYPE_UNARY,
 						       MODAL__CLIENT__FUNCTION_CALL_INVOCATION_TYPE__FUNCTION_CALL_INVOCATION_TYPE_ASYNC,
-						       &err);
+						       NULL, &err);
 	Modal__Client__FunctionInput input = MODAL__CLIENT__FUNCTION_INPUT__INIT;
 	input.args_oneof_case = MODAL__CLIENT__FUNCTION_INPUT__ARGS_ONEOF_ARGS;
 	input.args.data = (uint8_t *)empty_args;

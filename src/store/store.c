@@ -66,6 +66,8 @@ static const char *const migrations[] = {
 	"CREATE INDEX volume_files_parent ON volume_files(vol, parent, path);",
 	/* 4: when each token last authenticated a call (to within a minute: src/api/auth.c). */
 	"ALTER TABLE tokens ADD COLUMN last_used_at REAL;",
+	/* 5: the input whose code made a call (FunctionGetCallGraph). */
+	"ALTER TABLE calls ADD COLUMN parent_input_id TEXT;",
 };
 
 static double
@@ -500,11 +502,12 @@ cove_store_app_put(struct cove_store *s, const struct cove_store_app *a, struct 
 
 int
 cove_store_call_put(struct cove_store *s, const char *call_id, const char *function_id, int call_type,
-		    int invocation_type, struct cove_error **err)
+		    int invocation_type, const char *parent_input_id, struct cove_error **err)
 {
 	cleanup_stmt sqlite3_stmt *st = NULL;
 	if (prepare(s,
-		    "INSERT INTO calls(id, function_id, call_type, invocation_type, created_at) VALUES(?, ?, ?, ?, ?)",
+		    "INSERT INTO calls(id, function_id, call_type, invocation_type, created_at, parent_input_id) "
+		    "VALUES(?, ?, ?, ?, ?, ?)",
 		    &st, err) < 0)
 		return -1;
 	bind_text(st, 1, call_id);
@@ -512,6 +515,7 @@ cove_store_call_put(struct cove_store *s, const char *call_id, const char *funct
 	sqlite3_bind_int(st, 3, call_type);
 	sqlite3_bind_int(st, 4, invocation_type);
 	sqlite3_bind_double(st, 5, now_s());
+	bind_text(st, 6, parent_input_id);
 	return step_done(s, st, err);
 }
 
@@ -595,17 +599,21 @@ cove_store_each_object(struct cove_store *s, const char *kind, const char *app_i
 
 int
 cove_store_each_call(struct cove_store *s, const char *function_id,
-		     int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type), void *arg,
-		     struct cove_error **err)
+		     int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type,
+			       const char *parent_input_id),
+		     void *arg, struct cove_error **err)
 {
 	cleanup_stmt sqlite3_stmt *st = NULL;
-	if (prepare(s, "SELECT id, call_type, invocation_type FROM calls WHERE function_id = ? ORDER BY created_at", &st,
-		    err) < 0)
+	if (prepare(s,
+		    "SELECT id, call_type, invocation_type, parent_input_id FROM calls WHERE function_id = ? "
+		    "ORDER BY created_at",
+		    &st, err) < 0)
 		return -1;
 	bind_text(st, 1, function_id);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2)) < 0)
+		if (cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+		       (const char *)sqlite3_column_text(st, 3)) < 0)
 			return cove_error_set(err, COVE_INTERNAL, "store: reading calls stopped");
 	}
 	return rc == SQLITE_DONE ? 0 : db_error(s, err, "read calls");

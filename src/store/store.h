@@ -83,9 +83,10 @@ int cove_store_app_put(struct cove_store *s, const struct cove_store_app *a, str
 
 int cove_store_app_mark_stopped(struct cove_store *s, const char *app_id, struct cove_error **err);
 
-/* Function calls, their inputs (serialized FunctionInput) and outputs (serialized FunctionGetOutputsItem). */
+/* Function calls, their inputs (serialized FunctionInput) and outputs (serialized FunctionGetOutputsItem).
+ * parent_input_id: the input whose code made the call (NULL: a call from outside any function). */
 int cove_store_call_put(struct cove_store *s, const char *call_id, const char *function_id, int call_type,
-			int invocation_type, struct cove_error **err);
+			int invocation_type, const char *parent_input_id, struct cove_error **err);
 int cove_store_input_put(struct cove_store *s, const char *input_id, const char *call_id, int idx,
 			 const void *data, size_t len, struct cove_error **err);
 /* A call's results outlived their lifetime: delete its inputs and outputs (the call row stays). */
@@ -104,9 +105,11 @@ int cove_store_each_app(struct cove_store *s, int (*cb)(void *arg, const struct 
 int cove_store_each_object(struct cove_store *s, const char *kind, const char *app_id,
 			   int (*cb)(void *arg, const char *id, const char *name, const uint8_t *data, size_t len),
 			   void *arg, struct cove_error **err);
+/* parent_input_id NULL when there is none. */
 int cove_store_each_call(struct cove_store *s, const char *function_id,
-			 int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type), void *arg,
-			 struct cove_error **err);
+			 int (*cb)(void *arg, const char *call_id, int call_type, int invocation_type,
+				   const char *parent_input_id),
+			 void *arg, struct cove_error **err);
 /* Inputs of a call with their output (NULL if none yet). */
 int cove_store_each_input(struct cove_store *s, const char *call_id,
 			  int (*cb)(void *arg, const char *input_id, int idx, const uint8_t *data, size_t len,

@@ -35,10 +35,27 @@ def test_spawn_get_from_id_gather_cancel(cove):
     assert value(r, "FROM_ID") == "144"
     assert ast.literal_eval(value(r, "GATHER")) == [0, 1, 4, 9]
     assert value(r, "TIMEOUT_GET") == "TimeoutError"
-    kind, seconds = value(r, "CANCEL").split()
-    assert kind != "no", cove.explain(r)
+    kind, seconds, message = value(r, "CANCEL").split(" ", 2)
+    # Issue 13 (10): the documented cancellation error, not a bare RemoteError.
+    assert kind == "InputCancellation", cove.explain(r)
+    assert re.fullmatch(r"'Function call fc-\S+ was cancelled'", message), cove.explain(r)
     # Cancellation reaches the container through its held heartbeat: well before the 30 s sleep ends.
     assert float(seconds) < 10, cove.explain(r)
+    # The docs: cancel() marks the call's inputs TERMINATED.
+    assert ast.literal_eval(value(r, "CANCEL_GRAPH")) == [("sleeps", "TERMINATED")], cove.explain(r)
+    assert value(r, "CANCEL_TERMINATE") == "InputCancellation", cove.explain(r)
+
+
+def test_call_graph_shows_the_calls_each_input_made(cove):
+    r = run(cove, "graph")
+    assert value(r, "GRAPH_RESULT") == "14"
+    leaf = ("graph_leaf", "SUCCESS", [])
+    assert ast.literal_eval(value(r, "GRAPH")) == [
+        ("graph_root", "SUCCESS", [leaf, ("graph_mid", "SUCCESS", [leaf, leaf])])
+    ], cove.explain(r)
+    # 5 inputs in 4 calls (root, mid, the map, the spawn), each with the container that ran it.
+    assert value(r, "GRAPH_IDS") == "5 4 True", cove.explain(r)
+    assert value(r, "GRAPH_FROM_CHILD") == "True", cove.explain(r)
 
 
 def test_generators_stream_items_as_produced(cove):

@@ -31,6 +31,34 @@ def test_kill_9_with_spawned_inputs_pending(fresh_cove, tmp_path):
     assert results == list(range(100)), cove.explain(r)
 
 
+def test_call_graph_survives_kill_9(fresh_cove):
+    cove = fresh_cove
+    r = cove.run_modal(["deploy", "durable.py"])
+    assert r.returncode == 0, cove.explain(r)
+    graph = (
+        "def shape(i):\n"
+        "    return [i.function_name, i.status.name, sorted(shape(c) for c in i.children)]\n"
+        "print('GRAPH', json.dumps([shape(i) for i in call.get_call_graph()]))\n"
+    )
+    r = cove.run_python(
+        "import json, modal\n"
+        "call = modal.Function.from_name('durable-app', 'echo_twice').spawn(5)\n"
+        "print('RESULT', call.get(timeout=120), 'ID', call.object_id)\n" + graph,
+        timeout=180,
+    )
+    assert r.returncode == 0, cove.explain(r)
+    assert "RESULT [5, 6] ID fc-" in r.stdout, cove.explain(r)
+    before = r.stdout.split("GRAPH ")[1].strip()
+    leaf = ["slow_echo", "SUCCESS", []]
+    assert json.loads(before) == [["echo_twice", "SUCCESS", [leaf, leaf]]], cove.explain(r)
+    call_id = r.stdout.split(" ID ")[1].split()[0]
+    cove.stop(sig=signal.SIGKILL)
+    cove.start()
+    r = cove.run_python(f"import json, modal\ncall = modal.FunctionCall.from_id({call_id!r})\n" + graph)
+    assert r.returncode == 0, cove.explain(r)
+    assert r.stdout.split("GRAPH ")[1].strip() == before, cove.explain(r)
+
+
 def test_map_spreads_over_max_containers(cove):
     r = cove.run_python(
         "import modal\n"

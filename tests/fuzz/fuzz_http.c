@@ -1,5 +1,5 @@
 /* libFuzzer target: the web gateway's HTTP/1.1 parsing and WebSocket framing (src/util/http_parse.c,
- * src/gateway/ws.c), and the scope a parsed request becomes (src/gateway/asgi.c, src/gateway/pickle.c).
+ * src/gateway/ws.c), and the scope a parsed request becomes (src/gateway/asgi.c, src/util/pickle.c).
  * Input: byte 0 picks what to feed, byte 1 a split point for incremental feeding, the rest is the client's
  * bytes. Invariants are checked with abort(): an incremental parse agrees with a whole one, decoded data
  * stays inside the input, and every request head that parses yields a function input that unpacks. */

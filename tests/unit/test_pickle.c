@@ -1,4 +1,4 @@
-/* The pickle writer (src/gateway/pickle.c) and the ASGI scope built with it (src/gateway/asgi.c), checked
+/* The pickle writer (src/util/pickle.c) and the ASGI scope built with it (src/gateway/asgi.c), checked
  * against the real thing: each pickle is loaded by Python's pickle.loads and compared by repr. The interpreter
  * is $COVE_TEST_PYTHON, else python3 on PATH; without one the tests are skipped. */
 #include <stdarg.h>
@@ -14,7 +14,7 @@
 
 #include "gateway/gateway_internal.h"
 #include "util/http_parse.h"
-#include "gateway/pickle.h"
+#include "util/pickle.h"
 #include "util/alloc.h"
 #include "util/pb.h"
 
@@ -203,6 +203,31 @@ test_containers(void **state)
 	expect_repr(&p, "(({'type': 'http', 'headers': [(b'host', b'x')], 'empty_list': [], 'empty_tuple': ()},), {})");
 }
 
+/* Calls of a named callable: an exception made in the caller's process, a value built from its arguments. */
+static void
+test_calls(void **state)
+{
+	(void)state;
+	struct cove_pickle p;
+	cove_pickle_init(&p);
+	cove_pickle_begin(&p, COVE_PICKLE_LIST);
+	cove_pickle_begin_call(&p, "builtins", "ValueError");
+	cove_pickle_str(&p, "boom");
+	cove_pickle_end(&p);
+	cove_pickle_begin_call(&p, "builtins", "complex");
+	cove_pickle_int(&p, 1);
+	cove_pickle_int(&p, 2);
+	cove_pickle_end(&p);
+	cove_pickle_begin_call(&p, "os.path", "join");
+	cove_pickle_begin_call(&p, "builtins", "str");
+	cove_pickle_str(&p, "a");
+	cove_pickle_end(&p);
+	cove_pickle_str(&p, "b");
+	cove_pickle_end(&p);
+	cove_pickle_end(&p);
+	expect_repr(&p, "[ValueError('boom'), (1+2j), 'a/b']");
+}
+
 /* The function input the gateway makes for a request: FunctionInput{args=pickle(((scope,), {}))}. */
 static void
 test_asgi_scope(void **state)
@@ -289,7 +314,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_scalars),	    cmocka_unit_test(test_ints),	cmocka_unit_test(test_strings),
 		cmocka_unit_test(test_bytes),	    cmocka_unit_test(test_containers),	cmocka_unit_test(test_asgi_scope),
-		cmocka_unit_test(test_percent_decode),
+		cmocka_unit_test(test_percent_decode), cmocka_unit_test(test_calls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

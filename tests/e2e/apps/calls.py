@@ -145,11 +145,60 @@ def jobs():
         say("TIMEOUT_GET", "TimeoutError")
     t = time.time()
     pending.cancel()
+    # A cancelled call raises the cancellation (a BaseException, so that `except Exception` retry loops do not
+    # swallow it), in the caller as in the function.
     try:
         pending.get(timeout=30)
         say("CANCEL", "no", "error")
-    except Exception as exc:
-        say("CANCEL", type(exc).__name__, round(time.time() - t, 1))
+    except BaseException as exc:
+        say("CANCEL", type(exc).__name__, round(time.time() - t, 1), repr(str(exc)))
+    say("CANCEL_GRAPH", [(i.function_name, i.status.name) for i in pending.get_call_graph()])
+    doomed = sleeps.spawn(30)
+    time.sleep(1)
+    doomed.cancel(terminate_containers=True)
+    try:
+        doomed.get(timeout=30)
+        say("CANCEL_TERMINATE", "no", "error")
+    except BaseException as exc:
+        say("CANCEL_TERMINATE", type(exc).__name__)
+
+
+@app.function()
+def graph_leaf(x):
+    return x + 1
+
+
+@app.function()
+def graph_mid(n):
+    return sum(graph_leaf.map(range(n)))
+
+
+@app.function()
+def graph_root():
+    return graph_mid.remote(2) + graph_leaf.spawn(10).get()
+
+
+def shape(info):
+    return (info.function_name, info.status.name, sorted(shape(c) for c in info.children))
+
+
+@app.local_entrypoint()
+def graph():
+    call = graph_root.spawn()
+    say("GRAPH_RESULT", call.get(timeout=120))
+    roots = call.get_call_graph()
+    say("GRAPH", [shape(i) for i in roots])
+    every = []
+    todo = list(roots)
+    while todo:
+        info = todo.pop()
+        every.append(info)
+        todo.extend(info.children)
+    say("GRAPH_IDS", len({i.input_id for i in every}), len({i.function_call_id for i in every}),
+        all(i.task_id for i in every))
+    # From any call in it, the same tree: the one its topmost ancestor roots.
+    leaf_call = modal.FunctionCall.from_id(roots[0].children[0].function_call_id)
+    say("GRAPH_FROM_CHILD", [shape(i) for i in leaf_call.get_call_graph()] == [shape(i) for i in roots])
 
 
 @app.local_entrypoint()

@@ -29,3 +29,8 @@ class SlowStart:
     @modal.method()
     def go(self):
         return "never"
+
+
+@app.function()
+def echo_twice(i):
+    return [slow_echo.remote(i), slow_echo.remote(i + 1)]

@@ -1,5 +1,6 @@
 /* A small writer of Python pickles (protocol 4), for the values a web request's ASGI scope is made of: None,
- * bool, int, str, bytes, and tuples, lists and dicts of them. What it writes, `pickle.loads` reads (checked
+ * bool, int, str, bytes, and tuples, lists and dicts of them, and for calls of a named callable (an exception
+ * Cove raises in the caller: `modal.exception.InputCancellation("...")`). What it writes, `pickle.loads` reads (checked
  * by tests/unit/test_pickle.c against the real interpreter).
  *
  *   struct cove_pickle p;
@@ -17,15 +18,15 @@
  * Inside a dict, values alternate key, value. Strings are written as valid UTF-8: invalid bytes become U+FFFD,
  * so that the result always loads. Misuse (end without begin, an odd number of dict items, finishing with
  * containers open) is a programming error and aborts. Allocation aborts on failure, as everywhere. */
-#ifndef COVE_GATEWAY_PICKLE_H
-#define COVE_GATEWAY_PICKLE_H
+#ifndef COVE_UTIL_PICKLE_H
+#define COVE_UTIL_PICKLE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define COVE_PICKLE_MAX_DEPTH 32
 
-enum cove_pickle_kind { COVE_PICKLE_TUPLE, COVE_PICKLE_LIST, COVE_PICKLE_DICT };
+enum cove_pickle_kind { COVE_PICKLE_TUPLE, COVE_PICKLE_LIST, COVE_PICKLE_DICT, COVE_PICKLE_CALL };
 
 struct cove_pickle {
 	uint8_t *buf;
@@ -43,8 +44,11 @@ void cove_pickle_int(struct cove_pickle *p, int64_t v);
 void cove_pickle_str(struct cove_pickle *p, const char *s);
 void cove_pickle_strn(struct cove_pickle *p, const char *s, size_t len);
 void cove_pickle_bytes(struct cove_pickle *p, const void *data, size_t len);
-/* Open a container; its items follow until cove_pickle_end. */
+/* Open a container; its items follow until cove_pickle_end. (Not COVE_PICKLE_CALL: use begin_call.) */
 void cove_pickle_begin(struct cove_pickle *p, enum cove_pickle_kind kind);
+/* A call of module.qualname (found by the reader as `import module; module.qualname`) with the positional
+ * arguments that follow until cove_pickle_end: one value. */
+void cove_pickle_begin_call(struct cove_pickle *p, const char *module, const char *qualname);
 void cove_pickle_end(struct cove_pickle *p);
 /* The finished pickle (malloc'd, *len set); p is left empty. */
 uint8_t *cove_pickle_finish(struct cove_pickle *p, size_t *len);

@@ -1,6 +1,6 @@
 /* Pickle protocol 4 writer (see pickle.h). Opcodes as in CPython's Lib/pickletools.py; no memo and no
  * frames, both optional for the reader. */
-#include "gateway/pickle.h"
+#include "util/pickle.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,8 @@
 #define OP_APPENDS 'e'
 #define OP_EMPTY_DICT '}'
 #define OP_SETITEMS 'u'
+#define OP_STACK_GLOBAL 0x93
+#define OP_REDUCE 'R'
 
 static void
 put(struct cove_pickle *p, const void *data, size_t n)
@@ -227,10 +229,27 @@ cove_pickle_begin(struct cove_pickle *p, enum cove_pickle_kind kind)
 	case COVE_PICKLE_TUPLE: break;
 	case COVE_PICKLE_LIST: put_byte(p, OP_EMPTY_LIST); break;
 	case COVE_PICKLE_DICT: put_byte(p, OP_EMPTY_DICT); break;
+	case COVE_PICKLE_CALL: misuse("begin of a call without its callable (cove_pickle_begin_call)"); break;
 	}
 	put_byte(p, OP_MARK);
 	p->depth++;
 	p->kinds[p->depth] = kind;
+	p->items[p->depth] = 0;
+}
+
+void
+cove_pickle_begin_call(struct cove_pickle *p, const char *module, const char *qualname)
+{
+	if (p->depth + 1 >= COVE_PICKLE_MAX_DEPTH)
+		misuse("containers nested too deeply");
+	count_item(p);
+	/* STACK_GLOBAL pops the module and the name, pushed as strings; the arguments become a tuple; REDUCE. */
+	put_sized(p, OP_SHORT_BINUNICODE, OP_BINUNICODE, OP_BINUNICODE8, module, strlen(module));
+	put_sized(p, OP_SHORT_BINUNICODE, OP_BINUNICODE, OP_BINUNICODE8, qualname, strlen(qualname));
+	put_byte(p, OP_STACK_GLOBAL);
+	put_byte(p, OP_MARK);
+	p->depth++;
+	p->kinds[p->depth] = COVE_PICKLE_CALL;
 	p->items[p->depth] = 0;
 }
 
@@ -246,6 +265,10 @@ cove_pickle_end(struct cove_pickle *p)
 		if (p->items[p->depth] % 2)
 			misuse("a dict with a key but no value");
 		put_byte(p, OP_SETITEMS);
+		break;
+	case COVE_PICKLE_CALL:
+		put_byte(p, OP_TUPLE);
+		put_byte(p, OP_REDUCE);
 		break;
 	}
 	p->depth--;
