@@ -58,6 +58,10 @@ usage(FILE *f)
 		"  --port N          gRPC API port (default 0: pick a free one)\n"
 		"  --blob-port N     blob HTTP port (default 0: pick a free one)\n"
 		"  --web-port N      web endpoints' HTTP port (default 0: the previous run's if free, else a free one)\n"
+		"  --web-url T       the web endpoints' URLs, with {label} (and {port}, the web port): host form\n"
+		"                    'https://{label}.apps.example.com' or path form 'http://example.com:{port}/{label}';\n"
+		"                    default: the path form on --address. 'http://{label}.localhost:{port}' also\n"
+		"                    works in browsers and curl, whatever is set\n"
 		"  --python PATH     interpreter containers run (default: $COVE_PYTHON, else .venv/bin/python beside\n"
 		"                    the build directory, else python3 on PATH)\n"
 		"  --log-level L     debug, info, warn or error (default info)\n"
@@ -90,6 +94,7 @@ struct opts {
 	int port;
 	int blob_port;
 	int web_port;
+	const char *web_url;
 	int proxy;
 	const char *python;
 	const char *log_level;
@@ -146,7 +151,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{"ca-bundle", required_argument, NULL, 'A'},
 		{"pids-limit", required_argument, NULL, 'N'}, {"memory-limit", required_argument, NULL, 'm'},
 		{"isolation", required_argument, NULL, 'i'}, {"runsc", required_argument, NULL, 'r'},
-		{"userns", required_argument, NULL, 'U'},
+		{"userns", required_argument, NULL, 'U'},    {"web-url", required_argument, NULL, 'W'},
 		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -173,6 +178,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 				return -1;
 			}
 			break;
+		case 'W': o->web_url = optarg; break;
 		case 'P': o->proxy = 1; break;
 		case 'g': {
 			char *end;
@@ -325,6 +331,7 @@ cmd_serve(struct opts *o)
 		.port = o->port,
 		.blob_port = o->blob_port,
 		.web_port = o->web_port,
+		.web_url = o->web_url,
 		.python = python,
 		.runtime = o->runtime,
 		.isolation = o->isolation,
@@ -359,9 +366,9 @@ cmd_serve(struct opts *o)
 		event_base_free(base);
 		return 1;
 	}
-	log_info("ready: API %s, web endpoints %s (http://<label>.localhost:%d), state in %s, %s runtime; client "
-		 "settings in %s/client.env",
-		 st.ctx->server_url, cove_gateway_base_url(st.ctx->gateway), cove_gateway_port(st.ctx->gateway),
+	log_info("ready: API %s, web endpoints %s (and http://<label>.localhost:%d), state in %s, %s runtime; "
+		 "client settings in %s/client.env",
+		 st.ctx->server_url, cove_gateway_url_template(st.ctx->gateway), cove_gateway_port(st.ctx->gateway),
 		 cfg.state_dir, st.ctx->runtime->ops->name, cfg.state_dir);
 	event_base_dispatch(base);
 	event_free(sigterm);

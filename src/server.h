@@ -12,6 +12,8 @@ struct cove_config {
 	int port;            /* gRPC API; 0 picks a free port */
 	int blob_port;       /* blob HTTP; 0 picks a free port */
 	int web_port;        /* web endpoints' HTTP gateway; 0 picks one (the previous run's if free) */
+	const char *web_url; /* the endpoints' URLs: a template with {label} (and {port}); NULL: the path form,
+			      * http://<address>:<web port>/{label} (see cove_route_set_template) */
 	const char *python;  /* the interpreter containers run (process runtime) */
 	const char *runtime; /* "linux", "process", or NULL: linux where this host can isolate, else process */
 	const char *isolation; /* "gvisor", "linux", "sandboxes=K,functions=K", or NULL (see cove_isolate_choose) */

@@ -233,7 +233,7 @@ bare_host(const struct cove_gateway *gw, const char *host)
 {
 	if (host[0] == '\0' || strcmp(host, "localhost") == 0 || host[0] == '[')
 		return 1;
-	if (strcmp(host, gw->ctx->cfg.address) == 0)
+	if (strcmp(host, gw->ctx->cfg.address) == 0 || (gw->path_host && strcmp(host, gw->path_host) == 0))
 		return 1;
 	struct in_addr a4;
 	return inet_pton(AF_INET, host, &a4) == 1;
@@ -288,9 +288,8 @@ index_page(struct gw_conn *c, int keep_alive)
 {
 	cleanup_free char *list = cove_route_listing(c->gw);
 	cleanup_free char *body =
-		xasprintf("Cove web gateway. Web endpoints (http://<label>.localhost:%d/, or "
-			  "http://<this address>:%d/<label>/):\n%s",
-			  c->gw->port, c->gw->port, list[0] ? list : "(none)\n");
+		xasprintf("Cove web gateway. Web endpoints (%s, or http://<label>.localhost:%d):\n%s",
+			  cove_gateway_url_template(c->gw), c->gw->port, list[0] ? list : "(none)\n");
 	cove_gateway_respond(c, 200, NULL, body, !keep_alive);
 }
 
@@ -337,7 +336,7 @@ handle_request(struct gw_conn *c, const struct cove_http_request *req)
 
 	/* Route: a label host, a custom domain, or (on the gateway's own address) the first path segment. */
 	struct cove_route route;
-	char root_path[70] = "";
+	char root_path[70] = "", label_root[72];
 	const char *rp_path = t.path;
 	size_t rp_len = t.path_len;
 	int found = 0;
@@ -366,6 +365,22 @@ handle_request(struct gw_conn *c, const struct cove_http_request *req)
 			if (cove_route_lookup_label(gw, label, &route)) {
 				found = 1;
 				snprintf(root_path, sizeof(root_path), "/%s", label);
+				/* A web server behind modal.web_server knows nothing of a root path: it gets the path
+				 * below the label (ASGI and WSGI apps get the whole path and the root_path, as the
+				 * ASGI spec has it). */
+				if (route.webhook->type == MODAL__CLIENT__WEBHOOK_TYPE__WEBHOOK_TYPE_WEB_SERVER) {
+					rp_path += i;
+					rp_len -= i;
+					if (rp_len == 0) {
+						rp_path = "/";
+						rp_len = 1;
+					}
+				} else if (i == rp_len) {
+					/* The URL as handed out, "/<label>": the app's root, "/<label>/". */
+					snprintf(label_root, sizeof(label_root), "%s/", root_path);
+					rp_path = label_root;
+					rp_len = strlen(label_root);
+				}
 			}
 		}
 	}
@@ -418,8 +433,8 @@ handle_request(struct gw_conn *c, const struct cove_http_request *req)
 		return;
 	}
 	struct cove_asgi_request ar = {
-		.raw_path = t.path,
-		.raw_path_len = t.path_len,
+		.raw_path = rp_path,
+		.raw_path_len = rp_len,
 		.query = t.query ? t.query : "",
 		.query_len = t.query_len,
 		.root_path = root_path,
@@ -708,6 +723,10 @@ cove_gateway_new(struct cove_ctx *ctx, int port, struct cove_error **err)
 							  : ((struct sockaddr_in *)&ss)->sin_port);
 	gw->base_url = strchr(address, ':') ? xasprintf("http://[%s]:%d", address, gw->port)
 					    : xasprintf("http://%s:%d", address, gw->port);
+	if (cove_route_set_template(gw, ctx->cfg.web_url, err) < 0) {
+		cove_gateway_free(gw);
+		return NULL;
+	}
 	gw->tick = event_new(ctx->base, -1, EV_PERSIST, tick_cb, gw);
 	struct timeval tv = {1, 0};
 	event_add(gw->tick, &tv);
@@ -741,6 +760,14 @@ cove_gateway_base_url(const struct cove_gateway *gw)
 	return gw->base_url;
 }
 
+const char *
+cove_gateway_url_template(struct cove_gateway *gw)
+{
+	if (gw->url_template == NULL)
+		gw->url_template = xasprintf("%s<label>%s", gw->url_head, gw->url_tail);
+	return gw->url_template;
+}
+
 void
 cove_gateway_free(struct cove_gateway *gw)
 {
@@ -757,5 +784,10 @@ cove_gateway_free(struct cove_gateway *gw)
 	cove_map_clear(&gw->parked);
 	cove_route_clear(gw);
 	free(gw->base_url);
+	free(gw->url_head);
+	free(gw->url_tail);
+	free(gw->url_template);
+	free(gw->host_suffix);
+	free(gw->path_host);
 	free(gw);
 }

@@ -31,6 +31,8 @@ struct cove_gateway *cove_gateway_new(struct cove_ctx *ctx, int port, struct cov
 int cove_gateway_port(const struct cove_gateway *gw);
 /* "http://<address>:<port>" (owned by gw). */
 const char *cove_gateway_base_url(const struct cove_gateway *gw);
+/* The endpoints' URLs as "<head><label><tail>" (valid for the gateway's life). */
+const char *cove_gateway_url_template(struct cove_gateway *gw);
 /* Close every connection (apps still running get a disconnect) and free. NULL is a no-op. */
 void cove_gateway_free(struct cove_gateway *gw);
 

@@ -38,6 +38,13 @@ struct cove_gateway {
 	 * when a lookup misses or after URLs were assigned. */
 	struct cove_map routes;
 	int routes_dirty;
+	/* The URLs handed out (cove_route_set_template): head + label + tail. Host form: a request's Host is the
+	 * label followed by host_suffix (".localhost" always works too). Path form: the label is the first path
+	 * segment of a request to path_host (or to the gateway's own address). */
+	char *url_head, *url_tail;
+	char *url_template; /* "<head><label><tail>", made when first asked for */
+	char *host_suffix; /* host form: ".apps.example.com"; NULL in the path form */
+	char *path_host;   /* path form: "cove.example.com"; NULL in the host form */
 	/* Limits (README "Web endpoints"); the environment can lower them for tests. */
 	double request_timeout_s;
 	uint64_t max_body;
@@ -162,6 +169,9 @@ struct cove_route {
 /* Find the endpoint for a host (the Host header without its port, lower-cased): "<label>.localhost" or a
  * custom domain. 1 found, 0 not. */
 int cove_route_lookup(struct cove_gateway *gw, const char *host, struct cove_route *out);
+/* The URL template (NULL: the path form on the gateway's own address), with {port} already the web port:
+ * "http(s)://{label}.<domain>[:port][/]" or "http(s)://<host>[:port]/{label}". 0, or -1 + INVALID_ARGUMENT. */
+int cove_route_set_template(struct cove_gateway *gw, const char *tmpl, struct cove_error **err);
 /* Find by bare label (the path form). */
 int cove_route_lookup_label(struct cove_gateway *gw, const char *label, struct cove_route *out);
 /* "label -> URL" lines of every live endpoint (for the gateway's index page). Caller frees. */

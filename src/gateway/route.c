@@ -131,7 +131,110 @@ make_label(const struct cove_app *app, const char *fn_name, const char *method, 
 static char *
 label_url(const struct cove_gateway *gw, const char *label)
 {
-	return xasprintf("http://%s" HOST_SUFFIX ":%d", label, gw->port);
+	return xasprintf("%s%s%s", gw->url_head, label, gw->url_tail);
+}
+
+/* Replace each {port} of t with the web port (malloc'd). */
+static char *
+with_port(const char *t, int port)
+{
+	size_t cap = strlen(t) + 1, len = 0;
+	char *out = xmalloc(cap);
+	for (const char *p = t; *p;) {
+		if (strncmp(p, "{port}", 6) == 0) {
+			char num[16];
+			int n = snprintf(num, sizeof(num), "%d", port);
+			cap += (size_t)n;
+			out = xrealloc(out, cap);
+			memcpy(out + len, num, (size_t)n);
+			len += (size_t)n;
+			p += 6;
+		} else {
+			out[len++] = *p++;
+		}
+	}
+	out[len] = '\0';
+	return out;
+}
+
+static int
+host_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+}
+
+int
+cove_route_set_template(struct cove_gateway *gw, const char *tmpl, struct cove_error **err)
+{
+	cleanup_free char *t = tmpl ? with_port(tmpl, gw->port) : xasprintf("%s/{label}", gw->base_url);
+	for (char *p = t; *p && *p != '{'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	size_t scheme = strncmp(t, "http://", 7) == 0 ? 7 : strncmp(t, "https://", 8) == 0 ? 8 : 0;
+	char *at = strstr(t, "{label}");
+	if (scheme == 0 || at == NULL || strstr(at + 7, "{label}") || strchr(at + 7, '{'))
+		return cove_error_set(err, COVE_INVALID_ARGUMENT,
+				      "web URL template '%s': it must be an http:// or https:// URL with {label} once "
+				      "(and {port} where the web port goes)",
+				      tmpl);
+	char *head = xstrndup(t, (size_t)(at - t));
+	const char *tail = at + 7;
+	char *suffix = NULL, *path_host = NULL;
+	if (at == t + scheme) {
+		/* Host form: "{label}.<domain>", then at most a port and a "/". */
+		size_t n = 0;
+		while (host_char(tail[n]))
+			n++;
+		const char *rest = tail + n;
+		if (rest[0] == ':')
+			for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+				;
+		if (n < 2 || tail[0] != '.' || tail[n - 1] == '.' || !(rest[0] == '\0' || strcmp(rest, "/") == 0)) {
+			free(head);
+			return cove_error_set(err, COVE_INVALID_ARGUMENT,
+					      "web URL template '%s': after {label} comes the rest of the host name "
+					      "(\".apps.example.com\"), then at most a port",
+					      tmpl);
+		}
+		suffix = xstrndup(tail, n);
+	} else {
+		/* Path form: "<host>[:port]/{label}", nothing after. */
+		const char *h = t + scheme;
+		size_t n = 0;
+		while (h + n < at && (host_char(h[n]) || h[n] == '[' || h[n] == ']' || h[n] == ':'))
+			n++;
+		if (n == 0 || h + n + 1 != at || h[n] != '/' || *tail != '\0') {
+			free(head);
+			return cove_error_set(err, COVE_INVALID_ARGUMENT,
+					      "web URL template '%s': {label} is the first label of the host "
+					      "(http://{label}.example.com) or the whole path (http://example.com/{label})",
+					      tmpl);
+		}
+		const char *colon = h[0] == '[' ? strstr(h, "]") : memchr(h, ':', n);
+		size_t hl = colon && colon < h + n ? (size_t)(colon - h) + (h[0] == '[') : n;
+		path_host = xstrndup(h, hl);
+	}
+	free(gw->url_head);
+	free(gw->url_tail);
+	free(gw->host_suffix);
+	free(gw->path_host);
+	gw->url_head = head;
+	gw->url_tail = xstrdup(tail);
+	gw->host_suffix = suffix;
+	gw->path_host = path_host;
+	return 0;
+}
+
+/* The routing key of one of our label URLs ("<label>.localhost", whatever the template), or NULL. Caller frees. */
+static char *
+url_label_key(const struct cove_gateway *gw, const char *url)
+{
+	size_t hl = strlen(gw->url_head), tl = strlen(gw->url_tail), n = url ? strlen(url) : 0;
+	if (n <= hl + tl || strncmp(url, gw->url_head, hl) != 0 || strcmp(url + n - tl, gw->url_tail) != 0)
+		return NULL;
+	size_t ll = n - hl - tl;
+	if (ll > LABEL_MAX || memchr(url + hl, '/', ll) || memchr(url + hl, '.', ll))
+		return NULL;
+	return xasprintf("%.*s" HOST_SUFFIX, (int)ll, url + hl);
 }
 
 /* A custom domain as a host name: lower-case, no port, no trailing dot; NULL if it is not a host name. */
@@ -326,7 +429,7 @@ route_add_function(struct cove_gateway *gw, struct cove_function *fn)
 {
 	const Modal__Client__Function *def = fn->def;
 	if (is_web(def->webhook_config)) {
-		cleanup_free char *host = url_host(def->web_url);
+		cleanup_free char *host = url_label_key(gw, def->web_url);
 		if (host)
 			route_put(gw, host, fn, NULL);
 		for (size_t i = 0; i < def->n_custom_domain_info; i++) {
@@ -339,7 +442,7 @@ route_add_function(struct cove_gateway *gw, struct cove_function *fn)
 		const Modal__Client__Function__MethodDefinitionsEntry *e = def->method_definitions[i];
 		if (e == NULL || e->value == NULL || e->key == NULL || !is_web(e->value->webhook_config))
 			continue;
-		cleanup_free char *host = url_host(e->value->web_url);
+		cleanup_free char *host = url_label_key(gw, e->value->web_url);
 		if (host)
 			route_put(gw, host, fn, e->key);
 		for (size_t j = 0; j < e->value->n_custom_domain_info; j++) {
@@ -436,12 +539,21 @@ cove_route_lookup(struct cove_gateway *gw, const char *host, struct cove_route *
 {
 	if (gw->routes_dirty)
 		routes_rebuild(gw);
+	/* A host of the template's form ("<label>.apps.example.com") is the label's; a custom domain of that
+	 * name, if there is one, first. */
+	cleanup_free char *key = NULL;
+	size_t n = strlen(host), sl = gw->host_suffix ? strlen(gw->host_suffix) : 0;
+	if (sl && n > sl && n - sl <= LABEL_MAX && strcmp(host + n - sl, gw->host_suffix) == 0 &&
+	    memchr(host, '.', n - sl) == NULL)
+		key = xasprintf("%.*s" HOST_SUFFIX, (int)(n - sl), host);
 	int rv = try_lookup(gw, host, out);
+	if (rv != 1 && key)
+		rv = try_lookup(gw, key, out);
 	if (rv == 1)
 		return 1;
 	/* A miss or a stale entry: the apps may have changed since the table was built. */
 	routes_rebuild(gw);
-	return try_lookup(gw, host, out) == 1;
+	return try_lookup(gw, host, out) == 1 || (key && try_lookup(gw, key, out) == 1);
 }
 
 int
@@ -466,8 +578,14 @@ cove_route_listing(struct cove_gateway *gw)
 	void *v;
 	while (cove_map_next(&gw->routes, &it, &host, &v)) {
 		const struct cove_route_entry *e = v;
-		cleanup_free char *line = xasprintf("http://%s:%d -> %s%s%s\n", host, gw->port, e->function_id,
-						    e->method ? " method " : "", e->method ? e->method : "");
+		/* A label: the URL handed out, and the browsers' *.localhost form if that is another. */
+		size_t hn = strlen(host), sl = strlen(HOST_SUFFIX);
+		cleanup_free char *label = hn > sl && strcmp(host + hn - sl, HOST_SUFFIX) == 0 ? xstrndup(host, hn - sl) : NULL;
+		cleanup_free char *url = label ? label_url(gw, label) : xasprintf("http://%s:%d", host, gw->port);
+		cleanup_free char *local = xasprintf("http://%s:%d", host, gw->port);
+		int both = label && strcmp(url, local) != 0;
+		cleanup_free char *line = xasprintf("%s%s%s -> %s%s%s\n", url, both ? " " : "", both ? local : "",
+						    e->function_id, e->method ? " method " : "", e->method ? e->method : "");
 		size_t n = strlen(line);
 		if (len + n + 1 > cap) {
 			while (len + n + 1 > cap)

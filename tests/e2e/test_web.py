@@ -2,8 +2,9 @@
 Starlette, wsgi_app with Flask, web_server, class methods), streaming, WebSockets, proxy auth, `modal serve` hot
 reload, a page in headless Chromium, and malformed or hostile HTTP. The app is tests/e2e/apps/web_endpoints.py.
 
-Requests go to 127.0.0.1:<web port> with the endpoint's `Host: <label>.localhost` (Python does not resolve
-*.localhost the way browsers and curl do); the path form http://127.0.0.1:<port>/<label>/... is tested too."""
+The URLs Cove hands out are, by default, the path form http://127.0.0.1:<port>/<label>, which resolves
+everywhere; most requests here use the browsers' form instead, sent to 127.0.0.1:<web port> with the endpoint's
+`Host: <label>.localhost` (Python does not resolve *.localhost the way browsers and curl do)."""
 
 import hashlib
 import json
@@ -45,6 +46,11 @@ def web_port(cove) -> int:
 
 def url_for(cove, label: str, path: str = "/") -> str:
     return f"http://{label}.localhost:{web_port(cove)}{path}"
+
+
+def handed_out(cove, label: str) -> str:
+    """The URL Cove gives the client for an endpoint (the default template: the path form)."""
+    return f"{web_base(cove)}/{label}"
 
 
 def fetch(url: str, method: str = "GET", timeout: float = 90, **kw) -> httpx.Response:
@@ -118,19 +124,19 @@ def tuned_cove(monkeypatch):
 def test_deploy_prints_each_web_url_and_get_web_url_returns_it(cove, deployed):
     port = web_port(cove)
     expected = {
-        "hello": f"http://{APP}-hello.localhost:{port}",
-        "echo_json": f"http://{APP}-echo-json.localhost:{port}",
-        "labelled": f"http://cove-web-labelled.localhost:{port}",
-        "fastapi_app": f"http://{APP}-fastapi-app.localhost:{port}",
-        "flask_app": f"http://{APP}-flask-app.localhost:{port}",
-        "Greeter.greet": f"http://{APP}-greeter-greet.localhost:{port}",
+        "hello": handed_out(cove, f"{APP}-hello"),
+        "echo_json": handed_out(cove, f"{APP}-echo-json"),
+        "labelled": handed_out(cove, "cove-web-labelled"),
+        "fastapi_app": handed_out(cove, f"{APP}-fastapi-app"),
+        "flask_app": handed_out(cove, f"{APP}-flask-app"),
+        "Greeter.greet": handed_out(cove, f"{APP}-greeter-greet"),
     }
     for name, url in expected.items():
-        assert url in deployed, f"{name}: {url} not in the deploy output\n{deployed}"
+        assert re.search(re.escape(url) + r"\s", deployed), f"{name}: {url} not in the deploy output\n{deployed}"
     assert f"http://web.cove.test:{port}" in deployed, deployed  # custom domain
-    private_line = next(line for line in deployed.splitlines() if f"{APP}-private.localhost" in line)
+    private_line = next(line for line in deployed.splitlines() if f"/{APP}-private " in line)
     assert "🔑" in private_line, deployed
-    unauth_line = next(line for line in deployed.splitlines() if f"{APP}-hello.localhost" in line)
+    unauth_line = next(line for line in deployed.splitlines() if f"/{APP}-hello " in line)
     assert "unauthenticated" in unauth_line, deployed
     r = cove.run_python(
         textwrap.dedent(
@@ -144,6 +150,10 @@ def test_deploy_prints_each_web_url_and_get_web_url_returns_it(cove, deployed):
     assert r.returncode == 0, cove.explain(r)
     urls = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("URL")]
     assert urls == [expected["hello"], expected["flask_app"]], r.stdout
+    # Issue 13 (7): the URL works from Python as it is, with no Host trickery.
+    with httpx.Client(timeout=90, trust_env=False) as c:
+        assert c.get(expected["hello"] + "?name=py").json() == {"hello": "py", "times": 1}, expected["hello"]
+        assert c.get(expected["flask_app"] + "/").status_code == 200
 
 
 def test_modal_run_gives_dev_urls(cove, tmp_path):
@@ -162,16 +172,79 @@ def test_modal_run_gives_dev_urls(cove, tmp_path):
             def ping():
                 return {"pong": True}
 
+            @app.function()
+            def call_own_endpoint():
+                return urllib.request.urlopen(ping.get_web_url(), timeout=60).read().decode()
+
             @app.local_entrypoint()
             def main():
                 url = ping.get_web_url()
                 print("WEB_URL", url)
+                # App code calling its own endpoint with urllib: from here and from inside a container.
+                print("LOCAL_GET", urllib.request.urlopen(url, timeout=60).read().decode())
+                print("REMOTE_GET", call_own_endpoint.remote())
             """
         )
     )
     r = cove.run_modal(["run", str(app_file)], cwd=tmp_path)
     assert r.returncode == 0, cove.explain(r)
-    assert f"WEB_URL http://cove-web-run-ping-dev.localhost:{web_port(cove)}" in r.stdout, cove.explain(r)
+    assert f"WEB_URL {handed_out(cove, 'cove-web-run-ping-dev')}\n" in r.stdout, cove.explain(r)
+    assert 'LOCAL_GET {"pong":true}' in r.stdout, cove.explain(r)
+    assert 'REMOTE_GET {"pong":true}' in r.stdout, cove.explain(r)
+
+
+def test_web_url_template_sets_the_urls_handed_out(tmp_path):
+    """--web-url: a public base for the endpoints' URLs (here a host form, as behind a wildcard DNS name).
+    Requests for it route by Host; the *.localhost and path forms keep working beside it."""
+    server = _start(_state_dir(), ["--web-url", "http://{label}.apps.cove.test:{port}"])
+    try:
+        app_file = tmp_path / "templated.py"
+        app_file.write_text(
+            textwrap.dedent(
+                """
+                import modal
+
+                app = modal.App("cove-web-tmpl")
+
+                @app.function()
+                @modal.fastapi_endpoint()
+                def ping():
+                    return {"pong": True}
+                """
+            )
+        )
+        r = server.run_modal(["deploy", str(app_file)], cwd=tmp_path)
+        assert r.returncode == 0, server.explain(r)
+        port = web_port(server)
+        url = f"http://cove-web-tmpl-ping.apps.cove.test:{port}"
+        assert re.search(re.escape(url) + r"\s", r.output), r.output
+        assert fetch(url + "/").json() == {"pong": True}
+        assert fetch(url_for(server, "cove-web-tmpl-ping", "/")).json() == {"pong": True}
+        with httpx.Client(timeout=90, trust_env=False) as c:
+            assert c.get(handed_out(server, "cove-web-tmpl-ping")).json() == {"pong": True}
+        # A name under the domain that is no endpoint's.
+        assert fetch(f"http://nobody.apps.cove.test:{port}/").status_code == 404
+    finally:
+        _finish(server)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["ftp://{label}.example.com", "http://example.com", "http://{label}-x.example.com", "http://example.com/{label}/x",
+     "http://{label}.{label}.example.com"],
+)
+def test_web_url_template_that_cannot_work_is_refused_at_start(template):
+    state = _state_dir()
+    try:
+        r = subprocess.run(
+            [str(REPO / os.environ.get("COVE_BIN", "build/cove")), "serve", "--state-dir", str(state), "--runtime",
+             "process", "--web-url", template],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode != 0, r.stderr
+        assert f"web URL template '{template}'" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 # ---- every endpoint kind ---------------------------------------------------------------------------------------
@@ -319,6 +392,11 @@ def test_web_server_proxies_to_the_containers_own_server(cove, tmp_path):
         assert resp.headers["server"].startswith("SimpleHTTP"), resp.headers
         missing = fetch(url_for(cove, "cove-web-server-e2e-files", "/nope"))
         assert missing.status_code == 404
+        # The URL handed out (the path form): the server sees the path below the label.
+        with httpx.Client(timeout=90, trust_env=False) as c:
+            url = handed_out(cove, "cove-web-server-e2e-files")
+            resp = c.get(url + "/hello.txt")
+            assert resp.status_code == 200 and resp.text == "served by python -m http.server\n", resp.text
     finally:
         stop = cove.run_modal(["app", "stop", "--yes", "cove-web-server-e2e"], cwd=tmp_path)
         assert stop.returncode == 0, cove.explain(stop)
@@ -614,7 +692,7 @@ def test_modal_serve_hot_reloads_an_edit(cove, tmp_path):
     )
     lines = []
     threading.Thread(target=lambda: [lines.append((time.time(), line)) for line in proc.stdout], daemon=True).start()
-    url = url_for(cove, "cove-web-serve-version-dev", "")
+    url = handed_out(cove, "cove-web-serve-version-dev")
     try:
         deadline = time.time() + 90
         while not any(url in line for _, line in lines):
