@@ -46,7 +46,7 @@ cove_api_ImageGetOrCreate(struct cove_api_req *req)
 	}
 	/* Same definition + builder version (the client's and Cove's) = same image: the id is derived from their
 	 * digest. Cove's part changes when what it builds from a definition changes. */
-	static const char cove_builder_version[] = "cove-builder-5";
+	static const char cove_builder_version[] = "cove-builder-6";
 	size_t len;
 	cleanup_free uint8_t *bytes = pb_pack(&r->image->base, &len);
 	size_t keylen = len + strlen(r->builder_version) + sizeof(cove_builder_version) + 1;

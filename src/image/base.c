@@ -117,7 +117,9 @@ host_debian_mirror(void)
 static void debian_output(void *owner, int fd, const char *data, size_t len);
 static void debian_exit(void *owner, int status);
 
-/* Debian's own packages for a Python base: debootstrap (minbase, python3, pip, venv), made pip-friendly. */
+/* Debian's own packages for a Python base: debootstrap (minbase, python3 with its headers, pip, venv), made
+ * pip-friendly. The headers (python3-dev) are there because python:X-slim, Modal's base, has them: building an
+ * sdist with a C extension needs Python.h. */
 static int
 debian_base(struct build *bd, const char *ref, const char *codename, const char *python, struct cove_error **err)
 {
@@ -144,7 +146,7 @@ debian_base(struct build *bd, const char *ref, const char *codename, const char 
 				      "Debian's packages needs debootstrap (apt-get install debootstrap)",
 				      ref);
 	char what[128];
-	snprintf(what, sizeof(what), "cove-debian-base:%s:%s:v1", codename, python[0] ? db->python : "none");
+	snprintf(what, sizeof(what), "cove-debian-base:%s:%s:v2", codename, python[0] ? db->python : "none");
 	set_base_state(bd, what);
 	base_config(bd);
 	memcpy(bd->layer_hex, bd->state, 65);
@@ -162,7 +164,8 @@ debian_base(struct build *bd, const char *ref, const char *codename, const char 
 	cove_random_base62(rnd, 16);
 	rnd[16] = '\0';
 	bd->scratch = xasprintf("%s/debian-%s", bd->b->tmp_dir, rnd);
-	const char *include = python[0] ? "--include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates"
+	const char *include = python[0] ? "--include=python3,python3-dev,python3-pip,python3-venv,python-is-python3,"
+					  "ca-certificates"
 					: "--include=ca-certificates";
 	cleanup_free char *script = xasprintf(
 		"set -e; debootstrap --variant=minbase %s %s '%s/fs' '%s'; cd '%s/fs';"

@@ -123,6 +123,10 @@ struct build {
 	int from_seen;
 	int fn_started; /* run_function: its container runs (or ran) */
 	char *build_function_id; /* run_function's builder function, or NULL */
+	/* COPY --from a tool image made from its wheel (wheel.h): the image, its layer ("<hex>/fs") and state. */
+	char *tool_from, *tool_layer;
+	char tool_state[65];
+	int resumed; /* the step in flight resumes after its callback: build_next does not announce it again */
 };
 
 struct cove_builder {

@@ -576,7 +576,9 @@ build_next(struct build *bd)
 			build_fail(bd, err);
 			return;
 		}
-		build_logf(bd, "=> Step %zu/%zu: %s\n", bd->step + 1, bd->n_lines, bd->lines[bd->step]);
+		if (!bd->resumed)
+			build_logf(bd, "=> Step %zu/%zu: %s\n", bd->step + 1, bd->n_lines, bd->lines[bd->step]);
+		bd->resumed = 0;
 		int r = step(bd, &c, &err);
 		cove_df_cmd_clear(&c);
 		if (r < 0) {
@@ -633,6 +635,8 @@ build_free(struct build *bd)
 	free(bd->scratch);
 	free(bd->tail);
 	free(bd->build_function_id);
+	free(bd->tool_from);
+	free(bd->tool_layer);
 	build_stages_free(bd);
 	if (bd->def)
 		pb_free(bd->def);

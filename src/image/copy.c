@@ -21,6 +21,7 @@
 #include "image/builder.h"
 #include "image/dockerfile.h"
 #include "image/registry.h"
+#include "image/wheel.h"
 #include "runtime/runtime.h"
 #include "sched/sched.h"
 #include "server.h"
@@ -320,8 +321,70 @@ copy_from_layers(const struct layer_stack *ls, const char *src, int root, const 
 	return 0;
 }
 
+/* COPY --from a tool image Cove makes from the tool's wheel (uv: ghcr.io/astral-sh/uv:<version>), on a worker
+ * thread; when it is done the COPY step runs again and finds it. */
+struct tool_job {
+	struct build *bd;
+	struct cove_wheel_tool tool;
+	char *from, *index, *layers_dir;
+	char *hex, *note;
+	struct cove_error *err;
+};
+
+static void
+tool_work(void *arg)
+{
+	struct tool_job *j = arg;
+	cove_wheel_tool_layer(&j->tool, j->index, j->layers_dir, &j->hex, &j->note, &j->err);
+}
+
+static void
+tool_done(void *arg)
+{
+	struct tool_job *j = arg;
+	struct build *bd = j->bd;
+	if (j->err) {
+		build_fail(bd, j->err);
+	} else {
+		build_logf(bd, "  %s\n", j->note);
+		free(bd->tool_from);
+		free(bd->tool_layer);
+		bd->tool_from = j->from;
+		j->from = NULL;
+		bd->tool_layer = xasprintf("%s/fs", j->hex);
+		snprintf(bd->tool_state, sizeof(bd->tool_state), "%s", j->hex);
+	}
+	int failed = bd->done;
+	free(j->from);
+	free(j->index);
+	free(j->layers_dir);
+	free(j->hex);
+	free(j->note);
+	free(j);
+	if (!failed) {
+		bd->resumed = 1;
+		build_next(bd);
+	}
+}
+
+static int
+tool_fetch(struct build *bd, const struct cove_df_cmd *c, const struct cove_wheel_tool *t)
+{
+	struct tool_job *j = xcalloc(1, sizeof(*j));
+	j->bd = bd;
+	j->tool = *t;
+	j->from = xstrdup(c->from);
+	const char *index = getenv("PIP_INDEX_URL");
+	j->index = xstrdup(index && *index ? index : COVE_PYPI_INDEX);
+	j->layers_dir = xstrdup(bd->b->layers_dir);
+	build_logf(bd, "  %s: no registry here serves it; making it from the %s wheel on %s\n", c->from, t->project,
+		   j->index);
+	cove_workq_submit(bd->b->workq, tool_work, tool_done, j);
+	return 0;
+}
+
 /* COPY --from=<stage or earlier image> SRC... DST: the sources as the other image sees them (its layers
- * merged), into a new layer. */
+ * merged), into a new layer. 1 done, 0 continues asynchronously (a tool image being made), -1 error. */
 static int
 step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error **err)
 {
@@ -344,6 +407,13 @@ step_copy_from(struct build *bd, const struct cove_df_cmd *c, struct cove_error 
 			snprintf(state, sizeof(state), "%s", info.state);
 			cove_image_info_free(xmemdup(&info, sizeof(info)));
 		}
+	}
+	struct cove_wheel_tool tool;
+	if (layers.n == 0 && cove_wheel_tool_ref(c->from, &tool)) {
+		if (bd->tool_from == NULL || strcmp(bd->tool_from, c->from) != 0)
+			return tool_fetch(bd, c, &tool);
+		strv_add(&layers, bd->tool_layer);
+		memcpy(state, bd->tool_state, sizeof(state));
 	}
 	if (layers.n == 0)
 		return cove_error_set(err, COVE_UNIMPLEMENTED,

@@ -3,8 +3,10 @@
 mounted), entrypoint/cmd, env values, force_build and MODAL_FORCE_BUILD, failing steps, build secrets, and
 bases Cove cannot reach."""
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -321,8 +323,6 @@ except Exception as e:
     [
         # micromamba's base is on Docker Hub: no mirror here, so it cannot be pulled.
         ("micromamba", "mambaorg/micromamba:"),
-        # uv_pip_install copies uv from ghcr.io (COPY --from=), which is out of reach here.
-        ("uv", "ghcr.io/astral-sh/uv:"),
     ],
 )
 def test_images_from_registries_cove_cannot_use_fail_fast_naming_them(linux_cove, variant, image):
@@ -333,6 +333,118 @@ def test_images_from_registries_cove_cannot_use_fail_fast_naming_them(linux_cove
     error = r.output.split("failed with the exception:", 1)[-1]
     assert "Image build for im-" in r.output and image in error, r.output
     assert r.wall_s < 60, r.wall_s
+
+
+def test_an_sdist_with_a_c_extension_builds_on_debian_slim(linux_cove):
+    """Issue 13 (6): Cove's offline debian_slim has the Python headers, as python:X-slim has."""
+    got, r = run_variant(linux_cove, "cext", {"import": ["cove_cext"]}, COVE_TEST_NONCE=uuid.uuid4().hex)
+    assert got["import"]["cove_cext"]["file"].startswith(f"{DIST}/cove_cext"), got
+    assert "triple 42" in r.output, r.output
+
+
+def test_uv_pip_install_works_where_ghcr_io_is_out_of_reach(linux_cove):
+    """Issue 13 (11): uv_pip_install copies uv from ghcr.io/astral-sh/uv (COPY --from=), out of reach here; Cove
+    makes that image from the same version's uv wheel on PyPI, and the build log says so."""
+    got, r = run_variant(linux_cove, "uv", {"import": ["six"], "exists": ["/.uv/uv"]}, COVE_TEST_NONCE=uuid.uuid4().hex)
+    assert got["exists"]["/.uv/uv"], got
+    assert got["import"]["six"]["file"].endswith("/six.py"), got
+    note = next((line for line in r.output.splitlines() if "from the wheel uv-" in line), None)
+    assert note is not None and "on https://pypi.org/simple, the same binaries as ghcr.io/astral-sh/uv:" in note, r.output
+    assert re.search(r"uv-\d+\.\d+\.\d+-py3-none-\S*linux\S*\.whl \(sha256 [0-9a-f]{12}\)", note), note
+
+
+@pytest.fixture
+def wheel_index(tmp_path):
+    """A package index of our own (PEP 691 JSON) serving a made-up uv wheel: {"sha256": what the index claims}
+    can be set to lie. Yields (index URL, state)."""
+    import http.server
+    import io
+    import threading
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("uv-9.9.9.dist-info/METADATA", "Name: uv\nVersion: 9.9.9\n")
+        # The made-up uv: records its arguments where the function can read them.
+        z.writestr("uv-9.9.9.data/scripts/uv", "#!/bin/sh\necho \"made-up uv $*\" > /opt/made-up-uv\n")
+        z.writestr("uv-9.9.9.data/scripts/uvx", "#!/bin/sh\n")
+        z.writestr("../../escape", "never written")
+    wheel = buf.getvalue()
+    name = f"uv-9.9.9-py3-none-musllinux_1_1_{os.uname().machine}.whl"
+    state = {"sha256": hashlib.sha256(wheel).hexdigest(), "gets": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["gets"].append(self.path)
+            if self.path == "/simple/uv/":
+                body = json.dumps({"meta": {"api-version": "1.1"}, "name": "uv", "files": [
+                    {"filename": name, "url": f"../../files/{name}", "hashes": {"sha256": state["sha256"]}},
+                    {"filename": "uv-9.9.8-py3-none-musllinux_1_1_x86_64.whl", "url": "/nothing",
+                     "hashes": {"sha256": "0" * 64}},
+                ]}).encode()
+                ctype = "application/vnd.pypi.simple.v1+json"
+            elif self.path == f"/files/{name}":
+                body, ctype = wheel, "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple", state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_uv_from_a_wheel_whose_digest_does_not_match_the_index_is_refused(wheel_index, monkeypatch):
+    """The wheel Cove takes uv from is checked against the index's sha256, and only its scripts are kept."""
+    if os.geteuid() != 0:
+        pytest.skip("the linux runtime needs root")
+    from conftest import _finish, _start, _state_dir, linux_runtime_args
+
+    index, state = wheel_index
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    server = _start(_state_dir(), linux_runtime_args())
+    try:
+        state["sha256"] = "f" * 64
+        r = modal_run(server, "uv_pinned", {}, timeout=300, COVE_TEST_UV_VERSION="9.9.9",
+                      COVE_TEST_NONCE=uuid.uuid4().hex)
+        assert r.returncode != 0, r.output
+        assert f"not the {'f' * 64} the index gives" in r.output, r.output
+    finally:
+        _finish(server)
+
+
+def test_uv_from_a_wheel_of_an_index_of_ones_own(wheel_index, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("the linux runtime needs root")
+    from conftest import _finish, _start, _state_dir, linux_runtime_args
+
+    index, state = wheel_index
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    server = _start(_state_dir(), linux_runtime_args())
+    try:
+        got, r = run_variant(server, "uv_pinned", {"read": ["/opt/made-up-uv"], "mode": ["/.uv/uv"],
+                                                   "exists": ["/escape", "/.uv/escape"]},
+                             COVE_TEST_UV_VERSION="9.9.9", COVE_TEST_NONCE=uuid.uuid4().hex)
+        assert got["read"]["/opt/made-up-uv"].startswith("made-up uv pip install"), got
+        assert got["mode"]["/.uv/uv"] == 0o755, got
+        assert not any(got["exists"].values()), got
+        assert f"uv 9.9.9: from the wheel uv-9.9.9-py3-none-musllinux_1_1_" in r.output, r.output
+        assert f"on {index}, the same binaries as ghcr.io/astral-sh/uv:9.9.9" in r.output, r.output
+        assert "/simple/uv/" in state["gets"], state
+    finally:
+        _finish(server)
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------

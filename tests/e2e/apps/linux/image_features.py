@@ -77,7 +77,18 @@ def _image() -> modal.Image:
     if VARIANT == "micromamba":
         return modal.Image.micromamba(python_version="3.11")
     if VARIANT == "uv":
-        return base.uv_pip_install("six")
+        # The nonce makes the steps after it build anew, so that their log shows.
+        return base.env({"COVE_TEST_NONCE": IN("COVE_TEST_NONCE", "")}).uv_pip_install("six")
+    if VARIANT == "uv_pinned":
+        return base.env({"COVE_TEST_NONCE": IN("COVE_TEST_NONCE", "")}).uv_pip_install(
+            "six", uv_version=IN("COVE_TEST_UV_VERSION", "0"))
+    if VARIANT == "cext":
+        # An sdist with a C extension, built in the image: needs the Python headers (Modal's base has them).
+        here = Path(__file__).parent
+        return base.add_local_dir(here / "cove_cext_pkg", "/src/cove_cext_pkg", copy=True).run_commands(
+            f"pip install --no-build-isolation /src/cove_cext_pkg  # {IN('COVE_TEST_NONCE', '')}",
+            "python -c 'import cove_cext; print(\"triple\", cove_cext.triple(14))'",
+        )
     raise ValueError(f"unknown COVE_TEST_VARIANT {VARIANT!r}")
 
 
