@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "runtime/cgroup.h"
 #include "runtime/idmap.h"
@@ -60,6 +63,24 @@ struct cove_container {
 };
 
 static int userns_on = 1;
+
+/* A port of the host's 127.0.0.1 free now (the kernel's pick), for pasta to listen on; 0 + errno if none. */
+static unsigned short
+free_loopback_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	unsigned short port = 0;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return port;
+}
 /* Slots of COVE_USERNS_SLOTS in use by this server's running containers, and where the next search starts (at
  * random the first time, so that two servers on one host seldom hand out the same ranges). */
 static uint64_t userns_used[COVE_USERNS_SLOTS / 64];
@@ -398,9 +419,19 @@ linux_start(struct cove_runtime *rt, const struct cove_container_spec *spec, voi
 			}
 			for (size_t i = 0; i < fs->n_published_ports; i++) {
 				char port[16];
-				snprintf(port, sizeof(port), "%u", fs->published_ports[i]);
+				unsigned short host = free_loopback_port();
+				if (host == 0) {
+					argv_free(&a);
+					cove_cgroup_destroy(c->cg);
+					free(c);
+					return cove_error_set_errno(err, errno, "container %s: find a free port for its port %u",
+								    spec->id, fs->published_ports[i]);
+				}
+				snprintf(port, sizeof(port), "%u:%u", host, fs->published_ports[i]);
 				push(&a, "--publish");
 				push(&a, port);
+				if (fs->published_host_ports)
+					fs->published_host_ports[i] = host;
 			}
 		}
 		if (userns_on) {

@@ -77,6 +77,10 @@ struct cove_container_rootfs {
 	 * (a sandbox's tunnels). */
 	const unsigned short *published_ports;
 	size_t n_published_ports;
+	/* Where each published port is reached on the host's 127.0.0.1, filled in by start: the same port where
+	 * the container shares the host's network; in a network of its own (the linux runtime's), a free port of
+	 * the host's, so that two containers may serve on the same port. n_published_ports entries. */
+	unsigned short *published_host_ports;
 };
 
 struct cove_container_limits {

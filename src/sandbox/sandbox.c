@@ -964,13 +964,16 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__OPEN &&
 						 d->network_access->network_access_type !=
 							 MODAL__CLIENT__NETWORK_ACCESS__NETWORK_ACCESS_TYPE__UNSPECIFIED);
-		/* Tunnels: the sandbox's ports, reached at the host's 127.0.0.1 (cove_sandbox_tunnels). */
+		/* Tunnels: the sandbox's ports, reached at the host's 127.0.0.1, on ports the runtime picks
+		 * (cove_sandbox_tunnels). */
 		size_t n_ports = d->open_ports_oneof_case && d->open_ports ? d->open_ports->n_ports : 0;
 		sb->iso->ports = xcalloc(n_ports + 1, sizeof(*sb->iso->ports));
+		sb->iso->host_ports = xcalloc(n_ports + 1, sizeof(*sb->iso->host_ports));
 		for (size_t i = 0; i < n_ports; i++)
-			sb->iso->ports[i] = (unsigned short)d->open_ports->ports[i]->port;
+			sb->iso->ports[i] = sb->iso->host_ports[i] = (unsigned short)d->open_ports->ports[i]->port;
 		sb->iso->rootfs.published_ports = sb->iso->ports;
 		sb->iso->rootfs.n_published_ports = n_ports;
+		sb->iso->rootfs.published_host_ports = sb->iso->host_ports;
 	} else {
 		const char *path = getenv("PATH");
 		env_set(&env, &n, "PATH", path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -1102,17 +1105,22 @@ cove_sandbox_tunnels(const struct cove_sandbox *sb, Modal__Client__TunnelData **
 	Modal__Client__TunnelData **t = xcalloc(n + 1, sizeof(*t));
 	for (size_t i = 0; i < n; i++) {
 		const Modal__Client__PortSpec *ps = d->open_ports->ports[i];
+		/* Where the runtime made the port reachable (the same port where the sandbox shares the host's
+		 * network). */
+		uint32_t host_port = sb->iso && sb->iso->host_ports && i < sb->iso->rootfs.n_published_ports
+					     ? sb->iso->host_ports[i]
+					     : ps->port;
 		t[i] = xcalloc(1, sizeof(**t));
 		Modal__Client__TunnelData init = MODAL__CLIENT__TUNNEL_DATA__INIT;
 		*t[i] = init;
 		t[i]->host = xstrdup("127.0.0.1");
-		t[i]->port = ps->port;
+		t[i]->port = host_port;
 		t[i]->container_port = ps->port;
 		if (ps->unencrypted) {
 			t[i]->_unencrypted_host_case = MODAL__CLIENT__TUNNEL_DATA___UNENCRYPTED_HOST_UNENCRYPTED_HOST;
 			t[i]->unencrypted_host = xstrdup("127.0.0.1");
 			t[i]->_unencrypted_port_case = MODAL__CLIENT__TUNNEL_DATA___UNENCRYPTED_PORT_UNENCRYPTED_PORT;
-			t[i]->unencrypted_port = ps->port;
+			t[i]->unencrypted_port = host_port;
 		}
 	}
 	*out = t;

@@ -307,5 +307,6 @@ cove_isolate_clear(struct cove_isolated *iso)
 	free(iso->scratch);
 	free(iso->upper);
 	free(iso->ports);
+	free(iso->host_ports);
 	memset(iso, 0, sizeof(*iso));
 }

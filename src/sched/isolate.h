@@ -42,6 +42,7 @@ struct cove_isolated {
 	struct cove_container_rootfs rootfs;
 	struct cove_container_limits limits;
 	unsigned short *ports; /* rootfs.published_ports (malloc'd; freed by cove_isolate_clear) */
+	unsigned short *host_ports; /* rootfs.published_host_ports (likewise) */
 };
 
 /* From the function's image (which must be built) and resources. FAILED_PRECONDITION for a GPU this host lacks. */

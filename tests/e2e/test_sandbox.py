@@ -497,6 +497,41 @@ def test_tunnel_serves_an_http_server_in_the_sandbox(cove):
     assert values(out, "BODY") == ["served from the sandbox"]
 
 
+@pytest.mark.skipif(os.environ.get("COVE_TEST_RUNTIME") != "linux",
+                    reason="sandboxes with a network of their own: the linux runtime's (a process-runtime sandbox "
+                    "is a host process on the host's ports; gVisor's tunnels still use the host's network)")
+def test_identical_sandboxes_serving_on_one_port_each_get_their_own_tunnel(cove):
+    """Issue 13 (4): a pool of sandboxes that all serve on port 8080 (each in its own network), each reached
+    through a tunnel port of its own on the host."""
+    out = run_client(
+        cove,
+        """
+        import urllib.request
+        sbs = []
+        for i in range(3):
+            serve = (f"mkdir -p /tmp/site && cd /tmp/site && printf 'sandbox {i}' > index.html && "
+                     f"exec {SANDBOX_PY} -m http.server 8080")
+            sbs.append(modal.Sandbox.create("sh", "-c", serve, app=app, unencrypted_ports=[8080]))
+        bodies, ports = [], []
+        for sb in sbs:
+            host, port = sb.tunnels()[8080].tcp_socket
+            ports.append(port)
+            for _ in range(100):
+                try:
+                    bodies.append(urllib.request.urlopen(f"http://{host}:{port}/", timeout=2).read().decode())
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        print("PORTS", len(set(ports)), 8080 in ports)
+        print("BODIES", bodies)
+        for sb in sbs:
+            sb.terminate()
+        """,
+    )
+    assert values(out, "PORTS") == ["3 False"], out
+    assert values(out, "BODIES") == ["['sandbox 0', 'sandbox 1', 'sandbox 2']"], out
+
+
 # ---- the router's tokens --------------------------------------------------------------------------------------
 
 
