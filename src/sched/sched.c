@@ -852,9 +852,27 @@ cove_sched_kick(struct cove_sched *s, struct cove_function *fn)
 	 * min_containers, and buffer_containers idle ones while the function is busy; at most max_containers. */
 	size_t per = per_container(fn);
 	size_t busy = fn->n_tasks > fn->n_idle + fn->n_starting ? fn->n_tasks - fn->n_idle - fn->n_starting : 0;
+	/* Room in running containers of a concurrent function: between taking inputs and asking for more, a
+	 * container with room is not parked, yet what waits will be its next. The autoscaler counts up to
+	 * @modal.concurrent's target_inputs per container (max_inputs without one), as Modal's does: past it, a
+	 * new container. */
+	size_t spare = 0;
+	size_t target = fn->def->target_concurrent_inputs && fn->def->target_concurrent_inputs < per
+				? fn->def->target_concurrent_inputs
+				: per;
+	if (target > 1 && fn->n_pending) {
+		size_t it = 0;
+		void *v;
+		while (cove_map_next(&s->tasks_by_id, &it, NULL, &v)) {
+			const struct cove_task *t = v;
+			if (t->fn == fn && t->state == COVE_TASK_RUNNING && !t->draining && t->n_running < target)
+				spare += target - t->n_running;
+		}
+	}
+	size_t pending = fn->n_pending > spare ? fn->n_pending - spare : 0;
 	size_t want = 0;
-	if (fn->n_pending > fn->n_starting * per)
-		want = (fn->n_pending - fn->n_starting * per + per - 1) / per;
+	if (pending > fn->n_starting * per)
+		want = (pending - fn->n_starting * per + per - 1) / per;
 	if (fn->n_tasks + want < min_containers(fn))
 		want = min_containers(fn) - fn->n_tasks;
 	size_t buffer = buffer_containers(fn);
