@@ -85,6 +85,7 @@ def test_concurrency_and_batching(cove):
     containers, seconds = value(r, "CONCURRENT").split()
     # Five 1 s inputs, five at once in one container: about a second, not five.
     assert int(containers) == 1 and float(seconds) < 4, cove.explain(r)
+    assert value(r, "CONCURRENT_SPAWNED") == "1", cove.explain(r)
     sizes = ast.literal_eval(value(r, "BATCHES"))
     assert len(sizes) == 8 and max(sizes) > 1, cove.explain(r)
 

@@ -78,6 +78,13 @@ def concurrent_sleep(i):
 
 
 @app.function()
+@modal.concurrent(max_inputs=50)
+def roomy_sleep(i):
+    time.sleep(1)
+    return os.getpid()
+
+
+@app.function()
 @modal.batched(max_batch_size=4, wait_ms=300)
 def batch_sizes(xs):
     return [len(xs)] * len(xs)
@@ -239,6 +246,11 @@ def scaling():
     t = time.time()
     pids = list(concurrent_sleep.map(range(5)))
     print("CONCURRENT", len(set(pids)), round(time.time() - t, 1))
+    # Inputs that arrive one by one while the container runs others: still room in it, so no new container.
+    first = roomy_sleep.spawn(0)
+    time.sleep(0.5)
+    calls = [first] + [roomy_sleep.spawn(i) for i in range(1, 20)]
+    print("CONCURRENT_SPAWNED", len(set(modal.FunctionCall.gather(*calls))))
     print("BATCHES", list(batch_sizes.map(range(8))))
 
 
