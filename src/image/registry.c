@@ -20,6 +20,7 @@
 #include "image/reference.h"
 #include "image/unpack.h"
 #include "util/alloc.h"
+#include "util/curl.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
 #include "util/json.h"
@@ -285,23 +286,9 @@ http_get(struct puller *p, const char *host, const char *url, const char *accept
 		headers = curl_slist_append(headers, accept);
 	if (auth)
 		headers = curl_slist_append(headers, auth);
+	cove_curl_defaults(c, CONNECT_TIMEOUT_S, STALL_TIME_S, p->curl_err);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_TIME_S);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "cove/" COVE_VERSION);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, p->curl_err);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);

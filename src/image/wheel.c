@@ -14,11 +14,11 @@
 #include <unistd.h>
 
 #include "util/alloc.h"
+#include "util/curl.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
 #include "util/json.h"
 
-#include "config.h"
 
 #define INDEX_MAX (16u << 20)       /* the index page of one project */
 #define WHEEL_MAX (512ull << 20)    /* one wheel */
@@ -137,23 +137,9 @@ http_get(const char *url, const char *accept, struct sink *s, const char *what, 
 		return cove_error_set(err, COVE_INTERNAL, "%s: cannot start an HTTP client", what);
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *headers = accept ? curl_slist_append(NULL, accept) : NULL;
+	cove_curl_defaults(c, CONNECT_TIMEOUT_S, STALL_TIME_S, errbuf);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_TIME_S);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "cove/" COVE_VERSION);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
 	CURLcode rc = curl_easy_perform(c);

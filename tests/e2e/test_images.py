@@ -406,8 +406,9 @@ def wheel_index(tmp_path):
         server.server_close()
 
 
-def test_uv_from_a_wheel_whose_digest_does_not_match_the_index_is_refused(wheel_index, monkeypatch):
-    """The wheel Cove takes uv from is checked against the index's sha256, and only its scripts are kept."""
+@pytest.fixture
+def own_index_cove(wheel_index, monkeypatch):
+    """A linux-runtime server whose package index (PIP_INDEX_URL) is wheel_index's. Yields (server, index, state)."""
     if os.geteuid() != 0:
         pytest.skip("the linux runtime needs root")
     from conftest import _finish, _start, _state_dir, linux_runtime_args
@@ -415,36 +416,31 @@ def test_uv_from_a_wheel_whose_digest_does_not_match_the_index_is_refused(wheel_
     index, state = wheel_index
     monkeypatch.setenv("PIP_INDEX_URL", index)
     server = _start(_state_dir(), linux_runtime_args())
-    try:
-        state["sha256"] = "f" * 64
-        r = modal_run(server, "uv_pinned", {}, timeout=300, COVE_TEST_UV_VERSION="9.9.9",
-                      COVE_TEST_NONCE=uuid.uuid4().hex)
-        assert r.returncode != 0, r.output
-        assert f"not the {'f' * 64} the index gives" in r.output, r.output
-    finally:
-        _finish(server)
+    yield server, index, state
+    _finish(server)
 
 
-def test_uv_from_a_wheel_of_an_index_of_ones_own(wheel_index, monkeypatch):
-    if os.geteuid() != 0:
-        pytest.skip("the linux runtime needs root")
-    from conftest import _finish, _start, _state_dir, linux_runtime_args
+def test_uv_from_a_wheel_whose_digest_does_not_match_the_index_is_refused(own_index_cove):
+    """The wheel Cove takes uv from is checked against the index's sha256."""
+    server, _, state = own_index_cove
+    state["sha256"] = "f" * 64
+    r = modal_run(server, "uv_pinned", {}, timeout=300, COVE_TEST_UV_VERSION="9.9.9", COVE_TEST_NONCE=uuid.uuid4().hex)
+    assert r.returncode != 0, r.output
+    assert f"not the {'f' * 64} the index gives" in r.output, r.output
 
-    index, state = wheel_index
-    monkeypatch.setenv("PIP_INDEX_URL", index)
-    server = _start(_state_dir(), linux_runtime_args())
-    try:
-        got, r = run_variant(server, "uv_pinned", {"read": ["/opt/made-up-uv"], "mode": ["/.uv/uv"],
-                                                   "exists": ["/escape", "/.uv/escape"]},
-                             COVE_TEST_UV_VERSION="9.9.9", COVE_TEST_NONCE=uuid.uuid4().hex)
-        assert got["read"]["/opt/made-up-uv"].startswith("made-up uv pip install"), got
-        assert got["mode"]["/.uv/uv"] == 0o755, got
-        assert not any(got["exists"].values()), got
-        assert f"uv 9.9.9: from the wheel uv-9.9.9-py3-none-musllinux_1_1_" in r.output, r.output
-        assert f"on {index}, the same binaries as ghcr.io/astral-sh/uv:9.9.9" in r.output, r.output
-        assert "/simple/uv/" in state["gets"], state
-    finally:
-        _finish(server)
+
+def test_uv_from_a_wheel_of_an_index_of_ones_own(own_index_cove):
+    """Only the wheel's scripts are kept (its other entries, "../../escape" among them, are not written)."""
+    server, index, state = own_index_cove
+    got, r = run_variant(server, "uv_pinned", {"read": ["/opt/made-up-uv"], "mode": ["/.uv/uv"],
+                                               "exists": ["/escape", "/.uv/escape"]},
+                         COVE_TEST_UV_VERSION="9.9.9", COVE_TEST_NONCE=uuid.uuid4().hex)
+    assert got["read"]["/opt/made-up-uv"].startswith("made-up uv pip install"), got
+    assert got["mode"]["/.uv/uv"] == 0o755, got
+    assert not any(got["exists"].values()), got
+    assert "uv 9.9.9: from the wheel uv-9.9.9-py3-none-musllinux_1_1_" in r.output, r.output
+    assert f"on {index}, the same binaries as ghcr.io/astral-sh/uv:9.9.9" in r.output, r.output
+    assert "/simple/uv/" in state["gets"], state
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------
