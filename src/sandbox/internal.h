@@ -29,6 +29,7 @@ struct cove_sandboxes {
 	struct cove_map snap_keys; /* snapshot idempotency key -> image id (char*) */
 	int closing;               /* cove_sandbox_free has begun: nothing starts any more */
 	int keep_s, proc_keep_s;   /* COVE_SANDBOX_KEEP_S, COVE_PROC_KEEP_S or their overrides */
+	struct cove_tls *tls;      /* encrypted tunnels' authority and certificate, made when first needed */
 };
 
 /* Where the client runs the filesystem helper in a sandbox. */

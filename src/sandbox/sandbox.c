@@ -21,6 +21,7 @@
 #include "sandbox/internal.h"
 #include "server.h"
 #include "store/store.h"
+#include "tunnel/tunnel.h"
 #include "util/alloc.h"
 #include "util/fsutil.h"
 #include "util/ids.h"
@@ -221,8 +222,11 @@ cove_sandbox_free(struct cove_sandboxes *sbx)
 	cove_map_clear(&sbx->snap_keys);
 	free(sbx->fs_tools);
 	free(sbx->snap_dir);
+	cove_tls_free(sbx->tls);
 	free(sbx);
 }
+
+static void fronts_close(struct cove_sandbox *sb);
 
 /* ---- ids ---- */
 
@@ -529,6 +533,7 @@ sandbox_free(struct cove_sandbox *sb)
 		cove_isolate_clear(sb->iso);
 		free(sb->iso);
 	}
+	fronts_close(sb);
 	cove_volume_mounts_free(sb->vmounts, sb->n_vmounts);
 	free(sb);
 }
@@ -623,11 +628,51 @@ sandbox_expire(evutil_socket_t fd, short what, void *arg)
 	sandbox_purge(sb);
 }
 
+static void
+fronts_close(struct cove_sandbox *sb)
+{
+	for (size_t i = 0; i < sb->n_fronts; i++)
+		cove_tls_front_free(sb->fronts[i]);
+	free(sb->fronts);
+	sb->fronts = NULL;
+	sb->n_fronts = 0;
+}
+
+/* TLS in front of each encrypted port, forwarding to where the runtime made the port reachable. */
+static int
+fronts_open(struct cove_sandbox *sb, struct cove_error **err)
+{
+	const Modal__Client__Sandbox *d = sb->def;
+	size_t n = d->open_ports_oneof_case && d->open_ports ? d->open_ports->n_ports : 0;
+	int any = 0;
+	for (size_t i = 0; i < n; i++)
+		any |= !d->open_ports->ports[i]->unencrypted;
+	if (!any)
+		return 0;
+	struct cove_sandboxes *sbx = sb->sbx;
+	if (sbx->tls == NULL && (sbx->tls = cove_tls_load(sbx->ctx->cfg.state_dir, err)) == NULL)
+		return cove_error_wrap(err, "sandbox %s: encrypted ports", sb->id);
+	sb->fronts = xcalloc(n, sizeof(*sb->fronts));
+	sb->n_fronts = n;
+	for (size_t i = 0; i < n; i++) {
+		const Modal__Client__PortSpec *ps = d->open_ports->ports[i];
+		if (ps->unencrypted)
+			continue;
+		unsigned short backend = sb->iso && sb->iso->host_ports ? sb->iso->host_ports[i] : (unsigned short)ps->port;
+		if ((sb->fronts[i] = cove_tls_front_new(base_of(sbx), sbx->tls, backend, err)) == NULL) {
+			fronts_close(sb);
+			return cove_error_wrap(err, "sandbox %s: port %u", sb->id, ps->port);
+		}
+	}
+	return 0;
+}
+
 /* The sandbox is done (its entrypoint exited, or it was stopped before it started). */
 static void
 sandbox_finish(struct cove_sandbox *sb)
 {
 	struct cove_sandboxes *sbx = sb->sbx;
+	fronts_close(sb);
 	sb->state = COVE_SANDBOX_FINISHED;
 	sb->finished_at = cove_sandbox_now();
 	sbx->n_running--;
@@ -829,6 +874,12 @@ sandbox_start(struct cove_sandbox *sb, struct cove_error **err)
 	}
 	if (proc_start(&sb->host, &spec, &sb->main, err) < 0)
 		return -1;
+	/* Its encrypted ports' TLS: a failure here is Cove's (the sandbox runs, unreachable through them). */
+	struct cove_error *tls_err = NULL;
+	if (fronts_open(sb, &tls_err) < 0) {
+		log_error("%s", tls_err->msg);
+		cove_error_free(tls_err);
+	}
 	sb->state = COVE_SANDBOX_RUNNING;
 	sb->started_at = cove_sandbox_now();
 	sb->last_active = sb->started_at;
@@ -1110,11 +1161,15 @@ cove_sandbox_tunnels(const struct cove_sandbox *sb, Modal__Client__TunnelData **
 		uint32_t host_port = sb->iso && sb->iso->host_ports && i < sb->iso->rootfs.n_published_ports
 					     ? sb->iso->host_ports[i]
 					     : ps->port;
+		/* An encrypted port: the TLS front's (while the sandbox runs). */
+		uint32_t tls_port = !ps->unencrypted && i < sb->n_fronts && sb->fronts[i]
+					    ? cove_tls_front_port(sb->fronts[i])
+					    : host_port;
 		t[i] = xcalloc(1, sizeof(**t));
 		Modal__Client__TunnelData init = MODAL__CLIENT__TUNNEL_DATA__INIT;
 		*t[i] = init;
 		t[i]->host = xstrdup("127.0.0.1");
-		t[i]->port = host_port;
+		t[i]->port = tls_port;
 		t[i]->container_port = ps->port;
 		if (ps->unencrypted) {
 			t[i]->_unencrypted_host_case = MODAL__CLIENT__TUNNEL_DATA___UNENCRYPTED_HOST_UNENCRYPTED_HOST;

@@ -111,6 +111,9 @@ struct cove_sandbox {
 	struct cove_container_mount *vmounts; /* volumes (and, isolated, Cove's helpers) bind-mounted into it */
 	size_t n_vmounts;
 	int volumes;                  /* it has volume views to commit when it ends */
+	/* TLS in front of its encrypted ports while it runs: fronts[i] for open port i (NULL: unencrypted). */
+	struct cove_tls_front **fronts;
+	size_t n_fronts;
 };
 
 /* The module. new: also registers the scheduler's stop hook. free: stops nothing (the runtime, freed after it,

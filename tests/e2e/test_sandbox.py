@@ -497,6 +497,42 @@ def test_tunnel_serves_an_http_server_in_the_sandbox(cove):
     assert values(out, "BODY") == ["served from the sandbox"]
 
 
+def test_encrypted_port_answers_tls_from_coves_own_authority(cove):
+    """Issue 13 (4): an encrypted port's https:// URL is TLS, with a certificate of the authority Cove keeps in
+    <state>/tls/ca.pem (clients trust that file); a client that does not trust it is refused."""
+    body = """
+        import socket, ssl, urllib.request
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        d = "/tmp/cove-e2e-tls-%d" % port
+        serve = f"mkdir -p {d} && cd {d} && printf 'over tls' > index.html && " \
+                f"exec {SANDBOX_PY} -m http.server {port} --bind 127.0.0.1"
+        sb = modal.Sandbox.create("sh", "-c", serve, app=app, encrypted_ports=[port])
+        t = sb.tunnels()[port]
+        print("URL", t.url.startswith("https://127.0.0.1:"), t.port != port)
+        trusted = ssl.create_default_context(cafile=CA)
+        body = None
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(t.url + "/index.html", timeout=5, context=trusted).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        print("BODY", body)
+        try:
+            urllib.request.urlopen(t.url + "/index.html", timeout=5, context=ssl.create_default_context())
+            print("UNTRUSTED accepted")
+        except urllib.error.URLError as e:
+            print("UNTRUSTED", "CERTIFICATE_VERIFY_FAILED" in str(e))
+        sb.terminate()
+        """
+    out = run_client(cove, f"CA = {str(cove.state_dir / 'tls' / 'ca.pem')!r}\n" + textwrap.dedent(body))
+    assert values(out, "URL") == ["True True"], out
+    assert values(out, "BODY") == ["over tls"], out
+    assert values(out, "UNTRUSTED") == ["True"], out
+    mode = (cove.state_dir / "tls" / "ca.key").stat().st_mode & 0o777
+    assert mode == 0o600, oct(mode)
+
+
 @pytest.mark.skipif(os.environ.get("COVE_TEST_RUNTIME") != "linux",
                     reason="sandboxes with a network of their own: the linux runtime's (a process-runtime sandbox "
                     "is a host process on the host's ports; gVisor's tunnels still use the host's network)")
