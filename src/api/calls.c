@@ -92,7 +92,7 @@ accept_inputs(struct cove_api_req *req, struct cove_fcall *fc, Modal__Client__Fu
 }
 
 /* The input a call is made from (the client sends the input its code runs for): one that exists, and for a
- * container one of its own app's, so that no caller can hang its calls under another app's. */
+ * container one it runs or ran, so that no container can hang its calls under another's inputs. */
 static int
 check_parent(struct cove_api_req *req, const char *parent_input_id)
 {
@@ -103,9 +103,10 @@ check_parent(struct cove_api_req *req, const char *parent_input_id)
 		cove_api_fail_code(req->call, COVE_NOT_FOUND, "FunctionMap: parent input %s not found", parent_input_id);
 		return -1;
 	}
-	if (req->task && in->fc->fn->app != req->task->app) {
+	if (req->task && in->task != req->task &&
+	    !(in->state == COVE_INPUT_DONE && strcmp(in->task_id, req->task->id) == 0)) {
 		cove_api_fail_code(req->call, COVE_PERMISSION_DENIED,
-				   "FunctionMap: parent input %s is not an input of this container's app", parent_input_id);
+				   "FunctionMap: parent input %s is not an input of this container", parent_input_id);
 		return -1;
 	}
 	return 0;
@@ -322,8 +323,14 @@ cove_api_FunctionGetCallGraph(struct cove_api_req *req)
 		cove_api_fail_code(req->call, COVE_NOT_FOUND, "Function call %s not found", r->function_call_id);
 		return;
 	}
+	/* A container sees its own app's calls only: call ids of other apps are theirs to hand out. */
+	if (req->task && fc->fn->app != req->task->app) {
+		cove_api_fail_code(req->call, COVE_PERMISSION_DENIED, "Function call %s is not a call of this container's app",
+				   fc->id);
+		return;
+	}
 	Modal__Client__FunctionGetCallGraphResponse resp = MODAL__CLIENT__FUNCTION_GET_CALL_GRAPH_RESPONSE__INIT;
-	cove_sched_call_graph(req->ctx->sched, fc, &resp);
+	cove_sched_call_graph(req->ctx->sched, fc, req->task ? req->task->app : NULL, &resp);
 	cove_api_reply(req->call, &resp.base);
 	cove_sched_call_graph_free(&resp);
 }

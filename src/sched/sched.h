@@ -91,6 +91,10 @@ struct cove_input {
 	uint32_t retry_count;
 	struct cove_task *task;
 	double started_at;
+	/* Once done: its output's GenericResult status and the task that ran it ("" if none), kept so that the call
+	 * graph never reads outputs back. */
+	int status;
+	char task_id[26];
 	struct event *timer; /* running: its timeout; waiting to retry: the backoff */
 };
 
@@ -254,10 +258,12 @@ struct cove_fcall *cove_sched_call_get(struct cove_sched *s, const char *call_id
 /* An input whose results have not expired, or NULL. */
 struct cove_input *cove_sched_input_get(struct cove_sched *s, const char *input_id);
 /* FunctionGetCallGraph: the tree of calls fc belongs to, from its topmost ancestor down (every call made by an
- * input of a call in it, recursively), at most COVE_CALL_GRAPH_MAX_INPUTS inputs (then truncated is set).
- * Strings are borrowed from the scheduler except task ids; free with cove_sched_call_graph_free. */
-#define COVE_CALL_GRAPH_MAX_INPUTS 10000
-void cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, Modal__Client__FunctionGetCallGraphResponse *out);
+ * input of a call in it, recursively), at most COVE_CALL_GRAPH_MAX_NODES calls and inputs together (then
+ * truncated is set). app: only calls of this app (a container's view: it neither climbs to nor descends into
+ * other apps' calls); NULL: all. Strings are borrowed from the scheduler; free with cove_sched_call_graph_free. */
+#define COVE_CALL_GRAPH_MAX_NODES 10000
+void cove_sched_call_graph(struct cove_sched *s, struct cove_fcall *fc, const struct cove_app *app,
+			   Modal__Client__FunctionGetCallGraphResponse *out);
 void cove_sched_call_graph_free(Modal__Client__FunctionGetCallGraphResponse *out);
 /* Accept one input (serialized FunctionInput), durable before return. The returned input is borrowed. */
 struct cove_input *cove_sched_input_add(struct cove_sched *s, struct cove_fcall *fc, int32_t idx,

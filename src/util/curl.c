@@ -2,6 +2,7 @@
 #include "util/curl.h"
 
 #include "config.h"
+#include "util/alloc.h"
 
 void
 cove_curl_defaults(CURL *c, long connect_timeout_s, long stall_time_s, char *errbuf)
@@ -22,4 +23,18 @@ cove_curl_defaults(CURL *c, long connect_timeout_s, long stall_time_s, char *err
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall_time_s);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "cove/" COVE_VERSION);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+}
+
+char *
+cove_url_redacted(const char *url)
+{
+	CURLU *u = curl_url();
+	char *out = NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_USER, NULL, 0) == CURLUE_OK && curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) == CURLUE_OK)
+		curl_url_get(u, CURLUPART_URL, &out, 0);
+	char *r = xstrdup(out ? out : "(a URL that does not parse)");
+	curl_free(out);
+	curl_url_cleanup(u);
+	return r;
 }

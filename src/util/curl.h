@@ -7,5 +7,7 @@
 
 /* errbuf: CURL_ERROR_SIZE bytes, cleared here. */
 void cove_curl_defaults(CURL *c, long connect_timeout_s, long stall_time_s, char *errbuf);
+/* url as it may be shown (logs, errors, build output): without user name and password. malloc'd. */
+char *cove_url_redacted(const char *url);
 
 #endif

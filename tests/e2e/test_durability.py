@@ -31,7 +31,7 @@ def test_kill_9_with_spawned_inputs_pending(fresh_cove, tmp_path):
     assert results == list(range(100)), cove.explain(r)
 
 
-def test_call_graph_survives_kill_9(fresh_cove):
+def test_call_graph_survives_kill_9(fresh_cove, tmp_path):
     cove = fresh_cove
     r = cove.run_modal(["deploy", "durable.py"])
     assert r.returncode == 0, cove.explain(r)
@@ -57,6 +57,25 @@ def test_call_graph_survives_kill_9(fresh_cove):
     r = cove.run_python(f"import json, modal\ncall = modal.FunctionCall.from_id({call_id!r})\n" + graph)
     assert r.returncode == 0, cove.explain(r)
     assert r.stdout.split("GRAPH ")[1].strip() == before, cove.explain(r)
+    # A container of another app may not read that app's graph (its call ids are that app's to hand out).
+    outsider = tmp_path / "outsider.py"
+    outsider.write_text(
+        "import modal\n"
+        "app = modal.App('graph-outsider')\n"
+        "@app.function()\n"
+        "def peek(call_id):\n"
+        "    try:\n"
+        "        modal.FunctionCall.from_id(call_id).get_call_graph()\n"
+        "        return 'seen'\n"
+        "    except modal.exception.PermissionDeniedError as e:\n"
+        "        return 'denied: ' + str(e)\n"
+        "@app.local_entrypoint()\n"
+        "def main(call_id: str):\n"
+        "    print('PEEK', peek.remote(call_id))\n"
+    )
+    r = cove.run_modal(["run", str(outsider), "--call-id", call_id], cwd=tmp_path)
+    assert r.returncode == 0, cove.explain(r)
+    assert f"PEEK denied: Function call {call_id} is not a call of this container's app" in r.stdout, cove.explain(r)
 
 
 def test_map_spreads_over_max_containers(cove):

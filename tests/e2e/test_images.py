@@ -414,7 +414,8 @@ def own_index_cove(wheel_index, monkeypatch):
     from conftest import _finish, _start, _state_dir, linux_runtime_args
 
     index, state = wheel_index
-    monkeypatch.setenv("PIP_INDEX_URL", index)
+    # With credentials in it, as a private mirror's URL often has: they must never reach a build's log.
+    monkeypatch.setenv("PIP_INDEX_URL", index.replace("http://", "http://cove:s3cret-token@"))
     server = _start(_state_dir(), linux_runtime_args())
     yield server, index, state
     _finish(server)
@@ -427,6 +428,7 @@ def test_uv_from_a_wheel_whose_digest_does_not_match_the_index_is_refused(own_in
     r = modal_run(server, "uv_pinned", {}, timeout=300, COVE_TEST_UV_VERSION="9.9.9", COVE_TEST_NONCE=uuid.uuid4().hex)
     assert r.returncode != 0, r.output
     assert f"not the {'f' * 64} the index gives" in r.output, r.output
+    assert "s3cret-token" not in r.output, r.output
 
 
 def test_uv_from_a_wheel_of_an_index_of_ones_own(own_index_cove):
@@ -441,6 +443,7 @@ def test_uv_from_a_wheel_of_an_index_of_ones_own(own_index_cove):
     assert "uv 9.9.9: from the wheel uv-9.9.9-py3-none-musllinux_1_1_" in r.output, r.output
     assert f"on {index}, the same binaries as ghcr.io/astral-sh/uv:9.9.9" in r.output, r.output
     assert "/simple/uv/" in state["gets"], state
+    assert "s3cret-token" not in r.output, r.output
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------
