@@ -25,6 +25,8 @@
 #define SCRIPT_MAX (256ull << 20)   /* one binary in it */
 #define CONNECT_TIMEOUT_S 20L
 #define STALL_TIME_S 60L
+#define INDEX_TIMEOUT_S 120L
+#define WHEEL_TIMEOUT_S 900L
 
 static const char *const uv_scripts[] = {"uv", "uvx", NULL};
 
@@ -140,6 +142,8 @@ http_get(const char *url, const char *shown, const char *accept, struct sink *s,
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *headers = accept ? curl_slist_append(NULL, accept) : NULL;
 	cove_curl_defaults(c, CONNECT_TIMEOUT_S, STALL_TIME_S, errbuf);
+	/* A whole transfer's bound too: a trickle that never stalls must not hold a worker (and shutdown) forever. */
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, s->fd >= 0 ? WHEEL_TIMEOUT_S : INDEX_TIMEOUT_S);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
