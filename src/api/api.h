@@ -74,6 +74,12 @@ void cove_api_send(struct cove_call *call, const ProtobufCMessage *msg);
 void cove_api_fail(struct cove_call *call, struct cove_error *err);
 void cove_api_fail_code(struct cove_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The modal client versions Cove serves: COVE_CLIENT_VERSION_MIN (the first that sends a container's
+ * credentials, MODAL_OVERRIDE_HEADERS) to the pinned version's minor (COVE_CLIENT_VERSION, its every patch). 0,
+ * or -1 + FAILED_PRECONDITION naming the range. */
+#define COVE_CLIENT_VERSION_MIN "1.5.0"
+int cove_client_version_ok(const char *version, struct cove_error **err);
+
 /* Authentication (auth.c). Fills req->client_type and req->task; 0 or -1 + UNAUTHENTICATED (or
  * PERMISSION_DENIED: a container calling a COVE_API_CLIENT_ONLY method, a client a COVE_API_CONTAINER_ONLY one). */
 int cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error **err);

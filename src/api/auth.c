@@ -3,6 +3,7 @@
  * own app and function may). Sandboxes get no credentials at all. docs/security.md has the model as a table;
  * router.c's method table gives each RPC its flags, and cove_auth_scope below checks a container's request
  * against the table of request fields that name an object. */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -86,15 +87,47 @@ token_valid(struct cove_store *store, const char *id, const char *secret)
 	return 1;
 }
 
+/* "1.5.2", "1.6.0rc1": major, minor and patch (0 where missing); 0 if it does not start with a number. */
+static int
+parse_version(const char *v, unsigned long out[3])
+{
+	memset(out, 0, 3 * sizeof(*out));
+	for (int i = 0; i < 3; i++) {
+		if (*v < '0' || *v > '9')
+			return i > 0;
+		char *end;
+		out[i] = strtoul(v, &end, 10);
+		v = end;
+		if (*v != '.')
+			return 1;
+		v++;
+	}
+	return 1;
+}
+
+int
+cove_client_version_ok(const char *version, struct cove_error **err)
+{
+	unsigned long v[3], lo[3], hi[3];
+	parse_version(COVE_CLIENT_VERSION_MIN, lo);
+	parse_version(COVE_CLIENT_VERSION, hi);
+	int ok = parse_version(version, v) &&
+		 (v[0] > lo[0] || (v[0] == lo[0] && (v[1] > lo[1] || (v[1] == lo[1] && v[2] >= lo[2])))) &&
+		 (v[0] < hi[0] || (v[0] == hi[0] && v[1] <= hi[1]));
+	if (ok)
+		return 0;
+	return cove_error_set(err, COVE_FAILED_PRECONDITION,
+			      "this Cove server supports modal client versions %s to %lu.%lu.x, but this client is version %s; "
+			      "install a supported client with: pip install modal==%s",
+			      COVE_CLIENT_VERSION_MIN, hi[0], hi[1], version, COVE_CLIENT_VERSION);
+}
+
 int
 cove_auth_check(struct cove_api_req *req, unsigned flags, struct cove_error **err)
 {
 	const char *version = cove_call_header(req->call, "x-modal-client-version");
-	if (version && strcmp(version, COVE_CLIENT_VERSION) != 0)
-		return cove_error_set(err, COVE_FAILED_PRECONDITION,
-				      "this Cove server supports modal client version %s, but this client is version %s; "
-				      "install the supported client with: pip install modal==%s",
-				      COVE_CLIENT_VERSION, version, COVE_CLIENT_VERSION);
+	if (version && cove_client_version_ok(version, err) < 0)
+		return -1;
 	const char *type = cove_call_header(req->call, "x-modal-client-type");
 	if (type && strcmp(type, "3") == 0) {
 		const char *secret = cove_call_header(req->call, "x-cove-task");

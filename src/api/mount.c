@@ -157,20 +157,18 @@ reply_mount(struct cove_api_req *req, const char *id, const Modal__Client__Mount
 	cove_api_reply(req->call, &resp.base);
 }
 
-/* The client package mount. The process runtime runs containers on the server's own interpreter, which has
- * exactly this client installed, so the mount carries no files; what it promises is the version. */
+/* The client package mount. Containers run the client of the server's own interpreter (the pinned version; the
+ * process runtime's interpreter, the linux runtime's /__modal/deps), so the mount carries no files; what it
+ * promises is that the caller's version is one Cove serves (cove_client_version_ok). */
 static void
 client_mount(struct cove_api_req *req, const Modal__Client__MountGetOrCreateRequest *r)
 {
 	const char *version = r->deployment_name + strlen(CLIENT_MOUNT_PREFIX);
-	if (strcmp(version, COVE_CLIENT_VERSION) != 0) {
-		cove_api_fail_code(req->call, COVE_FAILED_PRECONDITION,
-				   "this Cove server serves modal client version %s, not %s: install it with "
-				   "pip install modal==%s",
-				   COVE_CLIENT_VERSION, version, COVE_CLIENT_VERSION);
+	struct cove_error *err = NULL;
+	if (cove_client_version_ok(version, &err) < 0) {
+		cove_api_fail(req->call, err);
 		return;
 	}
-	struct cove_error *err = NULL;
 	cleanup_free char *id = NULL;
 	if (cove_store_object_find(req->ctx->store, "mount", "", r->deployment_name, &id, &err) < 0) {
 		cove_error_free(err);

@@ -123,3 +123,4 @@ def test_a_client_of_another_version_is_told_which_version_cove_serves(cove):
         reply = client.call("EnvironmentGetOrCreate", VALID, headers)
     assert reply.grpc_status == 9, reply.describe()  # FAILED_PRECONDITION: the client raises ConflictError
     assert CLIENT_VERSION in reply.grpc_message and "1.0.0" in reply.grpc_message, reply.grpc_message
+    assert "versions 1.5.0 to " in reply.grpc_message, reply.grpc_message
