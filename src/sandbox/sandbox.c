@@ -327,6 +327,13 @@ cove_sandbox_task_stats(struct cove_sandboxes *sbx, const char *env, const char 
 
 /* ---- validation ---- */
 
+/* A name given: the JavaScript and Go SDKs send an empty one for an unnamed sandbox, which means none. */
+static int
+has_name(const Modal__Client__Sandbox *d)
+{
+	return d->_name_case && d->name && d->name[0];
+}
+
 static int
 valid_name(const char *s)
 {
@@ -438,7 +445,7 @@ check_definition(const Modal__Client__Sandbox *d, int isolated, struct cove_erro
 				      "workdir %s is not a directory (the process runtime runs sandboxes in the host's "
 				      "file system, and does not create it)",
 				      d->workdir);
-	if (d->_name_case && !valid_name(d->name))
+	if (has_name(d) && !valid_name(d->name))
 		return cove_error_set(err, COVE_INVALID_ARGUMENT,
 				      "sandbox names are 1 to %d characters of letters, digits, '-', '_' and '.'", MAX_NAME);
 	if ((d->n_volume_mounts && !isolated) || d->n_nfs_mounts || d->n_s3_mounts || d->n_cloud_bucket_mounts)
@@ -965,7 +972,7 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 	int isolated = sbx->ctx->builder != NULL;
 	if (check_definition(d, isolated, err) < 0 || check_tags(a->tags, a->n_tags, err) < 0)
 		return NULL;
-	if (d->_name_case && cove_sandbox_by_name(sbx, app->id, d->name, 0)) {
+	if (has_name(d) && cove_sandbox_by_name(sbx, app->id, d->name, 0)) {
 		cove_error_set(err, COVE_ALREADY_EXISTS, "a running sandbox of this app is already named %s", d->name);
 		return NULL;
 	}
@@ -975,7 +982,7 @@ cove_sandbox_create(struct cove_sandboxes *sbx, const struct cove_sandbox_create
 	sb->id = new_sandbox_id(a->v2);
 	sb->app_id = xstrdup(app->id);
 	sb->env = xstrdup(app->env);
-	sb->name = d->_name_case ? xstrdup(d->name) : NULL;
+	sb->name = has_name(d) ? xstrdup(d->name) : NULL;
 	sb->def = pb_dup(&d->base);
 	tags_replace(sb, a->tags, a->n_tags);
 	double now = cove_sandbox_now();

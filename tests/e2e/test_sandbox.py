@@ -167,6 +167,34 @@ def test_names_tags_list_and_from_name(cove):
     )
 
 
+def test_an_empty_name_is_no_name(cove):
+    """Issue 16 (3): the Go SDK sends `name` present and empty for an unnamed sandbox (here the client's
+    definition is made that way): it is an unnamed sandbox, and two of them do not clash."""
+    out = run_client(
+        cove,
+        """
+        import types
+        import modal.sandbox._common as common
+        real = common.api_pb2
+
+        def sandbox_with_empty_name(*args, **kwargs):
+            if kwargs.get("name") is None:
+                kwargs["name"] = ""
+            return real.Sandbox(*args, **kwargs)
+
+        proxy = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+        proxy.Sandbox = sandbox_with_empty_name
+        common.api_pb2 = proxy
+        a = modal.Sandbox.create("sleep", "60", app=app)
+        b = modal.Sandbox.create("sleep", "60", app=app)
+        print("EXEC", a.exec("echo", "unnamed").stdout.read().strip(), a.object_id != b.object_id)
+        a.terminate()
+        b.terminate()
+        """,
+    )
+    assert values(out, "EXEC") == ["unnamed True"], out
+
+
 def test_sandboxes_stop_with_their_app(cove):
     out = run_client(
         cove,
